@@ -1,0 +1,24 @@
+"""ASGI entry point: HTTP through a body-size guard into Django, WebSocket through the
+origin check into the protocol routes (filled by the messaging consumers)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshsite.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
+
+websocket_routes: list = []
+
+application = ProtocolTypeRouter(
+    {
+        "http": BodyLimitMiddleware(django_asgi_app, limit=settings.MESH_MAX_REQUEST_BODY),
+        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
+    }
+)

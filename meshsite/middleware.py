@@ -1,0 +1,35 @@
+"""Route the SAP-compatible APIs on the raw (still percent-encoded) request path.
+
+Queue and topic names contain slashes and travel as ONE percent-encoded path segment
+(`queues/a%2Fb%2Fc%2Fq1/messages`). The decoded path cannot tell `a%2Fb` from `a/b`, so for
+these prefixes the resolver sees the raw path and the `segment` URL converter decodes each
+name. ASGI servers give `raw_path`; WSGI servers give RAW_URI or REQUEST_URI.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+RAW_PATH_PREFIXES = ("/messagingrest/", "/hub/rest/api/")
+
+
+def _raw_path(request: HttpRequest) -> str | None:
+    scope = getattr(request, "scope", None)
+    if scope is not None:
+        raw = scope.get("raw_path")
+        return raw.decode("latin-1") if raw else None
+    raw_uri = request.META.get("RAW_URI") or request.META.get("REQUEST_URI")
+    return raw_uri.split("?", 1)[0] if raw_uri else None
+
+
+def raw_path_middleware(get_response: Callable[[HttpRequest], HttpResponse]):
+    def middleware(request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(RAW_PATH_PREFIXES):
+            raw = _raw_path(request)
+            if raw and raw.startswith(RAW_PATH_PREFIXES):
+                request.path_info = raw
+        return get_response(request)
+
+    return middleware

@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class PlatformConfig(AppConfig):
+    name = "meshsite.platform"
+    label = "platform"
+    verbose_name = "Platform (subaccount, entitlements, instances, keys)"
+    default_auto_field = "django.db.models.BigAutoField"

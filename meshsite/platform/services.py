@@ -1,0 +1,117 @@
+"""Writes on the platform model: instances and service keys. Every caller (the CLI, the
+cockpit, tests) goes through these, so quotas and validation hold everywhere."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from oauth2_provider.models import get_application_model
+
+from .models import Entitlement, Service, ServiceInstance, ServiceKey, Subaccount
+from .registry import PARAMETER_VALIDATORS
+
+DEFAULT_ENTITLEMENTS = (
+    (Service.EVENT_MESH, "default", 10),
+    (Service.EVENT_MESH, "standard", 1),
+    (Service.PROCESS_VISIBILITY, "standard", 1),
+)
+
+
+class PlatformError(Exception):
+    """A refused platform operation; the message is meant for the user."""
+
+
+@dataclass(frozen=True)
+class NewServiceKey:
+    key: ServiceKey
+    client_secret: str  # shown once: only its hash is stored
+
+
+def subaccount_default() -> Subaccount:
+    subaccount, created = Subaccount.objects.get_or_create(name=settings.MESH_SUBACCOUNT)
+    if created:
+        for service, plan, quota in DEFAULT_ENTITLEMENTS:
+            Entitlement.objects.get_or_create(
+                subaccount=subaccount, service=service, plan=plan, defaults={"quota": quota}
+            )
+    return subaccount
+
+
+@transaction.atomic
+def instance_create(
+    *, subaccount: Subaccount, service: str, plan: str, name: str, parameters: Any = None
+) -> ServiceInstance:
+    entitlement = (
+        Entitlement.objects.select_for_update().filter(subaccount=subaccount, service=service, plan=plan).first()
+    )
+    if entitlement is None:
+        raise PlatformError(f"The subaccount has no entitlement for {service}/{plan}")
+    used = ServiceInstance.objects.filter(subaccount=subaccount, service=service, plan=plan).count()
+    if used >= entitlement.quota:
+        raise PlatformError(f"Quota exceeded: {used} of {entitlement.quota} {service}/{plan} instances in use")
+    if ServiceInstance.objects.filter(subaccount=subaccount, name=name).exists():
+        raise PlatformError(f"Service instance {name!r} already exists")
+    normalized = _parameters(service, plan, name, parameters)
+    namespace = normalized.get("namespace", "") if service == Service.EVENT_MESH else ""
+    if namespace and ServiceInstance.objects.filter(subaccount=subaccount, namespace=namespace).exists():
+        raise PlatformError(f"Namespace {namespace!r} is already used by another instance")
+    try:
+        return ServiceInstance.objects.create(
+            subaccount=subaccount, service=service, plan=plan, name=name,
+            parameters=normalized, namespace=namespace,
+        )
+    except IntegrityError as error:  # a concurrent create won the race
+        raise PlatformError(f"Service instance {name!r} conflicts with an existing one") from error
+
+
+def _parameters(service: str, plan: str, name: str, parameters: Any) -> dict[str, Any]:
+    if not name or len(name) > 100:
+        raise PlatformError("Instance name must be 1 to 100 characters")
+    validator = PARAMETER_VALIDATORS.get((service, plan))
+    if validator is None:
+        if parameters not in (None, {}):
+            raise PlatformError(f"{service}/{plan} takes no parameters")
+        return {}
+    try:
+        return validator(parameters, name)
+    except ValueError as error:
+        raise PlatformError(str(error)) from None
+
+
+@transaction.atomic
+def instance_delete(*, instance: ServiceInstance) -> None:
+    if instance.keys.exists():
+        raise PlatformError(
+            f"Service instance {instance.name!r} still has service keys; delete them first"
+        )
+    instance.delete()
+
+
+@transaction.atomic
+def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey:
+    if not name or len(name) > 100:
+        raise PlatformError("Service key name must be 1 to 100 characters")
+    if instance.keys.filter(name=name).exists():
+        raise PlatformError(f"Service key {name!r} already exists for {instance.name!r}")
+    secret = secrets.token_urlsafe(32)
+    Application = get_application_model()
+    application = Application.objects.create(
+        name=f"{instance.name}/{name}",
+        client_id=f"sb-{instance.id.hex[:12]}-{secrets.token_hex(8)}",
+        client_secret=secret,  # hashed by django-oauth-toolkit on save
+        client_type=Application.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        skip_authorization=True,
+    )
+    key = ServiceKey.objects.create(instance=instance, name=name, application=application)
+    return NewServiceKey(key=key, client_secret=secret)
+
+
+@transaction.atomic
+def service_key_delete(*, key: ServiceKey) -> None:
+    # Deleting the application deletes its tokens too: the key stops working at once.
+    key.application.delete()

@@ -1,0 +1,51 @@
+"""The token endpoint, at exactly /oauth/token as SAP clients derive it from the key.
+
+Both forms of the contract are served: the standard POST form, and the GET form that CAP
+uses (`?grant_type=client_credentials&response_type=token` with HTTP Basic). oauthlib
+only accepts POST with the parameters in the body, so the GET form is handed to it as
+such.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse, QueryDict
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+from oauth2_provider.oauth2_backends import get_oauthlib_core
+
+TOKEN_PARAMETERS = ("grant_type", "client_id", "client_secret", "scope")
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class TokenView(View):
+    http_method_names = ["get", "post"]
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        return self._token(request, request.GET)
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        return self._token(request, request.POST)
+
+    def _token(self, request: HttpRequest, params: QueryDict) -> HttpResponse:
+        core = get_oauthlib_core()
+        headers = core.extract_headers(request)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = urlencode([(key, params[key]) for key in TOKEN_PARAMETERS if key in params])
+        uri = request.build_absolute_uri(request.path)
+        response_headers, content, status = core.server.create_token_response(uri, "POST", body, headers)
+        response = HttpResponse(content=content, status=status, content_type="application/json")
+        for name, value in response_headers.items():
+            response[name] = value
+        if status == 200:
+            response.content = json.dumps(_sap_token_body(json.loads(content))).encode()
+        return response
+
+
+def _sap_token_body(body: dict) -> dict:
+    body["token_type"] = "bearer"
+    body.pop("refresh_token", None)
+    return body

@@ -1,0 +1,50 @@
+from datetime import timedelta
+
+from .base import VAR_DIR
+from .env import env_int, env_str
+
+# REDIS_URL switches the channel layer and the Celery broker to Redis. Without it the
+# channel layer is in-memory (one process) and Celery uses a file-system broker under
+# var/, which works across the processes `make run` starts and needs no server.
+REDIS_URL = env_str("REDIS_URL", "")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("in", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "in"),
+        "data_folder_out": str(_broker_dir / "in"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+MESH_SWEEP_INTERVAL = env_int("MESH_SWEEP_INTERVAL", 5, minimum=1)
+
+CELERY_BEAT_SCHEDULE = {
+    "messaging-sweep": {
+        "task": "messaging.tasks.sweep_queues",
+        "schedule": timedelta(seconds=MESH_SWEEP_INTERVAL),
+    },
+    "platform-clear-expired-tokens": {
+        "task": "meshsite.platform.tasks.clear_expired_tokens",
+        "schedule": timedelta(hours=1),
+    },
+}

@@ -1,0 +1,19 @@
+from .env import env_int, env_list, env_str
+
+# The base URL written into service keys. It is what clients connect to, which is not
+# always the address the server binds (a proxy or load balancer may sit in front).
+MESH_PUBLIC_URL = env_str("MESH_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+
+MESH_MAX_MESSAGE_SIZE = env_int("MESH_MAX_MESSAGE_SIZE", 1024 * 1024, minimum=1)
+# Request bodies on any path are capped at the ASGI layer before Django buffers them.
+MESH_MAX_REQUEST_BODY = env_int("MESH_MAX_REQUEST_BODY", MESH_MAX_MESSAGE_SIZE + 64 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MESH_MAX_REQUEST_BODY
+
+MESH_DEFAULT_EXPIRATION_MS = env_int("MESH_DEFAULT_EXPIRATION_MS", 30 * 24 * 3600 * 1000, minimum=1)
+MESH_MAX_EXPIRATION_MS = env_int("MESH_MAX_EXPIRATION_MS", 30 * 24 * 3600 * 1000, minimum=1)
+# How long a qos-1 message stays locked to its consumer before it returns to the queue.
+MESH_ACK_TIMEOUT = env_int("MESH_ACK_TIMEOUT", 60, minimum=1)
+MESH_MAX_QUEUES_PER_INSTANCE = env_int("MESH_MAX_QUEUES_PER_INSTANCE", 1000, minimum=1)
+MESH_MAX_SUBSCRIPTIONS_PER_QUEUE = env_int("MESH_MAX_SUBSCRIPTIONS_PER_QUEUE", 100, minimum=1)
+MESH_SUBACCOUNT = env_str("MESH_SUBACCOUNT", "default")
+MESH_WEBSOCKET_ALLOWED_ORIGINS = env_list("MESH_WEBSOCKET_ALLOWED_ORIGINS", [])

@@ -1,0 +1,127 @@
+"""Queues, their topic subscriptions, and the messages they hold.
+
+PostgreSQL is the truth for every message and its delivery state. A message row belongs to
+one queue (a topic publish writes one row per matching queue); consumers claim rows with
+SELECT ... FOR UPDATE SKIP LOCKED, and a qos-1 claim is a lock with an expiry rather than a
+separate table, so an abandoned claim needs no cleanup to become available again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+
+from meshsite.platform.models import ServiceInstance, Subaccount
+
+from . import names
+
+
+class AccessType(models.TextChoices):
+    EXCLUSIVE = "EXCLUSIVE"
+    NON_EXCLUSIVE = "NON_EXCLUSIVE"
+
+
+class Queue(models.Model):
+    instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="queues")
+    name = models.CharField(max_length=names.MAX_NAME_LENGTH)
+    access_type = models.CharField(max_length=16, choices=AccessType.choices, default=AccessType.NON_EXCLUSIVE)
+    # For every limit, 0 means "no limit" (SAP's convention).
+    max_queue_size_in_bytes = models.BigIntegerField(default=0)
+    max_queue_message_count = models.BigIntegerField(default=0)
+    max_message_size_in_bytes = models.BigIntegerField(default=0)
+    respect_ttl = models.BooleanField(default=False)
+    max_redelivery_count = models.IntegerField(default=0)
+    dead_msg_queue = models.CharField(max_length=names.MAX_NAME_LENGTH, null=True, blank=True)
+    max_delivered_unacked_msgs_per_flow = models.IntegerField(default=10000)
+    # EXCLUSIVE queues: the consumer holding the queue, until its lease runs out.
+    exclusive_owner = models.CharField(max_length=100, blank=True)
+    exclusive_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instance", "name"], name="queue_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def has_capacity_limits(self) -> bool:
+        return bool(self.max_queue_size_in_bytes or self.max_queue_message_count)
+
+    def admits_consumer(self, identity: str, now: datetime) -> bool:
+        if self.access_type != AccessType.EXCLUSIVE:
+            return True
+        lease_active = self.exclusive_until is not None and self.exclusive_until > now
+        return not lease_active or self.exclusive_owner == identity
+
+
+class Subscription(models.Model):
+    """A queue's subscription to a topic pattern.
+
+    `subaccount` and `prefix` are denormalized so that a publish finds its candidate
+    subscriptions with one index lookup on (subaccount, prefix IN <prefixes of the topic>)
+    instead of scanning every pattern.
+    """
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="subscriptions")
+    subaccount = models.ForeignKey(Subaccount, on_delete=models.CASCADE, related_name="+")
+    pattern = models.CharField(max_length=names.MAX_NAME_LENGTH)
+    prefix = models.CharField(max_length=names.MAX_NAME_LENGTH)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "pattern"], name="subscription_unique_pattern")]
+        indexes = [models.Index(fields=["subaccount", "prefix"], name="subscription_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.queue.name} <- {self.pattern}"
+
+    def matches(self, topic: str) -> bool:
+        return names.covers(self.pattern, topic)
+
+
+class Message(models.Model):
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="messages")
+    uuid = models.UUIDField(default=uuid.uuid4, editable=False)
+    payload = models.BinaryField()
+    size = models.IntegerField()
+    content_type = models.CharField(max_length=255)
+    # Where it was published: "topic:<t>" or "queue:<q>" (the push header x-address).
+    address = models.CharField(max_length=names.MAX_NAME_LENGTH + 6)
+    qos = models.SmallIntegerField(default=1)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    delivery_count = models.IntegerField(default=0)
+    # A claim: set while a qos-1 consumer holds the message; available again once past.
+    locked_until = models.DateTimeField(null=True, blank=True)
+    claim_id = models.UUIDField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=100, blank=True)
+    # Set when the message was moved to a dead message queue: why, and from where.
+    death_reason = models.CharField(max_length=200, blank=True)
+    dead_from = models.CharField(max_length=names.MAX_NAME_LENGTH, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["queue", "id"], name="message_fifo"),
+            models.Index(fields=["claim_id"], name="message_claim", condition=Q(claim_id__isnull=False)),
+            models.Index(
+                fields=["queue", "claimed_by"], name="message_claimed_by", condition=Q(locked_until__isnull=False)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.uuid} in {self.queue_id}"
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at <= now
+
+    def is_locked(self, now: datetime) -> bool:
+        return self.locked_until is not None and self.locked_until > now
+
+    def redeliveries_exhausted(self, queue: Queue) -> bool:
+        """Delivered once plus `maxRedeliveryCount` times, and still not acknowledged."""
+        limit = queue.max_redelivery_count
+        return limit > 0 and self.delivery_count > limit

@@ -1,0 +1,70 @@
+"""Reads for the messaging API: queues of an instance with their counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from meshsite.errors import NotFound
+from meshsite.platform.models import ServiceInstance
+
+from .descriptor import Rules
+from .models import Message, Queue, Subscription
+from .names import prefixes
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    message_count: int = 0
+    size_in_bytes: int = 0
+    unacknowledged: int = 0
+
+
+def rules_for(instance: ServiceInstance) -> Rules:
+    return Rules(instance.parameters["rules"])
+
+
+def queue_get(*, instance: ServiceInstance, name: str) -> Queue:
+    queue = Queue.objects.filter(instance=instance, name=name).first()
+    if queue is None:
+        raise NotFound("Queue does not exist")
+    return queue
+
+
+def queues_list(*, instance: ServiceInstance) -> list[Queue]:
+    return list(Queue.objects.filter(instance=instance).order_by("name"))
+
+
+def _stats_query(now: datetime):  # type: ignore[no-untyped-def]
+    return Message.objects.values("queue_id").annotate(
+        count=Count("id"), size=Sum("size"), unacked=Count("id", filter=Q(locked_until__gt=now))
+    )
+
+
+def queues_stats(*, queues: list[Queue]) -> dict[int, QueueStats]:
+    """Counters of many queues in one grouped query (no query per queue)."""
+    rows = _stats_query(timezone.now()).filter(queue_id__in=[queue.pk for queue in queues])
+    stats = {
+        row["queue_id"]: QueueStats(row["count"], row["size"] or 0, row["unacked"]) for row in rows
+    }
+    return {queue.pk: stats.get(queue.pk, QueueStats()) for queue in queues}
+
+
+def queue_stats(*, queue: Queue) -> QueueStats:
+    return queues_stats(queues=[queue])[queue.pk]
+
+
+def subscriptions_of(*, queue: Queue) -> list[Subscription]:
+    return list(queue.subscriptions.order_by("pattern"))
+
+
+def queues_subscribed_to(*, subaccount_id: int, topic: str) -> list[Queue]:
+    """The queues whose subscriptions match `topic`, found through the prefix index."""
+    candidates = Subscription.objects.filter(
+        subaccount_id=subaccount_id, prefix__in=prefixes(topic)
+    ).select_related("queue")
+    matched = {sub.queue_id: sub.queue for sub in candidates if sub.matches(topic)}
+    return [matched[key] for key in sorted(matched)]

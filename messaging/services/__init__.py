@@ -1,0 +1,34 @@
+"""Every write in Event Mesh: the REST API, the WebSocket consumers, Celery tasks, the
+cockpit and the CLI all call these, so they all behave the same."""
+
+from .messages import (
+    Delivery,
+    Outgoing,
+    message_ack,
+    message_consume,
+    message_publish_to_queue,
+    message_publish_to_topic,
+)
+from .queues import (
+    QueueAttributes,
+    queue_delete,
+    queue_put,
+    subscription_delete,
+    subscription_put,
+)
+from .sweep import queues_sweep
+
+__all__ = [
+    "Delivery",
+    "Outgoing",
+    "QueueAttributes",
+    "message_ack",
+    "message_consume",
+    "message_publish_to_queue",
+    "message_publish_to_topic",
+    "queue_delete",
+    "queue_put",
+    "queues_sweep",
+    "subscription_delete",
+    "subscription_put",
+]

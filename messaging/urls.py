@@ -1,0 +1,23 @@
+from django.urls import path, register_converter
+
+from .api import management, rest
+from .api.base import SegmentConverter
+
+register_converter(SegmentConverter, "segment")
+
+MANAGEMENT = "hub/rest/api/v1/management/messaging/"
+REST = "messagingrest/v1/"
+
+urlpatterns = [
+    path(f"{MANAGEMENT}queues", management.QueueListView.as_view()),
+    path(f"{MANAGEMENT}queues/<segment:queue>", management.QueueView.as_view()),
+    path(f"{MANAGEMENT}queues/<segment:queue>/statistics", management.QueueStatisticsView.as_view()),
+    path(f"{MANAGEMENT}queues/<segment:queue>/subscriptions", management.SubscriptionListView.as_view()),
+    path(f"{MANAGEMENT}queues/<segment:queue>/subscriptions/<segment:topic>", management.SubscriptionView.as_view()),
+    path(f"{MANAGEMENT}queuesStatistics", management.QueuesStatisticsView.as_view()),
+    path(f"{MANAGEMENT}readinessCheck", management.ReadinessView.as_view()),
+    path(f"{REST}queues/<segment:queue>/messages", rest.QueuePublishView.as_view()),
+    path(f"{REST}queues/<segment:queue>/messages/consumption", rest.ConsumeView.as_view()),
+    path(f"{REST}queues/<segment:queue>/messages/<segment:message_id>/acknowledgement", rest.AcknowledgeView.as_view()),
+    path(f"{REST}topics/<segment:topic>/messages", rest.TopicPublishView.as_view()),
+]
