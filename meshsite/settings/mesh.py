@@ -1,4 +1,4 @@
-from .env import env_int, env_list, env_str
+from .env import env_int, env_str
 
 # The base URL written into service keys. It is what clients connect to, which is not
 # always the address the server binds (a proxy or load balancer may sit in front).
@@ -16,4 +16,3 @@ MESH_ACK_TIMEOUT = env_int("MESH_ACK_TIMEOUT", 60, minimum=1)
 MESH_MAX_QUEUES_PER_INSTANCE = env_int("MESH_MAX_QUEUES_PER_INSTANCE", 1000, minimum=1)
 MESH_MAX_SUBSCRIPTIONS_PER_QUEUE = env_int("MESH_MAX_SUBSCRIPTIONS_PER_QUEUE", 100, minimum=1)
 MESH_SUBACCOUNT = env_str("MESH_SUBACCOUNT", "default")
-MESH_WEBSOCKET_ALLOWED_ORIGINS = env_list("MESH_WEBSOCKET_ALLOWED_ORIGINS", [])

@@ -19,6 +19,7 @@ class Command(BaseCommand):
             User.objects.create_superuser("admin", "admin@localhost", password)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
+            self.stdout.write(f"Created the superuser 'admin' with password {password}")
         self.stdout.write(f"Subaccount {subaccount.name!r} is ready.")
         if password_file.exists():
             self.stdout.write(
