@@ -8,7 +8,7 @@ name. ASGI servers give `raw_path`; WSGI servers give RAW_URI or REQUEST_URI.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
@@ -28,6 +28,9 @@ def raw_path_middleware(get_response: Callable[[HttpRequest], HttpResponse]):
     def middleware(request: HttpRequest) -> HttpResponse:
         if request.path_info.startswith(RAW_PATH_PREFIXES):
             raw = _raw_path(request)
+            script_name = request.META.get("SCRIPT_NAME", "")
+            if raw and script_name and raw.startswith(script_name):
+                raw = raw[len(script_name):]  # mounted under a prefix (ASGI root_path)
             if raw and raw.startswith(RAW_PATH_PREFIXES):
                 request.path_info = raw
         return get_response(request)

@@ -86,7 +86,9 @@ def _rules(value: Any, namespace: str) -> dict[str, dict[str, list[str]]]:
         section = value.get(kind, {})
         if not isinstance(section, dict) or set(section) - set(FILTERS):
             raise DescriptorError(f"rules.{kind} may only hold {' and '.join(FILTERS)}")
-        rules[kind] = {name: _filters(section.get(name, DEFAULT_FILTER), namespace, f"rules.{kind}.{name}") for name in FILTERS}
+        rules[kind] = {
+            name: _filters(section.get(name, DEFAULT_FILTER), namespace, f"rules.{kind}.{name}") for name in FILTERS
+        }
     return rules
 
 

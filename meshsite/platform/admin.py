@@ -23,7 +23,7 @@ class EntitlementAdmin(admin.ModelAdmin):
 class ServiceKeyInline(admin.TabularInline):
     model = ServiceKey
     extra = 0
-    fields = ["name", "application", "created_at"]
+    fields = ("name", "application", "created_at")
     readonly_fields = fields
     can_delete = False
 

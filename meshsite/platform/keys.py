@@ -10,7 +10,7 @@ from django.conf import settings
 from .models import Service, ServiceKey
 
 MASK = "********"
-VCAP_LABELS = {Service.EVENT_MESH: "enterprise-messaging"}
+VCAP_LABELS: dict[str, str] = {Service.EVENT_MESH: "enterprise-messaging"}
 
 
 def _oa2(key: ServiceKey, secret: str | None) -> dict[str, str]:

@@ -6,7 +6,8 @@ the dependency points from the service apps to the platform and never back.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # (raw parameters, instance name) -> normalized parameters; raises ValueError with a
 # message fit for the user.

@@ -98,13 +98,13 @@ def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey
     if instance.keys.filter(name=name).exists():
         raise PlatformError(f"Service key {name!r} already exists for {instance.name!r}")
     secret = secrets.token_urlsafe(32)
-    Application = get_application_model()
-    application = Application.objects.create(
+    application_model = get_application_model()
+    application = application_model.objects.create(
         name=f"{instance.name}/{name}",
         client_id=f"sb-{instance.id.hex[:12]}-{secrets.token_hex(8)}",
         client_secret=secret,  # hashed by django-oauth-toolkit on save
-        client_type=Application.CLIENT_CONFIDENTIAL,
-        authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS,
+        client_type=application_model.CLIENT_CONFIDENTIAL,
+        authorization_grant_type=application_model.GRANT_CLIENT_CREDENTIALS,
         skip_authorization=True,
     )
     key = ServiceKey.objects.create(instance=instance, name=name, application=application)

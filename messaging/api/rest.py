@@ -6,6 +6,8 @@ Content-Type. DRF parsing is never triggered on these views (request.data is not
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -23,7 +25,7 @@ EXPIRATION = OpenApiParameter(
     "x-message-expiration", int, OpenApiParameter.HEADER,
     description="Time to live in ms, 1..2592000000 (default 30 days); honoured on respectTtl queues",
 )
-PUBLISH = dict(
+PUBLISH: dict[str, Any] = dict(
     tags=TAG,
     request={"*/*": OpenApiTypes.BINARY},
     parameters=[QOS, EXPIRATION],

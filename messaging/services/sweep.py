@@ -23,7 +23,8 @@ def queues_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
         ("message expired (respectTtl)", Q(queue__respect_ttl=True, expires_at__lte=now) & free),
         (
             "maxRedeliveryCount exceeded",
-            Q(queue__max_redelivery_count__gt=0, locked_until__lte=now, delivery_count__gt=F("queue__max_redelivery_count")),
+            Q(queue__max_redelivery_count__gt=0, locked_until__lte=now)
+            & Q(delivery_count__gt=F("queue__max_redelivery_count")),
         ),
     )
     for reason, condition in sweeps:

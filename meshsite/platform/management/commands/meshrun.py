@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -32,7 +33,7 @@ class Command(BaseCommand):
                               "meshsite.asgi:application"]),
             subprocess.Popen([os.path.join(bin_dir, "celery"), "-A", "meshsite", "worker", "--beat",
                               "--pool=threads", "--concurrency=4", "--loglevel=INFO",
-                              "--schedule", os.path.join(os.environ.get("MESH_VAR_DIR", "var"), "celerybeat-schedule")]),
+                              "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")]),
         ]
         self.stdout.write(f"meshsite is running on http://{options['host']}:{options['port']} (Ctrl-C stops it)")
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))

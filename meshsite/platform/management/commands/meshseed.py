@@ -12,11 +12,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
         subaccount = subaccount_default()
-        User = get_user_model()
+        user_model = get_user_model()
         password_file = settings.VAR_DIR / "admin-password"
-        if not User.objects.filter(is_superuser=True).exists():
+        if not user_model.objects.filter(is_superuser=True).exists():
             password = secrets.token_urlsafe(12)
-            User.objects.create_superuser("admin", "admin@localhost", password)
+            user_model.objects.create_superuser("admin", "admin@localhost", password)
             password_file.write_text(password + "\n")
             password_file.chmod(0o600)
             self.stdout.write(f"Created the superuser 'admin' with password {password}")
