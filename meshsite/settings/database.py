@@ -18,6 +18,9 @@ else:
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": str(VAR_DIR / "meshsite.sqlite3"),
+        # A file, not memory, for the test database too: tests start real server and worker
+        # processes that must see the same data.
+        "TEST": {"NAME": str(VAR_DIR / "test-meshsite.sqlite3")},
         "OPTIONS": {
             "timeout": 30,
             "transaction_mode": "IMMEDIATE",
