@@ -42,6 +42,9 @@ class TokenView(View):
             response[name] = value
         if status == 200:
             response.content = json.dumps(_sap_token_body(json.loads(content))).encode()
+        elif status == 401:
+            # RFC 6749 5.2: challenge with the scheme the client authenticates with.
+            response["WWW-Authenticate"] = 'Basic realm="meshsite"'
         return response
 
 
