@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
@@ -81,6 +82,10 @@ class APIError(exceptions.APIException):
 def _as_api_error(exc: Exception) -> Exception:
     if isinstance(exc, MeshError):
         return APIError(exc.message, status_code=exc.status_code, code=exc.code, headers=exc.headers, extra=exc.extra)
+    if isinstance(exc, RequestDataTooBig):
+        return APIError(
+            "Request body too large", status_code=413, code="too_large", headers={}, extra=None
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The store is down or restarting: a retryable condition, not a server bug.
         return APIError(

@@ -8,12 +8,12 @@ from datetime import datetime
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from meshsite.errors import NotFound
+from meshsite.errors import Invalid, NotFound
 from meshsite.platform.models import ServiceInstance
 
 from .descriptor import Rules
 from .models import Message, Queue, Subscription
-from .names import prefixes
+from .names import InvalidName, prefixes, validate_queue_name
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,10 @@ def rules_for(instance: ServiceInstance) -> Rules:
 
 
 def queue_get(*, instance: ServiceInstance, name: str) -> Queue:
+    try:
+        validate_queue_name(name)
+    except InvalidName as error:
+        raise Invalid(str(error)) from None
     queue = Queue.objects.filter(instance=instance, name=name).first()
     if queue is None:
         raise NotFound("Queue does not exist")

@@ -8,6 +8,7 @@ such.
 
 from __future__ import annotations
 
+import base64
 import json
 from urllib.parse import urlencode
 
@@ -31,6 +32,8 @@ class TokenView(View):
         return self._token(request, request.POST)
 
     def _token(self, request: HttpRequest, params: QueryDict) -> HttpResponse:
+        if _has_control_characters(request, params):
+            return _invalid_client()
         core = get_oauthlib_core()
         headers = core.extract_headers(request)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -46,6 +49,26 @@ class TokenView(View):
             # RFC 6749 5.2: challenge with the scheme the client authenticates with.
             response["WWW-Authenticate"] = 'Basic realm="meshsite"'
         return response
+
+
+def _has_control_characters(request: HttpRequest, params: QueryDict) -> bool:
+    """Credentials no client can hold (PostgreSQL text even refuses NUL): refuse them here."""
+    values = [value for key in TOKEN_PARAMETERS for value in params.getlist(key)]
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            values.append(base64.b64decode(auth[6:], validate=True).decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return False  # oauthlib refuses a malformed header itself
+    return any(not value.isprintable() for value in values)
+
+
+def _invalid_client() -> HttpResponse:
+    response = HttpResponse(
+        json.dumps({"error": "invalid_client"}), status=401, content_type="application/json"
+    )
+    response["WWW-Authenticate"] = 'Basic realm="meshsite"'
+    return response
 
 
 def _sap_token_body(body: dict) -> dict:

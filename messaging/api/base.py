@@ -19,7 +19,12 @@ class SegmentConverter:
     regex = r"[^/]+"
 
     def to_python(self, value: str) -> str:
-        return unquote(value)
+        decoded = unquote(value)
+        if not decoded.isprintable():
+            # No valid name holds control characters, and PostgreSQL text refuses NUL:
+            # such a segment matches no route (a JSON 404) instead of reaching a query.
+            raise ValueError("segment holds control characters")
+        return decoded
 
     def to_url(self, value: str) -> str:
         return quote(value, safe="")

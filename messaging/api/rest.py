@@ -51,7 +51,7 @@ def _expiration(request: Request) -> int | None:
     raw = request.headers.get("x-message-expiration")
     if raw is None:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise Invalid("x-message-expiration is invalid")
     return int(raw)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from ..models import AccessType, Queue, Subscription
 from ..selectors import QueueStats
@@ -14,15 +15,20 @@ INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
 
+def _body_error(message: str) -> serializers.ValidationError:
+    # to_internal_value must raise a dict of errors; a bare string breaks DRF's ReturnDict.
+    return serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [message]})
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses attributes it does not know instead of silently ignoring them."""
 
     def to_internal_value(self, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise serializers.ValidationError("The body must be a JSON object")
+            raise _body_error("The body must be a JSON object")
         unknown = sorted(set(data) - set(self.fields))
         if unknown:
-            raise serializers.ValidationError(f"Unknown attribute(s): {', '.join(unknown)}")
+            raise _body_error(f"Unknown attribute(s): {', '.join(unknown)}")
         return super().to_internal_value(data)
 
 
@@ -31,6 +37,13 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid", input=data)
         return data
+
+
+class StrictCharField(serializers.CharField):
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
 
 
 class StrictIntegerField(serializers.IntegerField):
@@ -47,7 +60,7 @@ class QueueAttributesSerializer(StrictSerializer):
     maxMessageSizeInBytes = StrictIntegerField(min_value=0, max_value=INT64_MAX, required=False)
     respectTtl = StrictBooleanField(required=False)
     maxRedeliveryCount = StrictIntegerField(min_value=0, max_value=INT32_MAX, required=False)
-    deadMsgQueue = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=2400)
+    deadMsgQueue = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=2400)
     maxDeliveredUnackedMsgsPerFlow = StrictIntegerField(min_value=0, max_value=INT32_MAX, required=False)
 
     def attributes(self) -> QueueAttributes:

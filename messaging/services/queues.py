@@ -60,6 +60,9 @@ def _dead_msg_queue(instance: ServiceInstance, queue_name: str, value: str) -> s
     name = _name(value.replace("${namespace}", instance.namespace).replace("$namespace", instance.namespace))
     if name == queue_name:
         raise Invalid("deadMsgQueue must not be the queue itself")
+    rules = rules_for(instance)
+    if not rules.allows("queueRules", "subscribeFilter", name):
+        raise Forbidden(f"The instance's queue rules do not allow consuming from deadMsgQueue {name!r}")
     return name
 
 
@@ -126,6 +129,10 @@ def subscription_delete(*, instance: ServiceInstance, queue_name: str, pattern: 
     queue = Queue.objects.filter(instance=instance, name=_name(queue_name)).first()
     if queue is None:
         raise NotFound("Queue does not exist")
+    try:
+        validate_pattern(pattern)
+    except InvalidName as error:
+        raise Invalid(str(error)) from None
     deleted, _ = queue.subscriptions.filter(pattern=pattern).delete()
     if not deleted:
         raise NotFound("Subscription does not exist")
