@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from django.test import Client as DjangoClient
 
+from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.models import ServiceInstance
 from meshsite.platform.services import instance_create, service_key_create, subaccount_default
 
@@ -108,6 +109,8 @@ def fast_hashing(settings: Any) -> None:
 @pytest.fixture
 def mesh(db: None, fast_hashing: None) -> Callable[..., MeshClient]:
     """Factory: `mesh("em1", "a/b/c")` -> a MeshClient of a new instance's new key."""
+
+    forget_cached_tokens()
 
     def factory(name: str = "myem", namespace: str = "a/b/c", **descriptor: Any) -> MeshClient:
         return mesh_client_for(make_instance(name, namespace, **descriptor))

@@ -32,10 +32,10 @@ def queue_get(*, instance: ServiceInstance, name: str) -> Queue:
         validate_queue_name(name)
     except InvalidName as error:
         raise Invalid(str(error)) from None
-    queue = Queue.objects.filter(instance=instance, name=name).first()
-    if queue is None:
-        raise NotFound("Queue does not exist")
-    return queue
+    try:
+        return Queue.objects.get(instance=instance, name=name)
+    except Queue.DoesNotExist:
+        raise NotFound("Queue does not exist") from None
 
 
 def queues_list(*, instance: ServiceInstance) -> list[Queue]:

@@ -1,12 +1,24 @@
 """Who is calling: a bearer token from /oauth/token resolves to a service key and its
-instance. One query per request; the token is looked up by its SHA-256 checksum because
-only that is stored."""
+instance. The token is looked up by its SHA-256 checksum because only that is stored.
+
+Resolutions are kept in a small per-process cache for MESH_TOKEN_CACHE_SECONDS: the lookup
+joins four tables and was the largest single cost of a publish. The price is bounded
+staleness: a key deleted (or a token revoked) in another process stops working there within
+that many seconds; the process that deletes a key forgets its cache at once. A token's own
+expiry is checked on every hit.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 
+from django.conf import settings
+from django.utils import timezone
 from oauth2_provider.models import get_access_token_model
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
@@ -29,8 +41,51 @@ class Client:
         return f"key:{self.key_id}"
 
 
+class _TokenCache:
+    """checksum -> (cached at, client, token expiry); bounded, least recently used out."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, tuple[float, Client, datetime]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, checksum: str, ttl: float) -> Client | None:
+        with self.lock:
+            entry = self.entries.get(checksum)
+            if entry is None:
+                return None
+            cached_at, client, expires = entry
+            if time.monotonic() - cached_at >= ttl or expires <= timezone.now():
+                del self.entries[checksum]
+                return None
+            self.entries.move_to_end(checksum)
+            return client
+
+    def put(self, checksum: str, client: Client, expires: datetime) -> None:
+        with self.lock:
+            self.entries[checksum] = (time.monotonic(), client, expires)
+            self.entries.move_to_end(checksum)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+_cache = _TokenCache()
+
+
+def forget_cached_tokens() -> None:
+    _cache.clear()
+
+
 def client_for_token(raw_token: str) -> Client | None:
     checksum = hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
+    ttl = settings.MESH_TOKEN_CACHE_SECONDS
+    cached = _cache.get(checksum, ttl) if ttl else None
+    if cached is not None:
+        return cached
     token = (
         get_access_token_model()
         .objects.select_related("application__service_key__instance")
@@ -42,7 +97,10 @@ def client_for_token(raw_token: str) -> Client | None:
     key = getattr(token.application, "service_key", None)
     if key is None:
         return None
-    return Client(instance=key.instance, key_id=key.pk, token_id=token.pk)
+    client = Client(instance=key.instance, key_id=key.pk, token_id=token.pk)
+    if ttl:
+        _cache.put(checksum, client, token.expires)
+    return client
 
 
 class ServiceKeyAuthentication(BaseAuthentication):

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from oauth2_provider.models import get_application_model
 
+from .auth import forget_cached_tokens
 from .models import Entitlement, Service, ServiceInstance, ServiceKey, Subaccount
 from .registry import PARAMETER_VALIDATORS
 
@@ -113,5 +114,8 @@ def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey
 
 @transaction.atomic
 def service_key_delete(*, key: ServiceKey) -> None:
-    # Deleting the application deletes its tokens too: the key stops working at once.
+    # Deleting the application deletes its tokens too: the key stops working at once here,
+    # and in other processes once their token cache entries age out.
     key.application.delete()
+    forget_cached_tokens()
+    transaction.on_commit(forget_cached_tokens)  # and again, should a request re-cache it meanwhile

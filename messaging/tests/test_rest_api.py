@@ -12,6 +12,7 @@ import pytest
 from django.utils import timezone
 from oauth2_provider.models import AccessToken
 
+from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.models import ServiceKey
 from meshsite.platform.services import service_key_delete
 from meshsite.testing import REST, enc, mesh_client_for
@@ -460,6 +461,7 @@ def test_missing_or_garbage_token_answers_401(client, token):
 
 def test_expired_token_answers_401(client):
     AccessToken.objects.update(expires=timezone.now() - timedelta(seconds=1))
+    forget_cached_tokens()  # changed in the database directly; see platform/tests/test_token_cache.py
     assert_sap_error(client.publish("queues", Q1), 401)
     assert not Message.objects.exists()
 

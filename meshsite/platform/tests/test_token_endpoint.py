@@ -15,6 +15,7 @@ from django.test import Client as DjangoClient
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 
+from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.services import service_key_create, service_key_delete
 from meshsite.testing import MANAGEMENT, make_instance
 
@@ -183,6 +184,7 @@ def test_expired_token_is_refused_by_the_api(key, http):
     raw = json.loads(post_basic(http, key.key.application.client_id, key.client_secret).content)["access_token"]
     assert list_queues(http, raw).status_code == 200
     get_access_token_model().objects.update(expires=timezone.now() - timedelta(seconds=1))
+    forget_cached_tokens()  # a change made in the database directly; see test_token_cache.py
     response = list_queues(http, raw)
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
