@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from oauth2_provider.settings import oauth2_settings
@@ -21,22 +22,14 @@ def _token_queries(captured: CaptureQueriesContext) -> int:
     return sum("oauth2_provider_accesstoken" in query["sql"] for query in captured.captured_queries)
 
 
-def test_repeated_requests_with_one_token_look_it_up_once(mesh, settings):
-    settings.MESH_TOKEN_CACHE_SECONDS = 60
+@pytest.mark.parametrize(("cache_seconds", "lookups"), [(60, 1), (0, 3)], ids=["cached", "uncached"])
+def test_three_requests_with_one_token_look_it_up_once_when_cached(mesh, settings, cache_seconds, lookups):
+    settings.MESH_TOKEN_CACHE_SECONDS = cache_seconds
     client = mesh()
     with CaptureQueriesContext(connection) as captured:
         for _ in range(3):
             assert _list_queues(client).status_code == 200
-    assert _token_queries(captured) == 1
-
-
-def test_without_cache_every_request_looks_the_token_up(mesh, settings):
-    settings.MESH_TOKEN_CACHE_SECONDS = 0
-    client = mesh()
-    with CaptureQueriesContext(connection) as captured:
-        for _ in range(3):
-            assert _list_queues(client).status_code == 200
-    assert _token_queries(captured) == 3
+    assert _token_queries(captured) == lookups
 
 
 def test_key_deleted_elsewhere_is_refused_once_the_cache_entry_ages_out(mesh, settings):
