@@ -230,11 +230,14 @@ def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) 
     except ValueError:
         raise NotFound("Message does not exist or is not held by a consumer") from None
     now = timezone.now()
-    with transaction.atomic():
-        queue = queue_get(instance=instance, name=name)
-        message = Message.objects.select_for_update().filter(queue=queue, claim_id=claim_id).first()
-        if message is None:
-            raise NotFound("Message does not exist or is not held by a consumer")
-        if not message.is_locked(now):
-            raise Gone("The message lock expired and the message returned to the queue")
-        Message.objects.filter(pk=message.pk).delete()
+    # One DELETE settles the common case; only a refusal pays for finding out why.
+    held = Message.objects.filter(
+        queue__instance=instance, queue__name=name, claim_id=claim_id, locked_until__gt=now
+    )
+    deleted, _ = held.delete()
+    if deleted:
+        return
+    queue = queue_get(instance=instance, name=name)
+    if Message.objects.filter(queue=queue, claim_id=claim_id).exists():
+        raise Gone("The message lock expired and the message returned to the queue")
+    raise NotFound("Message does not exist or is not held by a consumer")
