@@ -12,13 +12,22 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from meshsite.apihandler import ApiASGIHandler, is_api_path  # noqa: E402
 from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
+
+api_asgi_app = ApiASGIHandler()
+
+
+async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
+    app = api_asgi_app if is_api_path(scope["path"]) else django_asgi_app
+    await app(scope, receive, send)
+
 
 websocket_routes: list = []
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimitMiddleware(django_asgi_app, limit=settings.MESH_MAX_REQUEST_BODY),
+        "http": BodyLimitMiddleware(http_app, limit=settings.MESH_MAX_REQUEST_BODY),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
     }
 )

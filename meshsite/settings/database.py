@@ -8,11 +8,20 @@ from .env import env_int, env_str
 # the busy timeout instead of failing with "database is locked" mid-transaction.
 _url = env_str("DATABASE_URL", "")
 if _url:
-    _db = dj_database_url.parse(
-        _url,
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
+    _db = dj_database_url.parse(_url)
+    if _db["ENGINE"] == "django.db.backends.postgresql":
+        # Under ASGI every request runs its sync code on a thread of its own, and Django's
+        # connections are per thread: without a pool each request would open (and fork) a
+        # new PostgreSQL backend. The pool is per process and shared by those threads.
+        _db["CONN_MAX_AGE"] = 0
+        _db.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
+            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
+            "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
+        }
+    else:
+        _db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
+        _db["CONN_HEALTH_CHECKS"] = True
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     _db = {
