@@ -9,3 +9,4 @@ from .broker import *  # noqa: F403
 from .database import *  # noqa: F403
 from .mesh import *  # noqa: F403
 from .oauth import *  # noqa: F403
+from .webhooks import *  # noqa: F403
