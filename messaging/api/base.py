@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, unquote
 
+from rest_framework import exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
@@ -49,8 +50,6 @@ class SapView(APIView):
     permission_classes = [InstanceOptionEnabled]
 
     def permission_denied(self, request: Request, message: str | None = None, code: str | None = None) -> None:
-        from rest_framework import exceptions
-
         if request.authenticators and not request.successful_authenticator:
             raise exceptions.NotAuthenticated("Bearer token required")
         super().permission_denied(request, message, code)
