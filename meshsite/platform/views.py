@@ -12,6 +12,7 @@ import base64
 import json
 from urllib.parse import urlencode
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.decorators import method_decorator
 from django.views import View
@@ -39,7 +40,10 @@ class TokenView(View):
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         body = urlencode([(key, params[key]) for key in TOKEN_PARAMETERS if key in params])
         uri = request.build_absolute_uri(request.path)
-        response_headers, content, status = core.server.create_token_response(uri, "POST", body, headers)
+        try:
+            response_headers, content, status = core.server.create_token_response(uri, "POST", body, headers)
+        except (OperationalError, InterfaceError):
+            return _store_unavailable()
         response = HttpResponse(content=content, status=status, content_type="application/json")
         for name, value in response_headers.items():
             response[name] = value
@@ -68,6 +72,14 @@ def _invalid_client() -> HttpResponse:
         json.dumps({"error": "invalid_client"}), status=401, content_type="application/json"
     )
     response["WWW-Authenticate"] = 'Basic realm="meshsite"'
+    return response
+
+
+def _store_unavailable() -> HttpResponse:
+    response = HttpResponse(
+        json.dumps({"error": "temporarily_unavailable"}), status=503, content_type="application/json"
+    )
+    response["Retry-After"] = "5"
     return response
 
 
