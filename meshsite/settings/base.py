@@ -26,6 +26,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
+# Previous keys, while rotating: sessions and sealed webhook credentials still open with them.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", [])
 _public_host = urlsplit(env_str("MESH_PUBLIC_URL", "http://127.0.0.1:8000")).hostname or "127.0.0.1"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", sorted({"127.0.0.1", "localhost", "[::1]", "testserver", _public_host}))
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
