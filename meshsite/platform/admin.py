@@ -1,6 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from .models import Entitlement, ServiceInstance, ServiceKey, Subaccount
+from .services import PlatformError, instance_delete, service_key_delete
 
 
 class EntitlementInline(admin.TabularInline):
@@ -39,6 +40,21 @@ class ServiceInstanceAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "service", "plan", "namespace", "parameters", "created_at"]
     inlines = [ServiceKeyInline]
 
+    # Deletes go through the services, so the admin refuses what the CLI refuses (an
+    # instance that still has keys) and a key takes its OAuth2 client and tokens with it.
+    def has_delete_permission(self, request, obj: ServiceInstance | None = None) -> bool:  # type: ignore[no-untyped-def]
+        return super().has_delete_permission(request, obj) and not (obj is not None and obj.keys.exists())
+
+    def delete_model(self, request, obj: ServiceInstance) -> None:  # type: ignore[no-untyped-def]
+        self.delete_queryset(request, [obj])
+
+    def delete_queryset(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        for instance in queryset:
+            try:
+                instance_delete(instance=instance)
+            except PlatformError as error:
+                self.message_user(request, str(error), level=messages.ERROR)
+
 
 @admin.register(ServiceKey)
 class ServiceKeyAdmin(admin.ModelAdmin):
@@ -53,3 +69,10 @@ class ServiceKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
         return False
+
+    def delete_model(self, request, obj: ServiceKey) -> None:  # type: ignore[no-untyped-def]
+        service_key_delete(key=obj)
+
+    def delete_queryset(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        for key in queryset.select_related("application"):
+            service_key_delete(key=key)
