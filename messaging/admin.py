@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Message, Queue, Subscription
+from .models import Message, Queue, Subscription, WebhookSubscription
 
 
 class SubscriptionInline(admin.TabularInline):
@@ -42,3 +42,15 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="payload (first 2 KiB)")
     def payload_preview(self, message: Message) -> str:
         return bytes(message.payload[:2048]).decode("utf-8", errors="replace")
+
+
+@admin.register(WebhookSubscription)
+class WebhookSubscriptionAdmin(admin.ModelAdmin):
+    list_display = ["name", "instance", "queue", "endpoint", "status", "handshake_status", "last_successful_delivery",
+                    "last_failed_delivery"]
+    list_filter = ["status", "handshake_status"]
+    search_fields = ["name", "endpoint", "instance__name"]
+    list_select_related = ["instance", "queue"]
+    exclude = ["security"]  # sealed credentials: nothing to read or edit here
+    readonly_fields = ["handshake_reason", "last_successful_delivery", "last_failed_delivery",
+                       "last_failed_delivery_reason", "created_at"]

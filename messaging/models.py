@@ -125,3 +125,53 @@ class Message(models.Model):
         """Delivered once plus `maxRedeliveryCount` times, and still not acknowledged."""
         limit = queue.max_redelivery_count
         return limit > 0 and self.delivery_count > limit
+
+
+class WebhookStatus(models.TextChoices):
+    ACTIVE = "Active"
+    PAUSED = "Paused"
+
+
+class HandshakeStatus(models.TextChoices):
+    PENDING = "Pending"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    EXEMPTED = "Exempted"
+
+
+class WebhookSubscription(models.Model):
+    """A queue pushed to an HTTP endpoint (SAP's webhook subscription).
+
+    `security` holds the receiver credentials with the secret part sealed
+    (meshsite.secretbox): {"type": "basicAuth", "user", "password"} or {"type": "oauth2",
+    "grantType", "clientId", "clientSecret", "tokenUrl"}; {} for none.
+    """
+
+    instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="webhooks")
+    name = models.CharField(max_length=names.MAX_NAME_LENGTH)
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="webhooks")
+    qos = models.SmallIntegerField(default=1)
+    endpoint = models.CharField(max_length=2048)
+    exempt_handshake = models.BooleanField(default=False)
+    default_content_type = models.CharField(max_length=255, blank=True)
+    security = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.ACTIVE)
+    handshake_status = models.CharField(
+        max_length=10, choices=HandshakeStatus.choices, default=HandshakeStatus.PENDING
+    )
+    handshake_reason = models.CharField(max_length=500, blank=True)
+    last_successful_delivery = models.DateTimeField(null=True, blank=True)
+    last_failed_delivery = models.DateTimeField(null=True, blank=True)
+    last_failed_delivery_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["instance", "name"], name="webhook_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def may_deliver(self) -> bool:
+        handshake_done = self.handshake_status in (HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED)
+        return self.status == WebhookStatus.ACTIVE and handshake_done

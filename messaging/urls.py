@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from .api import management, rest
+from .api import management, rest, webhooks
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
@@ -20,4 +20,8 @@ urlpatterns = [
     path(f"{REST}queues/<segment:queue>/messages/consumption", rest.ConsumeView.as_view()),
     path(f"{REST}queues/<segment:queue>/messages/<segment:message_id>/acknowledgement", rest.AcknowledgeView.as_view()),
     path(f"{REST}topics/<segment:topic>/messages", rest.TopicPublishView.as_view()),
+    path(f"{REST}subscriptions", webhooks.SubscriptionListView.as_view()),
+    path(f"{REST}subscriptions/<segment:name>", webhooks.SubscriptionView.as_view()),
+    path(f"{REST}subscriptions/<segment:name>/handshake", webhooks.HandshakeView.as_view()),
+    path(f"{REST}subscriptions/<segment:name>/state", webhooks.StateView.as_view()),
 ]

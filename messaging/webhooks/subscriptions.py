@@ -1,0 +1,230 @@
+"""Webhook subscriptions: create, delete, pause/resume, and the handshake.
+
+A subscription names a queue of its instance and an endpoint. The endpoint (and an OAuth2
+`tokenUrl`) passes the SSRF guard when the subscription is created, and again at every
+connection. Receiver credentials are sealed at rest. No message is pushed before the
+receiver has passed the CloudEvents handshake, unless the subscription is exempted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from meshsite import secretbox
+from meshsite.errors import Conflict, Forbidden, Invalid, LimitReached, NotFound
+from meshsite.platform.models import ServiceInstance
+
+from ..models import HandshakeStatus, WebhookStatus, WebhookSubscription
+from ..names import InvalidName, validate_queue_name
+from ..selectors import queue_get, rules_for
+from . import netguard
+
+SECURITY_FIELDS = {"basicAuth": ("user", "password"), "oauth2": ("grantType", "clientId", "clientSecret", "tokenUrl")}
+SEALED_FIELDS = {"password", "clientSecret"}
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    name: str
+    queue_name: str
+    qos: int
+    endpoint: str
+    exempt_handshake: bool = False
+    default_content_type: str = ""
+    security: dict[str, str] = field(default_factory=dict)
+
+
+def own_token_url() -> str:
+    return f"{settings.MESH_PUBLIC_URL}/oauth/token"
+
+
+def _public_url(url: str, what: str) -> str:
+    try:
+        netguard.validate_url(url)
+        parts = urlsplit(url)
+        netguard.resolve_public(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    except ValueError as error:  # InvalidURL, BlockedAddress, UnresolvableHost
+        raise Invalid(f"{what}: {error}") from None
+    return url
+
+
+def _sealed_security(security: dict[str, str]) -> dict[str, str]:
+    if not security:
+        return {}
+    kind = security.get("type")
+    if kind not in SECURITY_FIELDS:
+        raise Invalid("securitySchema.type must be 'basicAuth' or 'oauth2'")
+    missing = [name for name in SECURITY_FIELDS[kind] if not security.get(name)]
+    if missing:
+        raise Invalid(f"securitySchema ({kind}) needs {', '.join(missing)}")
+    if kind == "oauth2":
+        if security["grantType"] != "client_credentials":
+            raise Invalid("securitySchema.grantType must be 'client_credentials'")
+        if security["tokenUrl"].rstrip("/") != own_token_url():
+            _public_url(security["tokenUrl"], "securitySchema.tokenUrl")
+    return {
+        "type": kind,
+        **{
+            name: secretbox.seal(security[name]) if name in SEALED_FIELDS else security[name]
+            for name in SECURITY_FIELDS[kind]
+        },
+    }
+
+
+def _checked(instance: ServiceInstance, spec: WebhookSpec) -> None:
+    try:
+        validate_queue_name(spec.name)
+        validate_queue_name(spec.queue_name)
+    except InvalidName as error:
+        raise Invalid(str(error)) from None
+    if spec.qos not in (0, 1):
+        raise Invalid("qos must be 0 or 1")
+    if not rules_for(instance).allows("queueRules", "subscribeFilter", spec.queue_name):
+        raise Forbidden(f"The instance's queue rules do not allow consuming from {spec.queue_name!r}")
+    _public_url(spec.endpoint, "pushConfig.endpoint")
+
+
+def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSubscription:
+    _checked(instance, spec)
+    security = _sealed_security(spec.security)
+    with transaction.atomic():
+        try:
+            queue = queue_get(instance=instance, name=spec.queue_name)
+        except NotFound:
+            raise Invalid(f"address must name an existing queue of this instance: queue:{spec.queue_name}") from None
+        if WebhookSubscription.objects.filter(instance=instance, name=spec.name).exists():
+            raise Conflict(f"Subscription {spec.name} already exists")
+        limit = settings.MESH_MAX_WEBHOOKS_PER_INSTANCE
+        if WebhookSubscription.objects.filter(instance=instance).count() >= limit:
+            raise LimitReached(f"The instance already has {limit} webhook subscriptions (the limit)")
+        try:
+            with transaction.atomic():
+                subscription = WebhookSubscription.objects.create(
+                    instance=instance, name=spec.name, queue=queue, qos=spec.qos, endpoint=spec.endpoint,
+                    exempt_handshake=spec.exempt_handshake, default_content_type=spec.default_content_type,
+                    security=security,
+                    handshake_status=HandshakeStatus.EXEMPTED if spec.exempt_handshake else HandshakeStatus.PENDING,
+                )
+        except IntegrityError:
+            raise Conflict(f"Subscription {spec.name} already exists") from None
+        if not spec.exempt_handshake:
+            _schedule_handshake(subscription)
+    return subscription
+
+
+def webhook_get(*, instance: ServiceInstance, name: str) -> WebhookSubscription:
+    subscription = WebhookSubscription.objects.select_related("queue").filter(instance=instance, name=name).first()
+    if subscription is None:
+        raise NotFound("Subscription does not exist")
+    return subscription
+
+
+def webhook_delete(*, instance: ServiceInstance, name: str) -> None:
+    deleted, _ = WebhookSubscription.objects.filter(instance=instance, name=name).delete()
+    if not deleted:
+        raise NotFound("Subscription does not exist")
+
+
+def webhook_set_state(*, instance: ServiceInstance, name: str, action: str) -> WebhookSubscription:
+    states = {"pause": WebhookStatus.PAUSED, "resume": WebhookStatus.ACTIVE}
+    if action not in states:
+        raise Invalid("action must be 'pause' or 'resume'")
+    subscription = webhook_get(instance=instance, name=name)
+    subscription.status = states[action]
+    subscription.save(update_fields=["status"])
+    return subscription
+
+
+def webhook_handshake_request(*, instance: ServiceInstance, name: str) -> WebhookSubscription:
+    with transaction.atomic():
+        subscription = webhook_get(instance=instance, name=name)
+        if subscription.exempt_handshake:
+            return subscription
+        subscription.handshake_status = HandshakeStatus.PENDING
+        subscription.handshake_reason = ""
+        subscription.save(update_fields=["handshake_status", "handshake_reason"])
+        _schedule_handshake(subscription)
+    return subscription
+
+
+def _schedule_handshake(subscription: WebhookSubscription) -> None:
+    from ..tasks import webhook_handshake  # tasks import services: import here, not at module load
+
+    transaction.on_commit(lambda: webhook_handshake.delay(subscription.pk))
+
+
+def handshake_origin() -> str:
+    parts = urlsplit(settings.MESH_PUBLIC_URL)
+    return parts.netloc
+
+
+def webhook_handshake_run(*, subscription_id: int) -> str:
+    """Send the CloudEvents validation request and record the outcome (no transaction is
+    open while the receiver is called)."""
+    subscription = WebhookSubscription.objects.filter(pk=subscription_id).first()
+    if subscription is None or subscription.exempt_handshake:
+        return "gone"
+    origin = handshake_origin()
+    status, reason = _handshake(subscription.endpoint, origin)
+    WebhookSubscription.objects.filter(pk=subscription_id).update(
+        handshake_status=status, handshake_reason=reason[:500]
+    )
+    return status
+
+
+def _handshake(endpoint: str, origin: str) -> tuple[str, str]:
+    try:
+        response = netguard.guarded_request("OPTIONS", endpoint, headers={"WebHook-Request-Origin": origin})
+    except (ValueError, netguard.DeliveryError) as error:
+        return HandshakeStatus.FAILED, f"handshake request failed: {error}"
+    if not 200 <= response.status_code < 300:
+        return HandshakeStatus.FAILED, f"receiver answered {response.status_code} to the handshake"
+    allowed = response.headers.get("webhook-allowed-origin", "")
+    if allowed not in (origin, "*"):
+        return HandshakeStatus.FAILED, f"WebHook-Allowed-Origin was {allowed!r}, expected {origin!r} or '*'"
+    return HandshakeStatus.SUCCEEDED, ""
+
+
+def webhook_json(subscription: WebhookSubscription) -> dict[str, Any]:
+    """The SAP subscription object; credentials are never returned."""
+    security = {key: value for key, value in subscription.security.items() if key not in SEALED_FIELDS}
+
+    def stamp(value: Any) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "name": subscription.name,
+        "address": f"queue:{subscription.queue.name}",
+        "qos": subscription.qos,
+        "pushConfig": {
+            "type": "webhook",
+            "endpoint": subscription.endpoint,
+            "exemptHandshake": subscription.exempt_handshake,
+            "defaultContentType": subscription.default_content_type or None,
+            **({"securitySchema": security} if security else {}),
+        },
+        "subscriptionStatus": subscription.status,
+        "handshakeStatus": subscription.handshake_status,
+        "handshakeFailureReason": subscription.handshake_reason or None,
+        "lastSuccessfulDelivery": stamp(subscription.last_successful_delivery),
+        "lastFailedDelivery": stamp(subscription.last_failed_delivery),
+        "lastFailedDeliveryReason": subscription.last_failed_delivery_reason or None,
+        "createdAt": stamp(subscription.created_at),
+    }
+
+
+__all__ = [
+    "WebhookSpec",
+    "webhook_create",
+    "webhook_delete",
+    "webhook_get",
+    "webhook_handshake_request",
+    "webhook_handshake_run",
+    "webhook_json",
+    "webhook_set_state",
+]
