@@ -39,6 +39,9 @@ class Queue(models.Model):
     # EXCLUSIVE queues: the consumer holding the queue, until its lease runs out.
     exclusive_owner = models.CharField(max_length=100, blank=True)
     exclusive_until = models.DateTimeField(null=True, blank=True)
+    # Denormalized from WebhookSubscription so a publish knows, from the row it already
+    # loaded, whether to wake the delivery worker.
+    has_webhooks = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -163,6 +166,13 @@ class WebhookSubscription(models.Model):
     last_successful_delivery = models.DateTimeField(null=True, blank=True)
     last_failed_delivery = models.DateTimeField(null=True, blank=True)
     last_failed_delivery_reason = models.CharField(max_length=500, blank=True)
+    # Endpoint health: the retry gate and how long the endpoint has been failing.
+    consecutive_failures = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    failing_since = models.DateTimeField(null=True, blank=True)
+    # A lease: at most one worker pushes for a subscription at a time, so pushes keep the
+    # queue's order; a killed worker's lease simply runs out.
+    runner_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -175,3 +185,22 @@ class WebhookSubscription(models.Model):
     def may_deliver(self) -> bool:
         handshake_done = self.handshake_status in (HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED)
         return self.status == WebhookStatus.ACTIVE and handshake_done
+
+
+class DeliveryAttempt(models.Model):
+    """One push to a webhook endpoint, kept for the delivery log."""
+
+    subscription = models.ForeignKey(WebhookSubscription, on_delete=models.CASCADE, related_name="attempts")
+    message_uuid = models.UUIDField()
+    attempted_at = models.DateTimeField()
+    succeeded = models.BooleanField()
+    status_code = models.IntegerField(null=True, blank=True)
+    latency_ms = models.FloatField(default=0)
+    error = models.CharField(max_length=500, blank=True)
+    response_excerpt = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["subscription", "-attempted_at"], name="attempt_log")]
+
+    def __str__(self) -> str:
+        return f"{self.message_uuid} -> {self.status_code or self.error}"

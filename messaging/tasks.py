@@ -1,8 +1,10 @@
 """Celery tasks: thin wrappers that take ids and call a service."""
 
 from celery import shared_task
+from django.conf import settings
 
 from .services import queues_sweep
+from .webhooks.delivery import webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
 
 
@@ -14,3 +16,20 @@ def sweep_queues() -> int:
 @shared_task
 def webhook_handshake(subscription_id: int) -> str:
     return webhook_handshake_run(subscription_id=subscription_id)
+
+
+@shared_task
+def webhook_deliver(subscription_id: int) -> int:
+    delivered = webhook_deliver_batch(subscription_id=subscription_id)
+    if delivered >= settings.MESH_WEBHOOK_BATCH:  # more may be waiting: continue in a fresh task
+        webhook_deliver.delay(subscription_id)
+    return delivered
+
+
+@shared_task
+def sweep_webhooks() -> int:
+    """Start a run for every subscription with work due: whatever a lost wake-up missed."""
+    due = webhooks_due()
+    for subscription_id in due:
+        webhook_deliver.delay(subscription_id)
+    return len(due)

@@ -43,6 +43,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "messaging.tasks.sweep_queues",
         "schedule": timedelta(seconds=MESH_SWEEP_INTERVAL),
     },
+    "messaging-sweep-webhooks": {
+        "task": "messaging.tasks.sweep_webhooks",
+        "schedule": timedelta(seconds=MESH_SWEEP_INTERVAL),
+    },
     "platform-clear-expired-tokens": {
         "task": "meshsite.platform.tasks.clear_expired_tokens",
         "schedule": timedelta(hours=1),

@@ -8,6 +8,7 @@ from .messages import (
     message_consume,
     message_publish_to_queue,
     message_publish_to_topic,
+    message_release,
 )
 from .queues import (
     QueueAttributes,
@@ -26,6 +27,7 @@ __all__ = [
     "message_consume",
     "message_publish_to_queue",
     "message_publish_to_topic",
+    "message_release",
     "queue_delete",
     "queue_put",
     "queues_sweep",

@@ -9,6 +9,7 @@ that have a limit.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,6 +26,8 @@ from ..models import AccessType, Message, Queue
 from ..names import InvalidName, validate_queue_name, validate_topic
 from ..selectors import queue_get, queues_stats, queues_subscribed_to, rules_for
 from .deadletter import message_dead_letter
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,17 @@ def _row(queue: Queue, outgoing: Outgoing, address: str, now: datetime, expires_
     )
 
 
+def _wake(queue_ids: list[int]) -> None:
+    # A wake-up only: if the broker is down the publish still stands, and the periodic
+    # sweep starts the delivery instead.
+    from ..webhooks.delivery import wake_webhooks
+
+    try:
+        wake_webhooks(queue_ids)
+    except Exception:  # noqa: BLE001 - any broker failure
+        log.warning("could not wake webhook delivery for queues %s; the sweep will", queue_ids, exc_info=True)
+
+
 def _queue_name(name: str) -> str:
     try:
         return validate_queue_name(name)
@@ -115,6 +129,8 @@ def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outg
     queue = queue_get(instance=instance, name=name)
     _check_message_size([queue], len(outgoing.payload))
     message = _row(queue, outgoing, f"queue:{name}", now, expires_at)
+    if queue.has_webhooks:
+        transaction.on_commit(lambda: _wake([queue.pk]))
     try:
         if outgoing.qos == 1 and not queue.has_capacity_limits:
             # The common case is one autocommit INSERT: durable when it returns, and one
@@ -152,6 +168,9 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
         if queues:
             _check_message_size(queues, len(outgoing.payload))
             _check_capacity(queues, len(outgoing.payload))
+            pushed = [q.pk for q in queues if q.has_webhooks]
+            if pushed:
+                transaction.on_commit(lambda: _wake(pushed))
             try:
                 with transaction.atomic():
                     Message.objects.bulk_create([_row(q, outgoing, f"topic:{topic}", now, expires_at) for q in queues])
@@ -193,9 +212,11 @@ def _claim_next(queue: Queue, now: datetime) -> Message | None:
         message_dead_letter(message=message, queue=queue, reason="maxRedeliveryCount exceeded")
 
 
-def message_consume(*, instance: ServiceInstance, queue_name: str, qos: int, consumer: str) -> Delivery | None:
+def message_consume(
+    *, instance: ServiceInstance, queue_name: str, qos: int, consumer: str, lock_seconds: float | None = None
+) -> Delivery | None:
     """Take the oldest available message: qos 0 removes it, qos 1 locks it to `consumer`
-    until acknowledged or until MESH_ACK_TIMEOUT passes."""
+    until acknowledged or until `lock_seconds` (default MESH_ACK_TIMEOUT) pass."""
     if qos not in (0, 1):
         raise Invalid("x-qos is invalid")
     name = _queue_name(queue_name)
@@ -215,12 +236,19 @@ def message_consume(*, instance: ServiceInstance, queue_name: str, qos: int, con
         if qos == 0:
             Message.objects.filter(pk=message.pk).delete()
             return Delivery(message=message, message_id=str(message.uuid))
-        message.locked_until = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
+        message.locked_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT)
         message.claim_id = uuid.uuid4()
         message.claimed_by = consumer
         message.delivery_count += 1
         message.save(update_fields=["locked_until", "claim_id", "claimed_by", "delivery_count"])
         return Delivery(message=message, message_id=str(message.claim_id))
+
+
+def message_release(*, claim_id: str, delay_seconds: float) -> bool:
+    """Give a held qos-1 message back: available again after `delay_seconds` (a retry
+    backoff), its delivery count kept, so maxRedeliveryCount still applies."""
+    until = timezone.now() + timedelta(seconds=delay_seconds)
+    return bool(Message.objects.filter(claim_id=claim_id).update(locked_until=until))
 
 
 def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) -> None:

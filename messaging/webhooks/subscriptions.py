@@ -8,6 +8,7 @@ receiver has passed the CloudEvents handshake, unless the subscription is exempt
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,8 @@ from ..models import HandshakeStatus, WebhookStatus, WebhookSubscription
 from ..names import InvalidName, validate_queue_name
 from ..selectors import queue_get, rules_for
 from . import netguard
+
+log = logging.getLogger(__name__)
 
 SECURITY_FIELDS = {"basicAuth": ("user", "password"), "oauth2": ("grantType", "clientId", "clientSecret", "tokenUrl")}
 SEALED_FIELDS = {"password", "clientSecret"}
@@ -112,6 +115,8 @@ def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSu
                 )
         except IntegrityError:
             raise Conflict(f"Subscription {spec.name} already exists") from None
+        if not queue.has_webhooks:
+            type(queue).objects.filter(pk=queue.pk).update(has_webhooks=True)
         if not spec.exempt_handshake:
             _schedule_handshake(subscription)
     return subscription
@@ -124,19 +129,28 @@ def webhook_get(*, instance: ServiceInstance, name: str) -> WebhookSubscription:
     return subscription
 
 
+@transaction.atomic
 def webhook_delete(*, instance: ServiceInstance, name: str) -> None:
-    deleted, _ = WebhookSubscription.objects.filter(instance=instance, name=name).delete()
-    if not deleted:
-        raise NotFound("Subscription does not exist")
+    subscription = webhook_get(instance=instance, name=name)
+    subscription.delete()
+    queue = subscription.queue
+    type(queue).objects.filter(pk=queue.pk).update(has_webhooks=queue.webhooks.exists())
 
 
 def webhook_set_state(*, instance: ServiceInstance, name: str, action: str) -> WebhookSubscription:
     states = {"pause": WebhookStatus.PAUSED, "resume": WebhookStatus.ACTIVE}
     if action not in states:
         raise Invalid("action must be 'pause' or 'resume'")
-    subscription = webhook_get(instance=instance, name=name)
-    subscription.status = states[action]
-    subscription.save(update_fields=["status"])
+    with transaction.atomic():
+        subscription = webhook_get(instance=instance, name=name)
+        subscription.status = states[action]
+        if action == "resume":  # a fresh start: the backlog goes out at the batch pace
+            subscription.next_attempt_at = None
+            subscription.failing_since = None
+            subscription.consecutive_failures = 0
+        subscription.save(update_fields=["status", "next_attempt_at", "failing_since", "consecutive_failures"])
+        if action == "resume":
+            _schedule_delivery(subscription.pk)
     return subscription
 
 
@@ -158,6 +172,18 @@ def _schedule_handshake(subscription: WebhookSubscription) -> None:
     transaction.on_commit(lambda: webhook_handshake.delay(subscription.pk))
 
 
+def _schedule_delivery(subscription_id: int) -> None:
+    from ..tasks import webhook_deliver
+
+    def wake() -> None:
+        try:
+            webhook_deliver.delay(subscription_id)
+        except Exception:  # noqa: BLE001 - the broker is only a wake-up; the sweep follows
+            log.warning("could not wake delivery of webhook %s; the sweep will", subscription_id)
+
+    transaction.on_commit(wake)
+
+
 def handshake_origin() -> str:
     parts = urlsplit(settings.MESH_PUBLIC_URL)
     return parts.netloc
@@ -174,6 +200,8 @@ def webhook_handshake_run(*, subscription_id: int) -> str:
     WebhookSubscription.objects.filter(pk=subscription_id).update(
         handshake_status=status, handshake_reason=reason[:500]
     )
+    if status == HandshakeStatus.SUCCEEDED:
+        _schedule_delivery(subscription_id)
     return status
 
 
