@@ -9,6 +9,7 @@ that answers /oauth/token: no request to ourselves, and nothing through the SSRF
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import threading
 import time
@@ -24,7 +25,9 @@ from .subscriptions import own_token_url
 
 EXPIRY_MARGIN = 60.0  # seconds before a token's expiry at which it is fetched again
 
-_tokens: dict[int, tuple[str, float]] = {}
+# (subscription, credentials fingerprint) -> (token, monotonic time to fetch anew): changed
+# credentials, or a recreated subscription, never reuse an old token.
+_tokens: dict[tuple[int, str], tuple[str, float]] = {}
 _lock = threading.Lock()
 
 
@@ -43,13 +46,14 @@ def authorization_for(subscription: WebhookSubscription, *, refresh: bool = Fals
 
 
 def _oauth2_token(subscription: WebhookSubscription, *, refresh: bool) -> str:
+    key = (subscription.pk, hashlib.sha256(json.dumps(subscription.security, sort_keys=True).encode()).hexdigest())
     with _lock:
-        cached = _tokens.get(subscription.pk)
+        cached = _tokens.get(key)
     if cached and not refresh and cached[1] > time.monotonic():
         return cached[0]
     token, lifetime = _fetch(subscription.security)
     with _lock:
-        _tokens[subscription.pk] = (token, time.monotonic() + max(lifetime - EXPIRY_MARGIN, 0))
+        _tokens[key] = (token, time.monotonic() + max(lifetime - EXPIRY_MARGIN, 0))
     return token
 
 
@@ -59,7 +63,9 @@ def _fetch(security: dict[str, str]) -> tuple[str, float]:
     headers = {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"}
     body = urlencode({"grant_type": "client_credentials"})
     if security["tokenUrl"].rstrip("/") == own_token_url():
-        _, content, status = get_oauthlib_core().server.create_token_response(own_token_url(), "POST", body, headers)
+        # django-oauth-toolkit reads the client's Basic credentials from the WSGI-style key.
+        internal = {**headers, "HTTP_AUTHORIZATION": headers["Authorization"]}
+        _, content, status = get_oauthlib_core().server.create_token_response(own_token_url(), "POST", body, internal)
     else:
         try:
             response = netguard.guarded_request("POST", security["tokenUrl"], headers=headers, content=body.encode())
@@ -75,6 +81,6 @@ def _fetch(security: dict[str, str]) -> tuple[str, float]:
         raise TokenFetchFailed("token endpoint answered without an access_token") from None
 
 
-def forget_token(subscription_id: int) -> None:
+def forget_tokens() -> None:
     with _lock:
-        _tokens.pop(subscription_id, None)
+        _tokens.clear()

@@ -1,0 +1,284 @@
+"""The push engine, driven directly (one batch at a time) against a real local receiver:
+headers and auth schemes, retries and backoff, Retry-After, dead-lettering, qos 0, pause and
+resume, and competition with a REST consumer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.utils import timezone
+
+from meshsite import celery_app
+from meshsite.platform.auth import client_for_token
+from meshsite.testing import REST, enc
+from messaging.models import DeliveryAttempt, Message, WebhookSubscription
+from messaging.webhooks.delivery import backoff_seconds, webhook_deliver_batch, webhooks_due
+
+Q = "a/b/c/q1"
+
+
+class Receiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.pushes: list[dict] = []
+        self.statuses: list[int] = []  # answers to the next pushes; then 200
+        self.extra_headers: dict[str, str] = {}
+        self.token_requests = 0
+        self.valid_tokens = {"token-2"}
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/token":
+            self.server.token_requests += 1
+            token = f"token-{self.server.token_requests}"
+            self._answer(200, json.dumps({"access_token": token, "expires_in": 3600}).encode())
+            return
+        self.server.pushes.append({"headers": dict(self.headers.items()), "body": body, "path": self.path})
+        if self.path == "/oauth-hook":
+            bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            self._answer(200 if bearer in self.server.valid_tokens else 401, b"")
+            return
+        status = self.server.statuses.pop(0) if self.server.statuses else 200
+        self._answer(status, b"receiver says %d" % status)
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        for name, value in self.server.extra_headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def client(mesh, settings, monkeypatch):
+    settings.MESH_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.MESH_WEBHOOK_RETRY_SCHEDULE = [0.0]
+    monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
+    client = mesh()
+    assert client.put_queue(Q).status_code == 201
+    return client
+
+
+def hook(client, endpoint: str, *, qos: int = 1, security: dict | None = None) -> WebhookSubscription:
+    push: dict = {"type": "webhook", "endpoint": endpoint, "exemptHandshake": True}
+    if security:
+        push["securitySchema"] = security
+    body = {"name": "a/b/c/hook", "address": f"queue:{Q}", "qos": qos, "pushConfig": push}
+    response = client.call("POST", f"{REST}/subscriptions", json.dumps(body), content_type="application/json")
+    assert response.status_code == 201, response.content
+    return WebhookSubscription.objects.get()
+
+
+def run(subscription: WebhookSubscription) -> int:
+    return webhook_deliver_batch(subscription_id=subscription.pk)
+
+
+def test_push_carries_the_message_its_headers_and_basic_auth(client, receiver):
+    subscription = hook(client, receiver.url() + "?x=1", security={"type": "basicAuth", "user": "u", "password": "p"})
+    client.publish("queues", Q, b'{"n": 1}', content_type="application/json")
+    assert run(subscription) == 1
+    push = receiver.pushes[0]
+    message_uuid = DeliveryAttempt.objects.get().message_uuid
+    assert push["body"] == b'{"n": 1}'
+    assert push["path"] == "/hook?x=1"
+    assert push["headers"]["Content-Type"] == "application/json"
+    assert push["headers"]["x-address"] == f"queue:{Q}"
+    assert push["headers"]["x-qos"] == "1"
+    assert push["headers"]["x-message-id"] == str(message_uuid)
+    assert push["headers"]["Authorization"] == "Basic dTpw"
+    assert not Message.objects.exists()
+    subscription.refresh_from_db()
+    assert subscription.last_successful_delivery is not None
+
+
+def test_oauth2_with_meshsites_own_token_endpoint_pushes_a_valid_meshsite_token(client, receiver, settings):
+    security = {"type": "oauth2", "grantType": "client_credentials", "clientId": client.client_id,
+                "clientSecret": client.client_secret, "tokenUrl": settings.MESH_PUBLIC_URL + "/oauth/token"}
+    subscription = hook(client, receiver.url(), security=security)
+    client.publish("queues", Q)
+    assert run(subscription) == 1, list(DeliveryAttempt.objects.values("error", "status_code"))
+    bearer = receiver.pushes[0]["headers"]["Authorization"].removeprefix("Bearer ")
+    resolved = client_for_token(bearer)
+    assert resolved is not None and resolved.instance == client.instance
+
+
+def test_oauth2_token_is_fetched_again_once_when_the_receiver_answers_401(client, receiver):
+    security = {"type": "oauth2", "grantType": "client_credentials", "clientId": "c", "clientSecret": "s",
+                "tokenUrl": receiver.url("/token")}
+    subscription = hook(client, receiver.url("/oauth-hook"), security=security)
+    client.publish("queues", Q)
+    assert run(subscription) == 1  # token-1 refused, token-2 accepted
+    assert receiver.token_requests == 2
+    assert [p["headers"]["Authorization"] for p in receiver.pushes] == ["Bearer token-1", "Bearer token-2"]
+    client.publish("queues", Q)
+    assert run(subscription) == 1
+    assert receiver.token_requests == 2  # the good token is cached
+
+
+def test_failed_push_is_retried_and_then_delivered(client, receiver):
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q, b"retry me")
+    receiver.statuses = [500]
+    assert run(subscription) == 0
+    message = Message.objects.get()
+    assert message.delivery_count == 1
+    subscription.refresh_from_db()
+    assert subscription.last_failed_delivery_reason == "receiver answered 500"
+    assert run(subscription) == 1
+    assert [p["body"] for p in receiver.pushes] == [b"retry me", b"retry me"]
+    assert [a.succeeded for a in DeliveryAttempt.objects.order_by("id")] == [False, True]
+
+
+def test_poison_message_goes_to_the_dead_message_queue_after_max_redeliveries(client, receiver):
+    client.put_queue(Q, {"maxRedeliveryCount": 2, "deadMsgQueue": "$namespace/dmq"})
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q, b"poison")
+    receiver.statuses = [500] * 10
+    for _ in range(5):
+        run(subscription)
+    assert len(receiver.pushes) == 3  # the first delivery plus maxRedeliveryCount redeliveries
+    dead = Message.objects.select_related("queue").get()
+    assert dead.queue.name == "a/b/c/dmq"
+    assert "receiver answered 500" in dead.death_reason
+    assert "receiver says 500" in dead.death_reason
+
+
+def test_retry_after_on_429_closes_the_gate_for_that_long(client, receiver, settings):
+    settings.MESH_WEBHOOK_RETRY_SCHEDULE = [5.0, 3600.0]
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q)
+    receiver.statuses = [429]
+    receiver.extra_headers = {"Retry-After": "120"}
+    run(subscription)
+    subscription.refresh_from_db()
+    wait = (subscription.next_attempt_at - timezone.now()).total_seconds()
+    assert 110 < wait <= 120
+    assert run(subscription) == 0
+    assert len(receiver.pushes) == 1  # nothing is sent while the gate is closed
+    assert subscription.pk not in webhooks_due()
+
+
+def test_backoff_grows_along_the_schedule_with_jitter(settings):
+    settings.MESH_WEBHOOK_RETRY_SCHEDULE = [5.0, 30.0, 3600.0]
+    assert 4.0 <= backoff_seconds(1, None) <= 6.0
+    assert 24.0 <= backoff_seconds(2, None) <= 36.0
+    assert 2880.0 <= backoff_seconds(9, None) <= 4320.0
+    assert backoff_seconds(1, 99999.0) == 3600.0
+
+
+def test_qos0_push_is_attempted_once_and_the_outcome_recorded(client, receiver):
+    subscription = hook(client, receiver.url(), qos=0)
+    client.publish("queues", Q, b"once")
+    receiver.statuses = [500]
+    run(subscription)
+    run(subscription)
+    assert len(receiver.pushes) == 1
+    assert not Message.objects.exists()
+    attempt = DeliveryAttempt.objects.get()
+    assert (attempt.succeeded, attempt.status_code) == (False, 500)
+
+
+def test_paused_subscription_keeps_messages_and_resume_delivers_them_in_order(client, receiver, capture):
+    subscription = hook(client, receiver.url())
+    url = f"{REST}/subscriptions/{enc('a/b/c/hook')}/state"
+    client.call("PUT", url, json.dumps({"action": "pause"}), content_type="application/json")
+    for n in range(5):
+        client.publish("queues", Q, f"m{n}".encode())
+    assert run(subscription) == 0
+    assert Message.objects.count() == 5
+    with capture(execute=True):  # resume wakes the (eager) delivery task
+        client.call("PUT", url, json.dumps({"action": "resume"}), content_type="application/json")
+    assert [p["body"] for p in receiver.pushes] == [f"m{n}".encode() for n in range(5)]
+
+
+def test_failing_endpoint_pauses_itself_past_the_window(client, receiver, settings):
+    settings.MESH_WEBHOOK_PAUSE_AFTER = 60
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q)
+    receiver.statuses = [500, 500]
+    run(subscription)
+    WebhookSubscription.objects.update(failing_since=timezone.now() - timedelta(seconds=61))
+    run(subscription)
+    subscription.refresh_from_db()
+    assert subscription.status == "Paused"
+    assert Message.objects.count() == 1  # the message stays queued
+
+
+def test_publish_wakes_delivery_after_commit(client, receiver, capture):
+    hook(client, receiver.url())
+    with capture(execute=True):
+        client.publish("queues", Q, b"woken")
+    assert [p["body"] for p in receiver.pushes] == [b"woken"]
+
+
+def test_pending_handshake_blocks_delivery(client, receiver):
+    subscription = hook(client, receiver.url())
+    WebhookSubscription.objects.update(handshake_status="Pending")
+    client.publish("queues", Q)
+    assert run(subscription) == 0
+    assert receiver.pushes == []
+
+
+def test_webhook_and_rest_consumer_compete_and_each_message_goes_to_one(client, receiver, settings):
+    settings.MESH_WEBHOOK_BATCH = 1
+    subscription = hook(client, receiver.url())
+    for n in range(10):
+        client.publish("queues", Q, f"m{n}".encode())
+    by_rest = []
+    for _ in range(5):
+        response = client.consume(Q)
+        by_rest.append(response.content)
+        client.ack(Q, response["x-message-id"])
+        run(subscription)
+    pushed = [p["body"] for p in receiver.pushes]
+    assert sorted(by_rest + pushed) == sorted(f"m{n}".encode() for n in range(10))
+    assert not Message.objects.exists()
+
+
+@pytest.fixture
+def capture(django_capture_on_commit_callbacks):
+    return django_capture_on_commit_callbacks
+
+
+def test_slow_receiver_is_cut_at_the_timeout(client, receiver, settings, monkeypatch):
+    settings.MESH_WEBHOOK_TIMEOUT = 1
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q)
+    original = Handler.do_POST
+
+    def slow(self: Handler) -> None:
+        time.sleep(2)
+        original(self)
+
+    monkeypatch.setattr(Handler, "do_POST", slow)
+    started = time.monotonic()
+    assert run(subscription) == 0
+    assert time.monotonic() - started < 1.9
+    assert DeliveryAttempt.objects.get().error.startswith("timeout")
+    assert Message.objects.get().delivery_count == 1
