@@ -177,6 +177,7 @@ def test_retry_after_on_429_closes_the_gate_for_that_long(client, receiver, sett
     receiver.extra_headers = {"Retry-After": "120"}
     run(subscription)
     subscription.refresh_from_db()
+    assert subscription.next_attempt_at is not None
     wait = (subscription.next_attempt_at - timezone.now()).total_seconds()
     assert 110 < wait <= 120
     assert run(subscription) == 0
