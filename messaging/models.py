@@ -158,6 +158,8 @@ class WebhookSubscription(models.Model):
     exempt_handshake = models.BooleanField(default=False)
     default_content_type = models.CharField(max_length=255, blank=True)
     security = models.JSONField(default=dict, blank=True)
+    # Standard Webhooks signing (meshsite extension): sealed whsec_ secrets; two while rotating.
+    signing_secrets = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.ACTIVE)
     handshake_status = models.CharField(
         max_length=10, choices=HandshakeStatus.choices, default=HandshakeStatus.PENDING

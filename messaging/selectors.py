@@ -72,3 +72,8 @@ def queues_subscribed_to(*, subaccount_id: int, topic: str) -> list[Queue]:
     ).select_related("queue")
     matched = {sub.queue_id: sub.queue for sub in candidates if sub.matches(topic)}
     return [matched[key] for key in sorted(matched)]
+
+
+def messages_browse(*, queue: Queue, limit: int = 100) -> list[Message]:
+    """The oldest messages of a queue, without consuming them (a meshsite extension)."""
+    return list(Message.objects.filter(queue=queue).defer("payload").order_by("id")[:limit])

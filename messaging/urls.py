@@ -14,6 +14,8 @@ urlpatterns = [
     path(f"{MANAGEMENT}queues/<segment:queue>/statistics", management.QueueStatisticsView.as_view()),
     path(f"{MANAGEMENT}queues/<segment:queue>/subscriptions", management.SubscriptionListView.as_view()),
     path(f"{MANAGEMENT}queues/<segment:queue>/subscriptions/<segment:topic>", management.SubscriptionView.as_view()),
+    path(f"{MANAGEMENT}queues/<segment:queue>/messages", management.QueueMessagesView.as_view()),
+    path(f"{MANAGEMENT}queues/<segment:queue>/requeue", management.RequeueView.as_view()),
     path(f"{MANAGEMENT}queuesStatistics", management.QueuesStatisticsView.as_view()),
     path(f"{MANAGEMENT}readinessCheck", management.ReadinessView.as_view()),
     path(f"{REST}queues/<segment:queue>/messages", rest.QueuePublishView.as_view()),
@@ -24,4 +26,5 @@ urlpatterns = [
     path(f"{REST}subscriptions/<segment:name>", webhooks.SubscriptionView.as_view()),
     path(f"{REST}subscriptions/<segment:name>/handshake", webhooks.HandshakeView.as_view()),
     path(f"{REST}subscriptions/<segment:name>/state", webhooks.StateView.as_view()),
+    path(f"{REST}subscriptions/<segment:name>/deliveries", webhooks.DeliveryLogView.as_view()),
 ]

@@ -4,10 +4,13 @@ statistics, readiness), answered in SAP's shapes and status codes."""
 from __future__ import annotations
 
 from django.db import connection
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
+
+from meshsite.errors import Invalid
 
 from .. import selectors, services
 from .base import SapView
@@ -98,3 +101,48 @@ class ReadinessView(ManagementView):
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         return Response({"status": "ready"})
+
+
+def _message_json(message) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "messageId": str(message.uuid),
+        "address": message.address,
+        "contentType": message.content_type,
+        "size": message.size,
+        "deliveryCount": message.delivery_count,
+        "createdAt": message.created_at.isoformat(),
+        "expiresAt": message.expires_at.isoformat(),
+        "deathReason": message.death_reason or None,
+        "deadFrom": message.dead_from or None,
+    }
+
+
+class QueueMessagesView(ManagementView):
+    """meshsite extension: browse a queue (a dead message queue, typically) without consuming."""
+
+    @extend_schema(tags=TAG, responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, queue: str) -> Response:
+        obj = selectors.queue_get(instance=self.client.instance, name=queue)
+        limit = _limit(request.query_params.get("limit", "100"))
+        return Response([_message_json(message) for message in selectors.messages_browse(queue=obj, limit=limit)])
+
+
+class RequeueView(ManagementView):
+    """meshsite extension: move dead messages back to the queues they died in."""
+
+    @extend_schema(tags=TAG, request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    def post(self, request: Request, queue: str) -> Response:
+        body = request.data if request.data else {}
+        if not isinstance(body, dict) or set(body) - {"messageIds"}:
+            raise Invalid("The body may only hold messageIds (a list); without it every message is re-queued")
+        ids = body.get("messageIds")
+        if ids is not None and not isinstance(ids, list):
+            raise Invalid("messageIds must be a list of message ids")
+        moved = services.dead_letters_requeue(instance=self.client.instance, queue_name=queue, message_ids=ids)
+        return Response({"requeued": moved})
+
+
+def _limit(raw: str) -> int:
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise Invalid("limit must be between 1 and 1000")
+    return int(raw)

@@ -18,7 +18,7 @@ from .base import SapView
 
 TAG = ["Event Mesh webhooks"]
 BODY_KEYS = {"name", "address", "qos", "pushConfig"}
-PUSH_KEYS = {"type", "endpoint", "exemptHandshake", "defaultContentType", "securitySchema"}
+PUSH_KEYS = {"type", "endpoint", "exemptHandshake", "defaultContentType", "securitySchema", "signatureSecrets"}
 
 
 def _typed(value: Any, kind: type, where: str) -> Any:
@@ -45,6 +45,7 @@ def parse_spec(data: Any) -> webhooks.WebhookSpec:
     security = _typed(push.get("securitySchema") or {}, dict, "pushConfig.securitySchema")
     for key, value in security.items():
         _typed(value, str, f"securitySchema.{key}")
+    secrets = _typed(push.get("signatureSecrets") or [], list, "pushConfig.signatureSecrets")
     return webhooks.WebhookSpec(
         name=_typed(data.get("name"), str, "name"),
         queue_name=address.removeprefix("queue:"),
@@ -53,6 +54,7 @@ def parse_spec(data: Any) -> webhooks.WebhookSpec:
         exempt_handshake=_typed(push.get("exemptHandshake", False), bool, "pushConfig.exemptHandshake"),
         default_content_type=_typed(push.get("defaultContentType") or "", str, "pushConfig.defaultContentType"),
         security=security,
+        signature_secrets=secrets,
     )
 
 
@@ -102,3 +104,27 @@ class StateView(SapView):
         action = _typed(body.get("action"), str, "action")
         subscription = webhooks.webhook_set_state(instance=self.client.instance, name=name, action=action)
         return Response(webhooks.webhook_json(subscription))
+
+
+class DeliveryLogView(SapView):
+    """meshsite extension: the subscription's latest push attempts, newest first."""
+
+    @extend_schema(tags=TAG, responses={200: OpenApiTypes.OBJECT})
+    def get(self, request: Request, name: str) -> Response:
+        subscription = webhooks.webhook_get(instance=self.client.instance, name=name)
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise Invalid("limit must be between 1 and 1000")
+        attempts = subscription.attempts.order_by("-attempted_at", "-id")[: int(raw)]
+        return Response([
+            {
+                "messageId": str(attempt.message_uuid),
+                "attemptedAt": attempt.attempted_at.isoformat(),
+                "succeeded": attempt.succeeded,
+                "statusCode": attempt.status_code,
+                "latencyMs": round(attempt.latency_ms, 2),
+                "error": attempt.error or None,
+                "responseExcerpt": attempt.response_excerpt or None,
+            }
+            for attempt in attempts
+        ])

@@ -1,6 +1,7 @@
 """Every write in Event Mesh: the REST API, the WebSocket consumers, Celery tasks, the
 cockpit and the CLI all call these, so they all behave the same."""
 
+from .deadletters import dead_letters_requeue
 from .messages import (
     Delivery,
     Outgoing,
@@ -20,6 +21,7 @@ from .queues import (
 from .sweep import queues_sweep
 
 __all__ = [
+    "dead_letters_requeue",
     "Delivery",
     "Outgoing",
     "QueueAttributes",

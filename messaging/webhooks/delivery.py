@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -26,13 +27,14 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from meshsite import secretbox
 from meshsite.errors import MeshError
 from meshsite.secretbox import SecretUnreadable
 
 from ..models import DeliveryAttempt, HandshakeStatus, Message, WebhookStatus, WebhookSubscription
 from ..services import message_ack, message_consume, message_release
 from ..services.deadletter import message_dead_letter
-from . import netguard
+from . import netguard, signing
 from .auth import TokenFetchFailed, authorization_for
 
 log = logging.getLogger(__name__)
@@ -103,19 +105,26 @@ def webhook_deliver_batch(*, subscription_id: int) -> int:
 
 
 def _headers(subscription: WebhookSubscription, message: Message) -> dict[str, str]:
-    return {
+    headers = {
         "Content-Type": message.content_type or subscription.default_content_type or "application/octet-stream",
         "x-address": message.address,
         "x-qos": str(subscription.qos),
         "x-message-id": str(message.uuid),
     }
+    if subscription.signing_secrets:
+        # webhook-id is the message's own id, so it stays the same on every retry.
+        headers.update(signing.signature_headers(
+            message_id=str(message.uuid), timestamp=int(time.time()), body=bytes(message.payload),
+            secrets=[secretbox.unseal(sealed) for sealed in subscription.signing_secrets],
+        ))
+    return headers
 
 
 def push(subscription: WebhookSubscription, message: Message) -> Outcome:
     """One POST of `message` to the endpoint; a 401 under oauth2 fetches a new token once."""
-    headers = _headers(subscription, message)
     body = bytes(message.payload)
     try:
+        headers = _headers(subscription, message)
         authorization = authorization_for(subscription)
         if authorization:
             headers["Authorization"] = authorization

@@ -23,7 +23,7 @@ from meshsite.platform.models import ServiceInstance
 from ..models import HandshakeStatus, WebhookStatus, WebhookSubscription
 from ..names import InvalidName, validate_queue_name
 from ..selectors import queue_get, rules_for
-from . import netguard
+from . import netguard, signing
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class WebhookSpec:
     exempt_handshake: bool = False
     default_content_type: str = ""
     security: dict[str, str] = field(default_factory=dict)
+    signature_secrets: list[str] = field(default_factory=list)
 
 
 def own_token_url() -> str:
@@ -79,6 +80,15 @@ def _sealed_security(security: dict[str, str]) -> dict[str, str]:
     }
 
 
+def _sealed_signing(secrets: list[str]) -> list[str]:
+    if len(secrets) > 2:
+        raise Invalid("pushConfig.signatureSecrets holds at most two secrets (the new and the old while rotating)")
+    try:
+        return [secretbox.seal(signing.validate_secret(secret)) for secret in secrets]
+    except (ValueError, TypeError) as error:
+        raise Invalid(f"pushConfig.signatureSecrets: {error}") from None
+
+
 def _checked(instance: ServiceInstance, spec: WebhookSpec) -> None:
     try:
         validate_queue_name(spec.name)
@@ -95,6 +105,7 @@ def _checked(instance: ServiceInstance, spec: WebhookSpec) -> None:
 def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSubscription:
     _checked(instance, spec)
     security = _sealed_security(spec.security)
+    signing = _sealed_signing(spec.signature_secrets)
     with transaction.atomic():
         try:
             queue = queue_get(instance=instance, name=spec.queue_name)
@@ -110,7 +121,7 @@ def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSu
                 subscription = WebhookSubscription.objects.create(
                     instance=instance, name=spec.name, queue=queue, qos=spec.qos, endpoint=spec.endpoint,
                     exempt_handshake=spec.exempt_handshake, default_content_type=spec.default_content_type,
-                    security=security,
+                    security=security, signing_secrets=signing,
                     handshake_status=HandshakeStatus.EXEMPTED if spec.exempt_handshake else HandshakeStatus.PENDING,
                 )
         except IntegrityError:
@@ -235,6 +246,7 @@ def webhook_json(subscription: WebhookSubscription) -> dict[str, Any]:
             "exemptHandshake": subscription.exempt_handshake,
             "defaultContentType": subscription.default_content_type or None,
             **({"securitySchema": security} if security else {}),
+            "signed": bool(subscription.signing_secrets),
         },
         "subscriptionStatus": subscription.status,
         "handshakeStatus": subscription.handshake_status,
