@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from .models import Message, Queue, Subscription, WebhookSubscription
+from .models import DeliveryAttempt, Message, Queue, Subscription, WebhookSubscription
+from .services import dead_letters_requeue
 
 
 class SubscriptionInline(admin.TabularInline):
@@ -35,9 +36,19 @@ class MessageAdmin(admin.ModelAdmin):
     search_fields = ["uuid", "queue__name", "address"]
     list_select_related = ["queue"]
     exclude = ["payload"]
+    actions = ["requeue_dead"]
     readonly_fields = ["queue", "uuid", "size", "content_type", "address", "qos", "created_at", "expires_at",
                        "delivery_count", "locked_until", "claim_id", "claimed_by", "death_reason", "dead_from",
                        "payload_preview"]
+
+    @admin.action(description="Re-queue the selected dead messages to the queues they died in")
+    def requeue_dead(self, request, queryset) -> None:  # type: ignore[no-untyped-def]
+        moved = 0
+        for message in queryset.select_related("queue__instance").exclude(dead_from=""):
+            moved += dead_letters_requeue(
+                instance=message.queue.instance, queue_name=message.queue.name, message_ids=[str(message.uuid)]
+            )
+        self.message_user(request, f"{moved} message(s) re-queued")
 
     @admin.display(description="payload (first 2 KiB)")
     def payload_preview(self, message: Message) -> str:
@@ -54,3 +65,16 @@ class WebhookSubscriptionAdmin(admin.ModelAdmin):
     exclude = ["security"]  # sealed credentials: nothing to read or edit here
     readonly_fields = ["handshake_reason", "last_successful_delivery", "last_failed_delivery",
                        "last_failed_delivery_reason", "created_at"]
+
+
+@admin.register(DeliveryAttempt)
+class DeliveryAttemptAdmin(admin.ModelAdmin):
+    list_display = ["attempted_at", "subscription", "message_uuid", "succeeded", "status_code", "latency_ms", "error"]
+    list_filter = ["succeeded"]
+    search_fields = ["message_uuid", "subscription__name"]
+    list_select_related = ["subscription"]
+    readonly_fields = ["subscription", "message_uuid", "attempted_at", "succeeded", "status_code", "latency_ms",
+                       "error", "response_excerpt"]
+
+    def has_add_permission(self, request) -> bool:  # type: ignore[no-untyped-def]
+        return False
