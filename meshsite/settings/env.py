@@ -48,3 +48,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_float_list(name: str, default: list[float]) -> list[float]:
+    raw = env_list(name, [str(value) for value in default])
+    try:
+        values = [float(item) for item in raw]
+    except ValueError:
+        message = f"{name}={os.environ.get(name)!r} is not a comma-separated list of numbers"
+        raise ImproperlyConfigured(message) from None
+    if not values or any(value < 0 for value in values):
+        raise ImproperlyConfigured(f"{name} must hold at least one number, none negative")
+    return values
