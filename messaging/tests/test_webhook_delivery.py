@@ -68,6 +68,8 @@ def test_failed_push_is_retried_and_then_delivered(client, receiver):
     assert message.delivery_count == 1
     subscription.refresh_from_db()
     assert subscription.last_failed_delivery_reason == "receiver answered 500"
+    shown = client.call("GET", f"{REST}/subscriptions/{enc('a/b/c/hook')}").json()
+    assert shown["consecutiveFailures"] == 1 and shown["failingSince"] is not None
     assert run(subscription) == 1
     assert [p["body"] for p in receiver.pushes] == [b"retry me", b"retry me"]
     assert [a.succeeded for a in DeliveryAttempt.objects.order_by("id")] == [False, True]

@@ -254,6 +254,10 @@ def webhook_json(subscription: WebhookSubscription) -> dict[str, Any]:
         "lastSuccessfulDelivery": stamp(subscription.last_successful_delivery),
         "lastFailedDelivery": stamp(subscription.last_failed_delivery),
         "lastFailedDeliveryReason": subscription.last_failed_delivery_reason or None,
+        # meshsite extensions: endpoint health
+        "consecutiveFailures": subscription.consecutive_failures,
+        "failingSince": stamp(subscription.failing_since),
+        "nextAttemptAt": stamp(subscription.next_attempt_at),
         "createdAt": stamp(subscription.created_at),
     }
 
