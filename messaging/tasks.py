@@ -4,7 +4,7 @@ from celery import shared_task
 from django.conf import settings
 
 from .services import queues_sweep
-from .webhooks.delivery import webhook_deliver_batch, webhooks_due
+from .webhooks.delivery import webhook_deliver_batch, webhook_has_work, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
 
 
@@ -21,7 +21,9 @@ def webhook_handshake(subscription_id: int) -> str:
 @shared_task
 def webhook_deliver(subscription_id: int) -> int:
     delivered = webhook_deliver_batch(subscription_id=subscription_id)
-    if delivered >= settings.MESH_WEBHOOK_BATCH:  # more may be waiting: continue in a fresh task
+    # Continue in a fresh task while work is due: more than a batch was waiting, or a
+    # wake-up arrived while this run held the lease. A closed retry gate ends the chain.
+    if delivered >= settings.MESH_WEBHOOK_BATCH or (delivered and webhook_has_work(subscription_id)):
         webhook_deliver.delay(subscription_id)
     return delivered
 

@@ -129,20 +129,21 @@ def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outg
     queue = queue_get(instance=instance, name=name)
     _check_message_size([queue], len(outgoing.payload))
     message = _row(queue, outgoing, f"queue:{name}", now, expires_at)
-    if queue.has_webhooks:
-        transaction.on_commit(lambda: _wake([queue.pk]))
     try:
         if outgoing.qos == 1 and not queue.has_capacity_limits:
             # The common case is one autocommit INSERT: durable when it returns, and one
             # round trip less than BEGIN ... COMMIT.
             message.save(force_insert=True)
-            return message
-        with transaction.atomic():
-            _relax_durability(outgoing.qos)
-            _check_capacity([queue], len(outgoing.payload))
-            message.save(force_insert=True)
+        else:
+            with transaction.atomic():
+                _relax_durability(outgoing.qos)
+                _check_capacity([queue], len(outgoing.payload))
+                message.save(force_insert=True)
     except IntegrityError:  # the queue was deleted after it was looked up
         raise NotFound("Queue does not exist") from None
+    if queue.has_webhooks:
+        # Registered after the row is written: outside a transaction this runs at once.
+        transaction.on_commit(lambda: _wake([queue.pk]))
     return message
 
 

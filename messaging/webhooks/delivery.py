@@ -219,7 +219,13 @@ def _give_back(subscription: WebhookSubscription, message: Message, message_id: 
     message_release(claim_id=message_id, delay_seconds=delay)
 
 
-def webhooks_due(now: datetime | None = None) -> list[int]:
+def webhook_has_work(subscription_id: int) -> bool:
+    """Whether a run should start now: asked after a run ends, since a wake-up that came
+    while the run still held its lease was turned away."""
+    return subscription_id in webhooks_due(only=subscription_id)
+
+
+def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> list[int]:
     """Subscriptions with messages waiting, allowed to deliver, and no run in progress."""
     now = now or timezone.now()
     available = Message.objects.filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now), queue=OuterRef("queue"))
@@ -229,6 +235,8 @@ def webhooks_due(now: datetime | None = None) -> list[int]:
         status=WebhookStatus.ACTIVE,
         handshake_status__in=[HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED],
     ).filter(Exists(available))
+    if only is not None:
+        due = due.filter(pk=only)
     return list(due.values_list("pk", flat=True))
 
 
