@@ -142,6 +142,9 @@ class HandshakeStatus(models.TextChoices):
     EXEMPTED = "Exempted"
 
 
+HANDSHAKE_DONE = (HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED)
+
+
 class WebhookSubscription(models.Model):
     """A queue pushed to an HTTP endpoint (SAP's webhook subscription).
 
@@ -185,8 +188,12 @@ class WebhookSubscription(models.Model):
 
     @property
     def may_deliver(self) -> bool:
-        handshake_done = self.handshake_status in (HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED)
-        return self.status == WebhookStatus.ACTIVE and handshake_done
+        return self.status == WebhookStatus.ACTIVE and self.handshake_status in HANDSHAKE_DONE
+
+    @staticmethod
+    def deliverable() -> Q:
+        """The same rule as `may_deliver`, for queries."""
+        return Q(status=WebhookStatus.ACTIVE, handshake_status__in=HANDSHAKE_DONE)
 
 
 class DeliveryAttempt(models.Model):

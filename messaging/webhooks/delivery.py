@@ -31,7 +31,7 @@ from meshsite import secretbox
 from meshsite.errors import MeshError
 from meshsite.secretbox import SecretUnreadable
 
-from ..models import DeliveryAttempt, HandshakeStatus, Message, WebhookStatus, WebhookSubscription
+from ..models import DeliveryAttempt, Message, WebhookStatus, WebhookSubscription
 from ..services import message_ack, message_consume, message_release
 from ..services.deadletter import message_dead_letter
 from . import netguard, signing
@@ -232,8 +232,7 @@ def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> lis
     due = WebhookSubscription.objects.filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
         Q(runner_until__isnull=True) | Q(runner_until__lt=now),
-        status=WebhookStatus.ACTIVE,
-        handshake_status__in=[HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED],
+        WebhookSubscription.deliverable(),
     ).filter(Exists(available))
     if only is not None:
         due = due.filter(pk=only)
@@ -244,9 +243,8 @@ def wake_webhooks(queue_ids: list[int]) -> None:
     """After a publish commits: start a run for the active webhooks of these queues."""
     from ..tasks import webhook_deliver  # tasks import this module
 
-    ids = WebhookSubscription.objects.filter(
-        queue_id__in=queue_ids, status=WebhookStatus.ACTIVE,
-        handshake_status__in=[HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED],
-    ).values_list("pk", flat=True)
+    ids = WebhookSubscription.objects.filter(WebhookSubscription.deliverable(), queue_id__in=queue_ids).values_list(
+        "pk", flat=True
+    )
     for subscription_id in ids:
         webhook_deliver.delay(subscription_id)

@@ -20,7 +20,7 @@ from meshsite import secretbox
 from meshsite.errors import Conflict, Forbidden, Invalid, LimitReached, NotFound
 from meshsite.platform.models import ServiceInstance
 
-from ..models import HandshakeStatus, WebhookStatus, WebhookSubscription
+from ..models import HandshakeStatus, Queue, WebhookStatus, WebhookSubscription
 from ..names import InvalidName, validate_queue_name
 from ..selectors import queue_get, rules_for
 from . import netguard, signing
@@ -127,7 +127,7 @@ def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSu
         except IntegrityError:
             raise Conflict(f"Subscription {spec.name} already exists") from None
         if not queue.has_webhooks:
-            type(queue).objects.filter(pk=queue.pk).update(has_webhooks=True)
+            Queue.objects.filter(pk=queue.pk).update(has_webhooks=True)
         if not spec.exempt_handshake:
             _schedule_handshake(subscription)
     return subscription
@@ -145,7 +145,7 @@ def webhook_delete(*, instance: ServiceInstance, name: str) -> None:
     subscription = webhook_get(instance=instance, name=name)
     subscription.delete()
     queue = subscription.queue
-    type(queue).objects.filter(pk=queue.pk).update(has_webhooks=queue.webhooks.exists())
+    Queue.objects.filter(pk=queue.pk).update(has_webhooks=queue.webhooks.exists())
 
 
 def webhook_set_state(*, instance: ServiceInstance, name: str, action: str) -> WebhookSubscription:
