@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that take ids and call a service."""
 
 from celery import shared_task
-from django.conf import settings
+from django.utils import timezone
 
 from .services import queues_sweep
 from .webhooks.delivery import webhook_deliver_batch, webhook_has_work, webhooks_due
@@ -20,12 +20,16 @@ def webhook_handshake(subscription_id: int) -> str:
 
 @shared_task
 def webhook_deliver(subscription_id: int) -> int:
-    delivered = webhook_deliver_batch(subscription_id=subscription_id)
-    # Continue in a fresh task while work is due: more than a batch was waiting, or a
-    # wake-up arrived while this run held the lease. A closed retry gate ends the chain.
-    if delivered >= settings.MESH_WEBHOOK_BATCH or (delivered and webhook_has_work(subscription_id)):
+    result = webhook_deliver_batch(subscription_id=subscription_id)
+    # Continue in a fresh task while work is due: more than a run's budget was waiting,
+    # the slow start paused the run, or a message arrived while this run held the lease
+    # (its wake-up was not sent). A closed retry gate ends the chain; the sweep resumes it.
+    if result.paced_until is not None:
+        countdown = max((result.paced_until - timezone.now()).total_seconds(), 0.0)
+        webhook_deliver.apply_async((subscription_id,), countdown=countdown)
+    elif result.more or (not result.failed and webhook_has_work(subscription_id)):
         webhook_deliver.delay(subscription_id)
-    return delivered
+    return result.delivered
 
 
 @shared_task

@@ -13,5 +13,15 @@ MESH_MAX_WEBHOOKS_PER_INSTANCE = env_int("MESH_MAX_WEBHOOKS_PER_INSTANCE", 100, 
 MESH_WEBHOOK_RETRY_SCHEDULE = env_float_list("MESH_WEBHOOK_RETRY_SCHEDULE", [5, 30, 120, 600, 1800, 3600])
 # An endpoint failing without a single success for this long pauses its subscription.
 MESH_WEBHOOK_PAUSE_AFTER = env_int("MESH_WEBHOOK_PAUSE_AFTER", 24 * 3600, minimum=1)
-# Messages one task run pushes before handing over to the next run (fairness, steady rate).
-MESH_WEBHOOK_BATCH = env_int("MESH_WEBHOOK_BATCH", 100, minimum=1)
+# Messages one task run pushes before handing over to the next run (fairness between
+# subscriptions sharing a worker).
+MESH_WEBHOOK_BATCH = env_int("MESH_WEBHOOK_BATCH", 500, minimum=1)
+# Messages a run claims in one statement and settles in one transaction. A crash between
+# a push and its settle redelivers at most this many; more means fewer commits per push.
+MESH_WEBHOOK_PREFETCH = env_int("MESH_WEBHOOK_PREFETCH", 50, minimum=1)
+# Slow start after a resume: the backlog goes out at this many deliveries per second,
+# doubling every MESH_WEBHOOK_RESUME_RAMP seconds until the rate reaches
+# MESH_WEBHOOK_RESUME_FULL_RATE (then unlimited) or the backlog is delivered. 0 turns it off.
+MESH_WEBHOOK_RESUME_RATE = env_int("MESH_WEBHOOK_RESUME_RATE", 10, minimum=0)
+MESH_WEBHOOK_RESUME_RAMP = env_int("MESH_WEBHOOK_RESUME_RAMP", 5, minimum=1)
+MESH_WEBHOOK_RESUME_FULL_RATE = env_int("MESH_WEBHOOK_RESUME_FULL_RATE", 1000, minimum=1)

@@ -180,7 +180,8 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
     return len(queues)
 
 
-def _hold_exclusive(queue: Queue, consumer: str, now: datetime) -> None:
+def hold_exclusive(queue: Queue, consumer: str, now: datetime) -> None:
+    """Take or renew an EXCLUSIVE queue's consumer lease for `consumer`, or raise Conflict."""
     locked = Queue.objects.select_for_update(no_key=True).get(pk=queue.pk)
     if not locked.admits_consumer(consumer, now):
         raise Conflict(f"Queue {queue.name} is EXCLUSIVE and another consumer is active")
@@ -227,7 +228,7 @@ def message_consume(
     with transaction.atomic():
         queue = queue_get(instance=instance, name=name)
         if queue.access_type == AccessType.EXCLUSIVE:
-            _hold_exclusive(queue, consumer, now)
+            hold_exclusive(queue, consumer, now)
         if qos == 1:
             _check_unacked(queue, consumer, now)
         message = _claim_next(queue, now)

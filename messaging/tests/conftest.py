@@ -27,6 +27,7 @@ class Receiver(ThreadingHTTPServer):
         self.extra_headers: dict[str, str] = {}
         self.token_requests = 0
         self.valid_tokens = {"token-2"}
+        self.connections = 0
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
@@ -34,6 +35,11 @@ class Receiver(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     server: Receiver
+    protocol_version = "HTTP/1.1"  # keeps connections alive, as real receivers do
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.connections += 1
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -92,7 +98,8 @@ def hook(client, endpoint: str, *, qos: int = 1, security: dict | None = None) -
 
 
 def run(subscription: WebhookSubscription) -> int:
-    return webhook_deliver_batch(subscription_id=subscription.pk)
+    """One delivery run, in-process; returns how many messages it delivered."""
+    return webhook_deliver_batch(subscription_id=subscription.pk).delivered
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpcore
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -27,10 +26,10 @@ from messaging.webhooks.netguard import (
     BlockedAddress,
     DeliveryError,
     InvalidURL,
+    Session,
     UnresolvableHost,
-    _Deadline,
-    _PinnedBackend,
     guarded_request,
+    parse_url,
     resolve_public,
     validate_url,
 )
@@ -204,8 +203,7 @@ def test_blocked_address_forms_never_reach_a_socket(host: str, why: str, canary:
     with pytest.raises(BlockedAddress, match="public addresses") as refused:
         resolve_public(host, canary.port)
     assert why in str(refused.value)
-    # httpx itself rejects some spellings (0177.0.0.1); either way no connection is made.
-    with pytest.raises(ValueError):
+    with pytest.raises(BlockedAddress):
         guarded_request("POST", url_for(host, canary.port), content=b"secret")
 
 
@@ -245,6 +243,13 @@ def test_allowed_networks_admit_only_their_ranges(local: Any) -> None:
         ("http://user:pass@example.com/", "credentials"),
         ("https://token@example.com/", "credentials"),
         ("http:///path", "no host"),
+        ("http://example.com:99999/", "not a valid URL"),
+        ("http://exa mple.com/", "whitespace"),
+        ("http://example.com\\@127.0.0.1/", "backslash"),
+        ("http://example.com/\r\nX-Injected: 1", "control characters"),
+        ("http://ex!ample.com/", "not a valid host name"),
+        ("http://[127.0.0.1]/", "not a valid URL"),
+        ("http://[fe80::1%25eth0]/", "not an IPv6 address"),
         ("https://example.com/" + "a" * 2048, "longer than 2048"),
     ],
 )
@@ -355,10 +360,86 @@ def test_name_is_resolved_once_and_the_checked_address_is_used(
     assert receiver.requests[0][1]["host"] == f"receiver.example:{receiver.port}"
 
 
-def test_pinned_backend_connects_only_for_its_checked_origin() -> None:
-    backend = _PinnedBackend("a.example", 80, [ipaddress.ip_address("127.0.0.1")], _Deadline(1))
-    with pytest.raises(httpcore.ConnectError, match="unchecked origin"):
-        backend.connect_tcp("b.example", 80)
+def keep_alive(count: int = 10, close_after: int | None = None) -> Reply:
+    """Answer up to `count` requests on one connection; hang up silently after `close_after`."""
+
+    def reply(sock: socket.socket, server: Receiver) -> None:
+        stream = sock.makefile("rb")
+        for n in range(count):
+            if n == close_after:
+                return
+            line = stream.readline().decode().strip()
+            if not line:
+                return
+            headers: dict[str, str] = {}
+            while (raw := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = raw.decode().partition(":")
+                headers[name.strip().lower()] = value.strip()
+            server.requests.append((line, headers, stream.read(int(headers.get("content-length", 0)))))
+            sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    return reply
+
+
+def test_session_keeps_one_connection_alive_across_requests(local: Any, serve: Callable[..., Receiver]) -> None:
+    receiver = serve(keep_alive())
+    with Session() as session:
+        for n in range(5):
+            response = session.request("POST", url_for("127.0.0.1", receiver.port), content=f"m{n}".encode())
+            assert (response.status_code, response.body) == (200, b"ok")
+    assert receiver.connections == 1
+    assert [body for _, _, body in receiver.requests] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+
+
+def test_a_kept_alive_connection_closed_by_the_receiver_is_replaced_once(
+    local: Any, serve: Callable[..., Receiver]
+) -> None:
+    receiver = serve(keep_alive(close_after=1))
+    with Session() as session:
+        for _ in range(3):  # each connection answers once, then hangs up while idle
+            assert session.request("POST", url_for("127.0.0.1", receiver.port), content=b"x").status_code == 200
+    assert len(receiver.requests) == 3 and receiver.connections == 3
+
+
+def test_a_receiver_that_hangs_up_without_answering_fails_the_request(
+    local: Any, serve: Callable[..., Receiver]
+) -> None:
+    receiver = serve(keep_alive(close_after=0))
+    with pytest.raises(DeliveryError) as failed:
+        guarded_request("POST", url_for("127.0.0.1", receiver.port), content=b"x")
+    assert failed.value.reason == "protocol error"
+    assert receiver.connections == 1  # a fresh connection is not retried: the receiver may have the message
+
+
+def test_every_new_connection_checks_the_address_again(
+    local: Any, serve: Callable[..., Receiver], fake_dns: dict[str, Any]
+) -> None:
+    receiver = serve(respond())  # answers with Connection: close, so each request needs a new connection
+    fake_dns["answers"]["receiver.example"] = [["127.0.0.1"], ["10.9.9.9"]]
+    with Session() as session:
+        assert session.request("POST", url_for("receiver.example", receiver.port), content=b"x").status_code == 200
+        with pytest.raises(BlockedAddress, match="10.9.9.9, a private address"):
+            session.request("POST", url_for("receiver.example", receiver.port), content=b"x")
+    assert receiver.connections == 1
+
+
+def test_a_refused_header_value_leaves_no_half_sent_request(local: Any, serve: Callable[..., Receiver]) -> None:
+    receiver = serve(keep_alive())
+    with Session() as session:
+        url = url_for("127.0.0.1", receiver.port)
+        assert session.request("POST", url, content=b"a").status_code == 200
+        with pytest.raises(ValueError, match="header"):
+            session.request("POST", url, headers={"x-bad": "a\r\nInjected: 1"}, content=b"b")
+        assert session.request("POST", url, content=b"c").status_code == 200
+    assert [body for _, _, body in receiver.requests] == [b"a", b"c"]
+
+
+def test_parse_url_keeps_the_name_and_splits_the_target() -> None:
+    target = parse_url("https://Receiver.Example:8443/hook/x?y=1#fragment")
+    assert (target.host, target.port, target.request_target) == ("receiver.example", 8443, "/hook/x?y=1")
+    assert target.host_header == "receiver.example:8443"
+    assert parse_url("http://[::1]/").host_header == "[::1]"
+    assert parse_url("https://bücher.example").host == "xn--bcher-kva.example"
 
 
 def test_proxy_environment_is_ignored(

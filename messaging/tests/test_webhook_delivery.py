@@ -14,7 +14,7 @@ from meshsite.platform.auth import client_for_token
 from meshsite.testing import REST, enc
 from messaging.models import DeliveryAttempt, Message, WebhookSubscription
 from messaging.tests.conftest import Handler, Q, hook, run
-from messaging.webhooks.delivery import backoff_seconds, webhooks_due
+from messaging.webhooks.delivery import backoff_seconds, webhook_deliver_batch, webhooks_due
 
 
 def test_push_carries_the_message_its_headers_and_basic_auth(client, receiver):
@@ -75,14 +75,19 @@ def test_failed_push_is_retried_and_then_delivered(client, receiver):
     assert [a.succeeded for a in DeliveryAttempt.objects.order_by("id")] == [False, True]
 
 
-def test_poison_message_goes_to_the_dead_message_queue_after_max_redeliveries(client, receiver):
+def test_poison_message_goes_to_the_dead_message_queue_after_exactly_max_redelivery_count_retries(
+    client, receiver
+):
     client.put_queue(Q, {"maxRedeliveryCount": 2, "deadMsgQueue": "$namespace/dmq"})
     subscription = hook(client, receiver.url())
     client.publish("queues", Q, b"poison")
     receiver.statuses = [500] * 10
     for _ in range(5):
         run(subscription)
-    assert len(receiver.pushes) == 3  # the first delivery plus maxRedeliveryCount redeliveries
+    # As in SAP Event Mesh (Solace's max-redelivery) and for REST consumers here: the first
+    # delivery, then exactly maxRedeliveryCount redeliveries, then the dead message queue.
+    assert len(receiver.pushes) == 1 + 2
+    assert DeliveryAttempt.objects.filter(succeeded=False).count() == 3
     dead = Message.objects.select_related("queue").get()
     assert dead.queue.name == "a/b/c/dmq"
     assert "receiver answered 500" in dead.death_reason
@@ -198,3 +203,78 @@ def test_slow_receiver_is_cut_at_the_timeout(client, receiver, settings, monkeyp
     assert time.monotonic() - started < 1.9
     assert DeliveryAttempt.objects.get().error.startswith("timeout")
     assert Message.objects.get().delivery_count == 1
+
+
+def test_a_run_pushes_a_backlog_in_order_over_one_connection_in_rounds(client, receiver, settings):
+    settings.MESH_WEBHOOK_PREFETCH = 7
+    subscription = hook(client, receiver.url())
+    for n in range(30):
+        client.publish("queues", Q, f"m{n}".encode())
+    assert run(subscription) == 30
+    assert [p["body"] for p in receiver.pushes] == [f"m{n}".encode() for n in range(30)]
+    assert receiver.connections == 1  # kept alive across pushes and rounds
+    assert not Message.objects.exists()
+    assert DeliveryAttempt.objects.filter(succeeded=True).count() == 30
+
+
+def test_a_failure_mid_round_keeps_the_order_and_counts_only_the_attempted_message(client, receiver, settings):
+    settings.MESH_WEBHOOK_PREFETCH = 10
+    subscription = hook(client, receiver.url())
+    for n in range(6):
+        client.publish("queues", Q, f"m{n}".encode())
+    receiver.statuses = [200, 200, 500]
+    assert run(subscription) == 2
+    left = list(Message.objects.order_by("id").values_list("payload", "delivery_count", "claim_id"))
+    assert [bytes(payload) for payload, _, _ in left] == [b"m2", b"m3", b"m4", b"m5"]
+    assert left[0][1] == 1 and left[0][2] is not None  # the failed one waits out its backoff
+    assert all(count == 0 and claim is None for _, count, claim in left[1:])  # never attempted
+    assert run(subscription) == 4
+    assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1", b"m2", b"m2", b"m3", b"m4", b"m5"]
+
+
+def test_qos0_failure_mid_round_puts_the_unpushed_messages_back_in_place(client, receiver, settings):
+    subscription = hook(client, receiver.url(), qos=0)
+    for n in range(4):
+        client.publish("queues", Q, f"m{n}".encode())
+    ids = list(Message.objects.order_by("id").values_list("id", flat=True))
+    receiver.statuses = [200, 500]
+    assert run(subscription) == 1
+    assert list(Message.objects.order_by("id").values_list("id", "payload")) == [
+        (ids[2], b"m2"), (ids[3], b"m3")
+    ]  # m1 had its one attempt and is gone; m2 and m3 are back where they were
+    assert run(subscription) == 2
+    assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1", b"m2", b"m3"]
+
+
+def test_a_message_already_past_its_redeliveries_is_dead_lettered_not_pushed(client, receiver):
+    client.put_queue(Q, {"maxRedeliveryCount": 1, "deadMsgQueue": "$namespace/dmq"})
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q, b"worn out by REST consumers")
+    client.publish("queues", Q, b"fresh")
+    Message.objects.filter(payload=b"worn out by REST consumers").update(delivery_count=2)
+    assert run(subscription) == 1
+    assert [p["body"] for p in receiver.pushes] == [b"fresh"]
+    dead = Message.objects.select_related("queue").get()
+    assert (dead.queue.name, dead.death_reason) == ("a/b/c/dmq", "maxRedeliveryCount exceeded")
+
+
+def test_resume_delivers_the_backlog_in_a_slow_start(client, receiver, settings, capture):
+    settings.MESH_WEBHOOK_RESUME_RATE = 3
+    settings.MESH_WEBHOOK_RESUME_RAMP = 3600
+    subscription = hook(client, receiver.url())
+    url = f"{REST}/subscriptions/{enc('a/b/c/hook')}/state"
+    client.call("PUT", url, json.dumps({"action": "pause"}), content_type="application/json")
+    for n in range(7):
+        client.publish("queues", Q, f"m{n}".encode())
+    client.call("PUT", url, json.dumps({"action": "resume"}), content_type="application/json")
+    result = webhook_deliver_batch(subscription_id=subscription.pk)
+    assert (result.delivered, result.more) == (3, True)  # one second's worth at 3/s
+    assert result.paced_until is not None
+    subscription.refresh_from_db()
+    assert subscription.next_attempt_at == result.paced_until  # the sweep honours the pace too
+    assert webhook_deliver_batch(subscription_id=subscription.pk).delivered == 0  # not before then
+    WebhookSubscription.objects.update(resumed_at=timezone.now() - timedelta(hours=2), next_attempt_at=None)
+    assert run(subscription) == 4  # the ramp has doubled past the full rate: no limit
+    subscription.refresh_from_db()
+    assert subscription.resumed_at is None  # backlog delivered: the slow start is over
+    assert [p["body"] for p in receiver.pushes] == [f"m{n}".encode() for n in range(7)]

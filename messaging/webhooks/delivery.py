@@ -7,38 +7,51 @@ the runner lease and the endpoint's health on the subscription -- so a lost Cele
 a flushed Redis or a killed worker delays delivery but loses nothing: claims and leases
 run out, and the periodic sweep starts a run for every subscription with work due.
 
-A failed push gives the message back with a backoff (the claim's expiry becomes the retry
-time) and closes the subscription's gate until then, so an endpoint sees at most one
-attempt per backoff step -- never a hot loop. Each claim counts as a delivery, so the
-queue's maxRedeliveryCount moves a poison message to the dead message queue with the last
-response as the reason.
+A run holds the subscription's lease (one runner at a time keeps the queue's order) and
+works in rounds: it claims up to MESH_WEBHOOK_PREFETCH messages in one statement, pushes
+them in order over one kept-alive connection, and settles the round in one transaction
+(acknowledgements, the attempt log, the endpoint's health and the lease). A crash between
+a push and its settle redelivers that message, as a crash between a push and an ack would.
+
+A failed push gives the message back with a backoff (its claim's expiry becomes the retry
+time), gives back unpushed ones as they were, and closes the subscription's gate until the
+same instant, so an endpoint sees at most one attempt per backoff step -- never a hot loop.
+Each claim counts as a delivery, so after the first delivery and `maxRedeliveryCount`
+redeliveries a poison message moves to the dead message queue with the last response as
+the reason. After a resume, the backlog goes out at a controlled rate that doubles every
+few seconds (slow start), so an endpoint coming back is not flooded.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
+from uuid import UUID
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from meshsite import secretbox
-from meshsite.errors import MeshError
+from meshsite.errors import Conflict
 from meshsite.secretbox import SecretUnreadable
 
-from ..models import DeliveryAttempt, Message, WebhookStatus, WebhookSubscription
-from ..services import message_ack, message_consume, message_release
+from ..models import AccessType, DeliveryAttempt, Message, Queue, WebhookStatus, WebhookSubscription
 from ..services.deadletter import message_dead_letter
+from ..services.messages import hold_exclusive
 from . import netguard, signing
 from .auth import TokenFetchFailed, authorization_for
 
 log = logging.getLogger(__name__)
-LOCK_MARGIN = 30.0  # seconds a claim outlives the push's own deadline
+LOCK_MARGIN = 30.0  # seconds a claim outlives the pushes it may still have to wait for
 
 
 @dataclass(frozen=True)
@@ -51,60 +64,235 @@ class Outcome:
     excerpt: str = ""
 
 
-def _lease_seconds() -> float:
-    return settings.MESH_WEBHOOK_TIMEOUT + LOCK_MARGIN
+@dataclass(frozen=True)
+class Claimed:
+    """A message held by a run: what a push sends, and what its settle refers to."""
+
+    id: int
+    uuid: UUID
+    claim_id: UUID | None  # None for qos 0: the message is already gone from the queue
+    payload: bytes
+    content_type: str
+    address: str
+    delivery_count: int
+    row: tuple[Any, ...] = ()  # qos 0: the whole row, to put an unpushed message back
 
 
-def _take_lease(subscription_id: int, now: datetime) -> bool:
+# --- time budgets ------------------------------------------------------------------------
+
+
+def _push_budget(subscription: WebhookSubscription) -> float:
+    """The longest one push can take: with oauth2, a token fetch, the POST, a fetch again
+    after a 401 and the POST again, each under the timeout."""
+    calls = 4 if subscription.security.get("type") == "oauth2" else 1
+    return calls * settings.MESH_WEBHOOK_TIMEOUT + 5.0
+
+
+def _lease_seconds(subscription: WebhookSubscription) -> float:
+    return _push_budget(subscription) + LOCK_MARGIN
+
+
+# --- the lease and the gate ---------------------------------------------------------------
+
+
+def _take_lease(subscription: WebhookSubscription, now: datetime) -> bool:
     free = Q(runner_until__isnull=True) | Q(runner_until__lt=now)
-    until = now + timedelta(seconds=_lease_seconds())
-    return bool(WebhookSubscription.objects.filter(free, pk=subscription_id).update(runner_until=until))
+    gate_open = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    until = now + timedelta(seconds=_lease_seconds(subscription))
+    taken = WebhookSubscription.objects.filter(free, gate_open, WebhookSubscription.deliverable(), pk=subscription.pk)
+    return bool(taken.update(runner_until=until))
 
 
-def _extend_lease(subscription_id: int) -> None:
-    until = timezone.now() + timedelta(seconds=_lease_seconds())
-    WebhookSubscription.objects.filter(pk=subscription_id).update(runner_until=until)
+def _release_lease(subscription_id: int) -> None:
+    WebhookSubscription.objects.filter(pk=subscription_id).update(runner_until=None)
 
 
-def _deliverable(subscription_id: int, now: datetime) -> WebhookSubscription | None:
+# --- claiming ------------------------------------------------------------------------------
+
+
+def _claim_sql(queue: Queue, qos: int) -> str:
+    table = Message._meta.db_table
+    postgres = connection.vendor == "postgresql"
+    available = (
+        f"SELECT id FROM {table} WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= %s)"
+        + (" AND expires_at > %s" if queue.respect_ttl else "")
+        + " ORDER BY id LIMIT %s"
+        + (" FOR UPDATE SKIP LOCKED" if postgres else "")
+    )
+    if qos == 0:
+        return f"DELETE FROM {table} WHERE id IN ({available}) RETURNING *"
+    new_claim = "gen_random_uuid()" if postgres else "lower(hex(randomblob(16)))"
+    return (
+        f"UPDATE {table} SET locked_until = %s, claim_id = {new_claim}, claimed_by = %s,"
+        f" delivery_count = delivery_count + 1 WHERE id IN ({available})"
+        " RETURNING id, uuid, claim_id, payload, content_type, address, delivery_count"
+    )
+
+
+def _as_uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list[Claimed]:
+    """Take up to `limit` available messages in queue order, in one statement: qos 1 locks
+    them to this webhook (each with a fresh claim id), qos 0 removes them."""
+    queue = subscription.queue
+    unacked_limit = queue.max_delivered_unacked_msgs_per_flow
+    limit = min(limit, unacked_limit) if unacked_limit else limit
+    adapt = connection.ops.adapt_datetimefield_value
+    params: list[Any] = [queue.pk, adapt(now)]
+    if queue.respect_ttl:
+        params.append(adapt(now))
+    params.append(limit)
+    if subscription.qos == 1:
+        until = now + timedelta(seconds=_lease_seconds(subscription))
+        params = [adapt(until), f"webhook:{subscription.pk}", *params]
+    with transaction.atomic():
+        if queue.access_type == AccessType.EXCLUSIVE:
+            try:
+                hold_exclusive(queue, f"webhook:{subscription.pk}", now)
+            except Conflict:
+                return []
+        with connection.cursor() as cursor:
+            cursor.execute(_claim_sql(queue, subscription.qos), params)
+            columns = [column.name for column in cursor.description]
+            rows = cursor.fetchall()
+    if subscription.qos == 0:
+        index = {name: n for n, name in enumerate(columns)}
+        claimed = [
+            Claimed(
+                id=row[index["id"]], uuid=_as_uuid(row[index["uuid"]]), claim_id=None,
+                payload=bytes(row[index["payload"]]), content_type=row[index["content_type"]],
+                address=row[index["address"]], delivery_count=row[index["delivery_count"]] + 1,
+                row=tuple(zip(columns, row, strict=True)),
+            )
+            for row in rows
+        ]
+    else:
+        claimed = [
+            Claimed(id=r[0], uuid=_as_uuid(r[1]), claim_id=_as_uuid(r[2]), payload=bytes(r[3]), content_type=r[4],
+                    address=r[5], delivery_count=r[6])
+            for r in rows
+        ]
+    claimed.sort(key=lambda message: message.id)  # RETURNING promises no order
+    if subscription.qos == 1 and queue.max_redelivery_count:
+        # Already delivered once plus maxRedeliveryCount times (by REST consumers whose locks
+        # ran out, say): dead, not pushed again.
+        exhausted = [m for m in claimed if m.delivery_count > queue.max_redelivery_count + 1]
+        for message in exhausted:
+            held = Message.objects.filter(claim_id=message.claim_id).first()
+            if held is not None:
+                message_dead_letter(message=held, queue=queue, reason="maxRedeliveryCount exceeded")
+        claimed = [m for m in claimed if m not in exhausted]
+    return claimed
+
+
+def _extend_claims(subscription: WebhookSubscription, pending: Sequence[Claimed]) -> float:
+    """Push the expiry of the lease and of the claims still to be pushed; returns it (monotonic)."""
+    seconds = _lease_seconds(subscription)
+    until = timezone.now() + timedelta(seconds=seconds)
+    with transaction.atomic():
+        WebhookSubscription.objects.filter(pk=subscription.pk).update(runner_until=until)
+        claim_ids = [message.claim_id for message in pending if message.claim_id]
+        if claim_ids:
+            Message.objects.filter(claim_id__in=claim_ids).update(locked_until=until)
+    return time.monotonic() + seconds
+
+
+# --- a run ---------------------------------------------------------------------------------
+
+
+def _runnable(subscription_id: int) -> WebhookSubscription | None:
     subscription = (
         WebhookSubscription.objects.select_related("instance", "queue").filter(pk=subscription_id).first()
     )
-    if subscription is None or not subscription.may_deliver:
-        return None
-    if subscription.next_attempt_at and subscription.next_attempt_at > now:
-        return None
-    return subscription
+    return subscription if subscription is not None and subscription.may_deliver else None
 
 
-def webhook_deliver_batch(*, subscription_id: int) -> int:
-    """Push up to MESH_WEBHOOK_BATCH messages in queue order; stop at the first failure.
-    Returns the number delivered."""
+def resume_rate(subscription: WebhookSubscription, now: datetime) -> float | None:
+    """Deliveries per second allowed now, or None for no limit: after a resume the rate
+    starts at MESH_WEBHOOK_RESUME_RATE and doubles every MESH_WEBHOOK_RESUME_RAMP seconds."""
+    start = settings.MESH_WEBHOOK_RESUME_RATE
+    if subscription.resumed_at is None or not start:
+        return None
+    doublings = max((now - subscription.resumed_at).total_seconds(), 0.0) / settings.MESH_WEBHOOK_RESUME_RAMP
+    rate = start * 2 ** min(doublings, 30)
+    return None if rate >= settings.MESH_WEBHOOK_RESUME_FULL_RATE else rate
+
+
+@dataclass
+class RunResult:
+    delivered: int = 0
+    failed: bool = False
+    more: bool = False  # the run stopped with messages still available (budget or pacing)
+    paced_until: datetime | None = None
+
+
+def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
+    """Push up to MESH_WEBHOOK_BATCH messages in queue order; stop at the first failure."""
+    result = RunResult()
     now = timezone.now()
-    subscription = _deliverable(subscription_id, now)
-    if subscription is None or not _take_lease(subscription_id, now):
-        return 0
-    delivered = 0
+    subscription = _runnable(subscription_id)
+    if subscription is None or not _take_lease(subscription, now):
+        return result
+    budget = settings.MESH_WEBHOOK_BATCH
+    rate = resume_rate(subscription, now)
+    if rate is not None:
+        budget = max(1, min(budget, math.floor(rate)))  # one second's worth, then a pause
+    started = time.monotonic()
     try:
-        for _ in range(settings.MESH_WEBHOOK_BATCH):
-            delivery = message_consume(
-                instance=subscription.instance, queue_name=subscription.queue.name, qos=subscription.qos,
-                consumer=f"webhook:{subscription.pk}", lock_seconds=_lease_seconds(),
-            )
-            if delivery is None:
-                break
-            outcome = push(subscription, delivery.message)
-            _settle(subscription, delivery.message, delivery.message_id, outcome)
+        with netguard.Session() as session:
+            while result.delivered < budget and not result.failed:
+                limit = min(settings.MESH_WEBHOOK_PREFETCH, budget - result.delivered)
+                claimed = _claim(subscription, limit, timezone.now())
+                if not claimed:
+                    break
+                _push_round(subscription, claimed, session, result)
+                if len(claimed) < limit:  # the queue had no more: the end-of-run check covers races
+                    break
+            else:
+                result.more = not result.failed
+    finally:
+        if result.more and rate is not None:
+            result.paced_until = timezone.now() + timedelta(seconds=max(1.0 - (time.monotonic() - started), 0.0))
+        _end_run(subscription, result)
+    return result
+
+
+def _push_round(
+    subscription: WebhookSubscription, claimed: list[Claimed], session: netguard.Session, result: RunResult
+) -> None:
+    budget = _push_budget(subscription)
+    held_until = time.monotonic() + _lease_seconds(subscription)
+    outcomes: list[tuple[Claimed, Outcome, datetime]] = []
+    try:
+        for n, message in enumerate(claimed):
+            if held_until - time.monotonic() < budget:  # a slow receiver: keep the claims alive
+                held_until = _extend_claims(subscription, claimed[n:])
+            outcome = push(subscription, message, session)
+            outcomes.append((message, outcome, timezone.now()))
             if not outcome.succeeded:
                 break
-            delivered += 1
-            _extend_lease(subscription.pk)
     finally:
-        WebhookSubscription.objects.filter(pk=subscription_id).update(runner_until=None)
-    return delivered
+        # Settled even when a push raised: what was pushed is acknowledged, the rest given back.
+        _settle(subscription, claimed, outcomes)
+    result.delivered += sum(1 for _, outcome, _ in outcomes if outcome.succeeded)
+    result.failed = bool(outcomes) and not outcomes[-1][1].succeeded
 
 
-def _headers(subscription: WebhookSubscription, message: Message) -> dict[str, str]:
+def _end_run(subscription: WebhookSubscription, result: RunResult) -> None:
+    fields: dict[str, Any] = {"runner_until": None}
+    if result.paced_until is not None:
+        fields["next_attempt_at"] = result.paced_until
+    elif subscription.resumed_at is not None and not result.more and not result.failed:
+        fields["resumed_at"] = None  # the backlog is delivered: slow start is over
+    WebhookSubscription.objects.filter(pk=subscription.pk).update(**fields)
+
+
+# --- the push ------------------------------------------------------------------------------
+
+
+def _headers(subscription: WebhookSubscription, message: Claimed) -> dict[str, str]:
     headers = {
         "Content-Type": message.content_type or subscription.default_content_type or "application/octet-stream",
         "x-address": message.address,
@@ -114,24 +302,26 @@ def _headers(subscription: WebhookSubscription, message: Message) -> dict[str, s
     if subscription.signing_secrets:
         # webhook-id is the message's own id, so it stays the same on every retry.
         headers.update(signing.signature_headers(
-            message_id=str(message.uuid), timestamp=int(time.time()), body=bytes(message.payload),
+            message_id=str(message.uuid), timestamp=int(time.time()), body=message.payload,
             secrets=[secretbox.unseal(sealed) for sealed in subscription.signing_secrets],
         ))
     return headers
 
 
-def push(subscription: WebhookSubscription, message: Message) -> Outcome:
+def push(subscription: WebhookSubscription, message: Claimed, session: netguard.Session | None = None) -> Outcome:
     """One POST of `message` to the endpoint; a 401 under oauth2 fetches a new token once."""
-    body = bytes(message.payload)
+    if session is None:
+        with netguard.Session() as own:
+            return push(subscription, message, own)
     try:
         headers = _headers(subscription, message)
         authorization = authorization_for(subscription)
         if authorization:
             headers["Authorization"] = authorization
-        response = netguard.guarded_request("POST", subscription.endpoint, headers=headers, content=body)
+        response = session.request("POST", subscription.endpoint, headers=headers, content=message.payload)
         if response.status_code == 401 and subscription.security.get("type") == "oauth2":
             headers["Authorization"] = authorization_for(subscription, refresh=True) or ""
-            response = netguard.guarded_request("POST", subscription.endpoint, headers=headers, content=body)
+            response = session.request("POST", subscription.endpoint, headers=headers, content=message.payload)
     except (ValueError, netguard.DeliveryError, TokenFetchFailed, SecretUnreadable) as error:
         return Outcome(succeeded=False, error=str(error)[:500])
     succeeded = 200 <= response.status_code < 300
@@ -163,60 +353,87 @@ def backoff_seconds(failures: int, retry_after: float | None) -> float:
     return step * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not security
 
 
-def _settle(subscription: WebhookSubscription, message: Message, message_id: str, outcome: Outcome) -> None:
-    now = timezone.now()
-    DeliveryAttempt.objects.create(
-        subscription=subscription, message_uuid=message.uuid, attempted_at=now, succeeded=outcome.succeeded,
-        status_code=outcome.status_code, latency_ms=outcome.latency_ms, error=outcome.error,
-        response_excerpt=outcome.excerpt,
+# --- settling a round ------------------------------------------------------------------------
+
+
+def _settle(
+    subscription: WebhookSubscription, claimed: list[Claimed], outcomes: list[tuple[Claimed, Outcome, datetime]]
+) -> None:
+    """One transaction: acknowledge what was delivered, log every attempt, give back the
+    failed message (with its backoff) and the unpushed ones (as they were), and record the
+    endpoint's health."""
+    pushed = {message.id for message, _, _ in outcomes}
+    unpushed = [message for message in claimed if message.id not in pushed]
+    delivered = [message for message, outcome, _ in outcomes if outcome.succeeded]
+    failure = next(((m, o, at) for m, o, at in outcomes if not o.succeeded), None)
+    with transaction.atomic():
+        if subscription.qos == 1 and delivered:
+            Message.objects.filter(claim_id__in=[message.claim_id for message in delivered]).delete()
+        DeliveryAttempt.objects.bulk_create([
+            DeliveryAttempt(
+                subscription_id=subscription.pk, message_uuid=message.uuid, attempted_at=at,
+                succeeded=outcome.succeeded, status_code=outcome.status_code, latency_ms=outcome.latency_ms,
+                error=outcome.error, response_excerpt=outcome.excerpt,
+            )
+            for message, outcome, at in outcomes
+        ])
+        _give_back_unpushed(subscription, unpushed)
+        if failure is not None:
+            _failed(subscription, *failure)
+        elif delivered:
+            _succeeded(subscription, outcomes[-1][2])
+
+
+def _give_back_unpushed(subscription: WebhookSubscription, unpushed: list[Claimed]) -> None:
+    if not unpushed:
+        return
+    if subscription.qos == 0:  # removed by the claim: put back with the same id, so in the same place
+        Message.objects.bulk_create([Message(**dict(message.row)) for message in unpushed])
+        return
+    Message.objects.filter(claim_id__in=[message.claim_id for message in unpushed]).update(
+        # Never attempted: this claim does not count as a delivery.
+        locked_until=None, claim_id=None, claimed_by="", delivery_count=F("delivery_count") - 1
     )
-    if outcome.succeeded:
-        _succeeded(subscription, message_id, now)
-    else:
-        _failed(subscription, message, message_id, outcome, now)
 
 
-def _succeeded(subscription: WebhookSubscription, message_id: str, now: datetime) -> None:
-    if subscription.qos == 1:
-        try:
-            message_ack(instance=subscription.instance, queue_name=subscription.queue.name, message_id=message_id)
-        except MeshError as error:  # the claim ran out mid-push: it will be delivered again
-            log.warning("webhook %s: ack after push failed: %s", subscription.pk, error)
+def _succeeded(subscription: WebhookSubscription, at: datetime) -> None:
     WebhookSubscription.objects.filter(pk=subscription.pk).update(
-        last_successful_delivery=now, consecutive_failures=0, next_attempt_at=None, failing_since=None
+        last_successful_delivery=at, consecutive_failures=0, next_attempt_at=None, failing_since=None
     )
     subscription.consecutive_failures = 0
     subscription.failing_since = None
 
 
-def _failed(
-    subscription: WebhookSubscription, message: Message, message_id: str, outcome: Outcome, now: datetime
-) -> None:
+def _failed(subscription: WebhookSubscription, message: Claimed, outcome: Outcome, at: datetime) -> None:
     failures = subscription.consecutive_failures + 1
-    delay = backoff_seconds(failures, outcome.retry_after)
+    # One instant for the message's lock and the subscription's gate, so that the retry
+    # finds the failed message available and takes it before the ones behind it.
+    retry_at = at + timedelta(seconds=backoff_seconds(failures, outcome.retry_after))
     if subscription.qos == 1:
-        _give_back(subscription, message, message_id, outcome, delay)
-    failing_since = subscription.failing_since or now
-    paused = (now - failing_since).total_seconds() >= settings.MESH_WEBHOOK_PAUSE_AFTER
+        _give_back(subscription, message, outcome, retry_at)
+    failing_since = subscription.failing_since or at
+    paused = (at - failing_since).total_seconds() >= settings.MESH_WEBHOOK_PAUSE_AFTER
     WebhookSubscription.objects.filter(pk=subscription.pk).update(
-        last_failed_delivery=now, last_failed_delivery_reason=outcome.error[:500], consecutive_failures=failures,
-        next_attempt_at=now + timedelta(seconds=delay), failing_since=failing_since,
+        last_failed_delivery=at, last_failed_delivery_reason=outcome.error[:500], consecutive_failures=failures,
+        next_attempt_at=retry_at, failing_since=failing_since,
         **({"status": WebhookStatus.PAUSED} if paused else {}),
     )
     subscription.consecutive_failures = failures
     subscription.failing_since = failing_since
 
 
-def _give_back(subscription: WebhookSubscription, message: Message, message_id: str, outcome: Outcome,
-               delay: float) -> None:
+def _give_back(subscription: WebhookSubscription, message: Claimed, outcome: Outcome, retry_at: datetime) -> None:
     queue = subscription.queue
-    if message.redeliveries_exhausted(queue):
-        held = Message.objects.filter(claim_id=message_id).first()
+    if queue.max_redelivery_count and message.delivery_count > queue.max_redelivery_count:
+        held = Message.objects.filter(claim_id=message.claim_id).first()
         if held is not None:
             reason = f"webhook {subscription.name}: {outcome.error}; {outcome.excerpt}".strip("; ")
             message_dead_letter(message=held, queue=queue, reason=reason)
         return
-    message_release(claim_id=message_id, delay_seconds=delay)
+    Message.objects.filter(claim_id=message.claim_id).update(locked_until=retry_at)
+
+
+# --- finding work -----------------------------------------------------------------------------
 
 
 def webhook_has_work(subscription_id: int) -> bool:
@@ -240,11 +457,17 @@ def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> lis
 
 
 def wake_webhooks(queue_ids: list[int]) -> None:
-    """After a publish commits: start a run for the active webhooks of these queues."""
+    """After a publish commits: start a run for the active webhooks of these queues that
+    have none. A run about to end looks for work again after giving up its lease, so a
+    message published while it finished is not left behind."""
     from ..tasks import webhook_deliver  # tasks import this module
 
-    ids = WebhookSubscription.objects.filter(WebhookSubscription.deliverable(), queue_id__in=queue_ids).values_list(
-        "pk", flat=True
+    now = timezone.now()
+    idle = WebhookSubscription.objects.filter(
+        Q(runner_until__isnull=True) | Q(runner_until__lt=now),
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        WebhookSubscription.deliverable(),
+        queue_id__in=queue_ids,
     )
-    for subscription_id in ids:
+    for subscription_id in idle.values_list("pk", flat=True):
         webhook_deliver.delay(subscription_id)

@@ -1,40 +1,48 @@
 """The SSRF guard: the one way meshsite makes an outbound HTTP request.
 
 Webhook pushes, handshakes and OAuth2 token fetches name URLs chosen by tenants, so every
-one of them goes through `guarded_request`. The rule is judged on the *resolved* address,
-not on the spelling of the host: `getaddrinfo` turns `2130706433`, `0x7f000001`,
-`0177.0.0.1` and `127.1` into `127.0.0.1` (httpx's URL parser already refuses the
-zero-padded one), and every address a name resolves to must be public
-(`MESH_WEBHOOK_ALLOWED_NETWORKS` admits extra CIDR ranges, e.g. a receiver on a
-developer's machine). The name is resolved once and the socket is opened to the address
-that was checked -- a custom httpcore network backend ignores DNS entirely -- so a DNS
-answer that changes between check and connect (rebinding) cannot redirect the request.
-The URL keeps its hostname, so the Host header, TLS SNI and certificate verification
-all use the name the tenant gave. Redirects are never followed, the whole exchange runs
-under one wall-clock deadline (each socket read and write gets only the time left), and
-at most `MESH_WEBHOOK_MAX_RESPONSE_BYTES` of the response body are read.
+one of them goes through a `Session` (or `guarded_request`, a session of one request). The
+rule is judged on the *resolved* address, not on the spelling of the host: `getaddrinfo`
+turns `2130706433`, `0x7f000001`, `0177.0.0.1` and `127.1` into `127.0.0.1`, and every
+address a name resolves to must be public (`MESH_WEBHOOK_ALLOWED_NETWORKS` admits extra
+CIDR ranges, e.g. a receiver on a developer's machine). The name is resolved once per
+connection and the socket is opened to the address that was checked -- the client never
+asks DNS itself -- so a DNS answer that changes between check and connect (rebinding)
+cannot redirect the request. The request keeps the hostname, so the Host header, TLS SNI
+and certificate verification all use the name the tenant gave. Redirects are never
+followed, each request runs under one wall-clock deadline (every socket read and write
+gets only the time left, so a receiver trickling bytes cannot stretch it), and at most
+`MESH_WEBHOOK_MAX_RESPONSE_BYTES` of a response body are read.
 
-TLS roots come from `httpx.create_ssl_context()`: certifi's bundle, or the file named by
-`SSL_CERT_FILE` (or the directory named by `SSL_CERT_DIR`) when set -- which then *replaces*
-the certifi bundle. Proxy variables (`HTTP_PROXY`, ...) are deliberately ignored: a proxy
-would resolve the name itself and make the address check meaningless.
+The client is the standard library's `http.client` over a pinned socket: a push is the hot
+path of delivery, and it costs a third of what a general-purpose client does. A session
+keeps one connection per origin alive across the pushes of a delivery run (a TLS handshake
+per push would cost more than the push); a connection that answered with `Connection:
+close`, sent a body over the cap or failed is dropped, never reused.
+
+TLS roots are certifi's bundle, or the file named by `SSL_CERT_FILE` (or the directory
+named by `SSL_CERT_DIR`) when set -- which then *replaces* the certifi bundle. Proxy
+variables (`HTTP_PROXY`, ...) are deliberately ignored: a proxy would resolve the name
+itself and make the address check meaningless.
 """
 
 from __future__ import annotations
 
 import functools
+import http.client
+import io
 import ipaddress
 import os
+import re
 import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import certifi
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
@@ -49,6 +57,10 @@ _DEFAULT_HEADERS = {
     # A compressed body would be inflated past the byte cap before we could count it.
     "Accept-Encoding": "identity",
 }
+# A host as it may appear in a URL: a DNS name (IDNA already applied) or an IPv4 spelling.
+_HOST_NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_.])?")
+# Anything http.client would refuse to put on the request line, or a parser could read two ways.
+_UNSAFE_URL = re.compile(r"[\x00-\x20\x7f\\]")
 
 
 class InvalidURL(ValueError):
@@ -179,24 +191,74 @@ def check_address(ip: IPAddress, host: str) -> None:
 # --- URL and name checks -----------------------------------------------------------------
 
 
-def validate_url(url: str) -> str:
-    """Return `url` unchanged if it is an http(s) URL with a host and no credentials.
+@dataclass(frozen=True)
+class Target:
+    """A checked URL, split into what the client needs: where to connect and what to send."""
 
-    The URL is parsed with httpx, the same parser that sends the request, so the host
-    judged here is the host connected to (no parser differential).
+    scheme: str
+    host: str  # lower-case, IDNA-encoded, without brackets
+    port: int
+    request_target: str  # path and query, as sent on the request line
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return self.scheme, self.host, self.port
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
+
+
+def parse_url(url: str) -> Target:
+    """Split an http(s) URL with a host and no credentials, or raise InvalidURL.
+
+    Strict on purpose: characters a browser, a proxy and `urlsplit` might read differently
+    (whitespace, control characters, backslashes) are refused rather than normalized, so
+    the host judged here is the host connected to.
     """
     if len(url) > MAX_URL_LENGTH:
         raise InvalidURL(f"endpoint is longer than {MAX_URL_LENGTH} characters")
+    if _UNSAFE_URL.search(url):
+        raise InvalidURL("endpoint contains whitespace, control characters or a backslash")
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
         raise InvalidURL(f"endpoint is not a valid URL: {exc}") from exc
-    if parsed.scheme not in _DEFAULT_PORTS:
-        raise InvalidURL(f"endpoint scheme must be http or https, not {parsed.scheme or 'missing'!r}")
-    if not parsed.raw_host:
-        raise InvalidURL("endpoint has no host")
-    if parsed.userinfo:
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS:
+        raise InvalidURL(f"endpoint scheme must be http or https, not {parts.scheme or 'missing'!r}")
+    if "@" in parts.netloc:
         raise InvalidURL("endpoint must not carry credentials (user:password@); use securitySchema instead")
+    if not parts.hostname:
+        raise InvalidURL("endpoint has no host")
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return Target(scheme, _host(parts.hostname, parts.netloc), port or _DEFAULT_PORTS[scheme], target)
+
+
+def _host(hostname: str, netloc: str) -> str:
+    if netloc.startswith("["):
+        try:
+            if "%" in hostname:  # a zone id names a local interface: never a public target
+                raise ValueError(hostname)
+            return str(ipaddress.IPv6Address(hostname))
+        except ValueError:
+            raise InvalidURL(f"endpoint host [{hostname}] is not an IPv6 address") from None
+    try:
+        ascii_host = hostname.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise InvalidURL(f"endpoint host {hostname!r} is not a valid host name") from None
+    if not _HOST_NAME.fullmatch(ascii_host):
+        raise InvalidURL(f"endpoint host {hostname!r} is not a valid host name")
+    return ascii_host
+
+
+def validate_url(url: str) -> str:
+    """Return `url` unchanged if it is an http(s) URL meshsite will send requests to."""
+    parse_url(url)
     return url
 
 
@@ -224,7 +286,7 @@ def resolve_public(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
-# --- the pinned, deadline-bound transport ---------------------------------------------------
+# --- the pinned, deadline-bound connection --------------------------------------------------
 
 
 class _Deadline:
@@ -232,137 +294,246 @@ class _Deadline:
         self.started = time.monotonic()
         self.at = self.started + seconds
 
-    def clamp(self, timeout: float | None, error: type[Exception]) -> float:
-        """The per-operation timeout cut to the time left; `error` once none is left."""
+    def left(self, cap: float | None = None) -> float:
+        """The time left, at most `cap`; TimeoutError once none is left."""
         left = self.at - time.monotonic()
         if left <= 0:
-            raise error("total deadline passed")
-        return left if timeout is None else min(timeout, left)
+            raise TimeoutError("total deadline passed")
+        return left if cap is None else min(cap, left)
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started) * 1000
 
 
-class _DeadlineStream(httpcore.NetworkStream):
-    """A socket stream whose reads and writes never outlive the request's total deadline.
+class _DeadlineReader(io.RawIOBase):
+    """Socket reads that never outlive the current request's deadline."""
 
-    httpx's read timeout is per read, so a receiver trickling a byte at a time would never
-    trip it; clamping each operation to the time left bounds the whole exchange.
-    """
+    def __init__(self, owner: _DeadlineSocket) -> None:
+        self._owner = owner
 
-    def __init__(self, inner: httpcore.NetworkStream, deadline: _Deadline) -> None:
-        self._inner = inner
-        self._deadline = deadline
+    def readable(self) -> bool:
+        return True
 
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._inner.read(max_bytes, self._deadline.clamp(timeout, httpcore.ReadTimeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        # Sliced so that a receiver reading slowly cannot stretch one big write past the deadline.
-        for start in range(0, len(buffer), _WRITE_SLICE):
-            chunk = buffer[start : start + _WRITE_SLICE]
-            self._inner.write(chunk, self._deadline.clamp(timeout, httpcore.WriteTimeout))
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        sock = self._owner.sock
+        sock.settimeout(self._owner.connection.deadline.left())
+        return sock.recv_into(buffer)
 
     def close(self) -> None:
-        self._inner.close()
-
-    def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.NetworkStream:
-        clamped = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, clamped), self._deadline)
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._inner.get_extra_info(info)
+        if not self.closed:
+            self._owner.reader_closed()
+        super().close()
 
 
-class _PinnedBackend(httpcore.NetworkBackend):
-    """Opens sockets only to the checked addresses of the one origin it was made for."""
+class _DeadlineSocket:
+    """What http.client sees as its socket: every read and write is cut to the deadline.
 
-    def __init__(self, host: str, port: int, addresses: list[IPAddress], deadline: _Deadline) -> None:
-        self._origin = (host, port)
-        self._addresses = addresses
-        self._deadline = deadline
-        self._inner = httpcore.SyncBackend()
+    A per-operation timeout alone would let a receiver trickling a byte at a time hold a
+    push for ever; clamping each operation to the time left bounds the whole exchange. As
+    with `socket.makefile`, the socket stays open while a response still reads from it
+    (http.client closes the connection of a `Connection: close` answer before its body).
+    """
+
+    def __init__(self, sock: socket.socket, connection: _PinnedConnection) -> None:
+        self.sock = sock
+        self.connection = connection
+        self._readers = 0
+        self._closed = False
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data)
+        # Sliced so that a receiver reading slowly cannot stretch one big write past the deadline.
+        for start in range(0, len(view), _WRITE_SLICE):
+            self.sock.settimeout(self.connection.deadline.left())
+            self.sock.sendall(view[start : start + _WRITE_SLICE])
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        self._readers += 1
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def reader_closed(self) -> None:
+        self._readers -= 1
+        if self._closed and not self._readers:
+            self.sock.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if not self._readers:
+            self.sock.close()
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """HTTP/1.1 to one origin, connecting only to the addresses checked for it."""
+
+    def __init__(self, target: Target, addresses: list[IPAddress], ssl_context: ssl.SSLContext | None) -> None:
+        super().__init__(target.host, target.port)
+        self.target = target
+        self.addresses = addresses
+        self.ssl_context = ssl_context
+        self.deadline = _Deadline(0)
         self.connected_to: IPAddress | None = None
 
-    def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.NetworkStream:
-        if (host, port) != self._origin:  # redirects are off; this is a guard against future change
-            raise httpcore.ConnectError(f"refusing to connect to unchecked origin {host}:{port}")
-        last_error: Exception = httpcore.ConnectError("no address")
-        for ip in self._addresses:  # in resolver order, falling back like a browser would
-            clamped = self._deadline.clamp(timeout, httpcore.ConnectTimeout)
+    def connect(self) -> None:
+        connect_timeout = float(settings.MESH_WEBHOOK_CONNECT_TIMEOUT)
+        last_error: OSError = ConnectionError("no address")
+        for ip in self.addresses:  # in resolver order, falling back like a browser would
             try:
-                stream = self._inner.connect_tcp(str(ip), port, clamped, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                sock = socket.create_connection((str(ip), self.port), timeout=self.deadline.left(connect_timeout))
+            except OSError as exc:
                 last_error = exc
                 continue
-            self.connected_to = ip
-            return _DeadlineStream(stream, self._deadline)
-        raise last_error
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None
-    ) -> httpcore.NetworkStream:
-        raise httpcore.ConnectError("unix sockets are not an outbound destination")
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
-class _PinnedTransport(httpx.HTTPTransport):
-    def __init__(self, backend: _PinnedBackend, ssl_context: ssl.SSLContext) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        # HTTPTransport has no network_backend parameter; its request and exception mapping
-        # only use `_pool`, so swap in a pool that connects through the pinned backend.
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=ssl_context, max_connections=1, max_keepalive_connections=0, network_backend=backend
-        )
+            break
+        else:
+            raise last_error
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.ssl_context is not None:
+                sock.settimeout(self.deadline.left(connect_timeout))
+                sock = self.ssl_context.wrap_socket(sock, server_hostname=self.target.host)
+        except BaseException:
+            sock.close()
+            raise
+        self.connected_to = ip
+        self.sock = _DeadlineSocket(sock, self)  # type: ignore[assignment]
 
 
 @functools.lru_cache(maxsize=4)
 def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    # Keyed on the variables httpx reads, so changing SSL_CERT_FILE takes effect; loading a
-    # CA bundle costs milliseconds, too much to repeat on every push.
-    return httpx.create_ssl_context()
+    # Keyed on the variables read, so changing SSL_CERT_FILE takes effect; loading a CA
+    # bundle costs milliseconds, too much to repeat on every connection.
+    if cert_file or cert_dir:
+        return ssl.create_default_context(cafile=cert_file, capath=cert_dir)
+    return ssl.create_default_context(cafile=certifi.where())
 
 
-# --- the request ---------------------------------------------------------------------------
+# --- requests -------------------------------------------------------------------------------
+
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
-def _reason(exc: httpx.HTTPError) -> str:
-    if isinstance(exc, httpx.TimeoutException):
+def _reason(exc: BaseException, connecting: bool) -> str:
+    if isinstance(exc, TimeoutError):
         return "timeout"
-    causes: list[BaseException] = []
-    cause: BaseException | None = exc
-    while cause is not None and len(causes) < 10:
-        causes.append(cause)
-        cause = cause.__cause__ or cause.__context__
-    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+    if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
-    if any(isinstance(c, ssl.SSLError) for c in causes):
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
         return "tls error"
-    if isinstance(exc, httpx.ConnectError):
+    if connecting:
         return "connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError):
+    if isinstance(exc, http.client.HTTPException):
         return "protocol error"
     return "connection error"
 
 
-def _read_capped(response: httpx.Response, cap: int) -> tuple[bytes, bool]:
-    body = bytearray()
-    for chunk in response.iter_raw():
-        body += chunk
-        if len(body) > cap:  # stop reading; leaving the stream closes the connection
-            return bytes(body[:cap]), True
-    return bytes(body), False
+class Session:
+    """Guarded requests that share kept-alive connections, one per origin; `close()` ends them.
+
+    Not thread-safe: a delivery run owns one. Each new connection resolves and checks its
+    host again, so a session never outlives an address rule.
+    """
+
+    def __init__(self) -> None:
+        self._connections: dict[tuple[str, str, int], _PinnedConnection] = {}
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        timeout: float | None = None,
+    ) -> GuardedResponse:
+        """Send one request to a public address; a 3xx comes back as the response.
+
+        `timeout` overrides MESH_WEBHOOK_TIMEOUT, the total budget from name lookup to the
+        last body byte. Raises InvalidURL or BlockedAddress before any connection, and
+        DeliveryError (reason "timeout", "connection refused", "tls error", "dns failure",
+        ...) when the exchange fails.
+        """
+        target = parse_url(url)
+        deadline = _Deadline(float(timeout if timeout is not None else settings.MESH_WEBHOOK_TIMEOUT))
+        try:
+            return self._exchange(self._connection(target), method, headers, content, deadline)
+        except _STALE:
+            # The receiver closed a kept-alive connection while it sat idle: one fresh try.
+            return self._exchange(self._connection(target), method, headers, content, deadline)
+
+    def _connection(self, target: Target) -> _PinnedConnection:
+        connection = self._connections.get(target.origin)
+        if connection is None or connection.sock is None:
+            if connection is not None:
+                connection.close()
+            context = None
+            if target.scheme == "https":
+                context = _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            connection = _PinnedConnection(target, resolve_public(target.host, target.port), context)
+            self._connections[target.origin] = connection
+        return connection
+
+    def _drop(self, connection: _PinnedConnection) -> None:
+        connection.close()
+        self._connections.pop(connection.target.origin, None)
+
+    def _exchange(
+        self,
+        connection: _PinnedConnection,
+        method: str,
+        headers: Mapping[str, str] | None,
+        content: bytes | None,
+        deadline: _Deadline,
+    ) -> GuardedResponse:
+        connection.deadline = deadline
+        connecting = connection.sock is None
+        reused = not connecting
+        try:
+            if connecting:
+                connection.connect()
+                connecting = False
+            connection.putrequest(method, connection.target.request_target, skip_host=True, skip_accept_encoding=True)
+            connection.putheader("Host", connection.target.host_header)
+            merged = {**_DEFAULT_HEADERS, **(headers or {})}
+            for name, value in merged.items():
+                connection.putheader(name, value)
+            if content is not None or method in ("POST", "PUT", "PATCH"):
+                connection.putheader("Content-Length", str(len(content or b"")))
+            connection.endheaders(content or None)
+            response = connection.getresponse()
+            cap = int(settings.MESH_WEBHOOK_MAX_RESPONSE_BYTES)
+            body = response.read(cap + 1)
+        except _STALE as exc:
+            self._drop(connection)
+            if reused:  # the caller tries once more on a new connection
+                raise
+            raise DeliveryError("protocol error", str(exc) or type(exc).__name__) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop(connection)
+            raise DeliveryError(_reason(exc, connecting), str(exc) or type(exc).__name__) from exc
+        except BaseException:  # e.g. a header value http.client refuses: the request is half-sent
+            self._drop(connection)
+            raise
+        truncated = len(body) > cap
+        if truncated or not response.isclosed() or response.will_close:
+            self._drop(connection)  # leftover bytes, or the receiver's wish: never reuse it
+        return GuardedResponse(
+            status_code=response.status,
+            headers=MappingProxyType({key.lower(): value for key, value in response.getheaders()}),
+            body=body[:cap],
+            truncated=truncated,
+            elapsed_ms=deadline.elapsed_ms(),
+            address=str(connection.connected_to),
+        )
 
 
 def guarded_request(
@@ -373,40 +544,6 @@ def guarded_request(
     content: bytes | None = None,
     timeout: float | None = None,
 ) -> GuardedResponse:
-    """Send one request to a public address; a 3xx comes back as the response.
-
-    `timeout` overrides MESH_WEBHOOK_TIMEOUT, the total budget from name lookup to the
-    last body byte. Raises InvalidURL or BlockedAddress before any connection, and
-    DeliveryError (reason "timeout", "connection refused", "tls error", "dns failure", ...)
-    when the exchange fails.
-    """
-    parsed = httpx.URL(validate_url(url))
-    host, port = parsed.raw_host.decode("ascii"), parsed.port or _DEFAULT_PORTS[parsed.scheme]
-    total = float(timeout if timeout is not None else settings.MESH_WEBHOOK_TIMEOUT)
-    deadline = _Deadline(total)
-    backend = _PinnedBackend(host, port, resolve_public(host, port), deadline)
-    context = _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
-    limits = httpx.Timeout(total, connect=min(float(settings.MESH_WEBHOOK_CONNECT_TIMEOUT), total))
-    cap = int(settings.MESH_WEBHOOK_MAX_RESPONSE_BYTES)
-    # trust_env=False: with it on, httpx would route through HTTP_PROXY/ALL_PROXY mounts,
-    # bypassing the pinned transport.
-    client = httpx.Client(
-        transport=_PinnedTransport(backend, context),
-        trust_env=False,
-        follow_redirects=False,
-        timeout=limits,
-        headers=_DEFAULT_HEADERS,
-    )
-    try:
-        with client, client.stream(method, url, headers=headers, content=content) as response:
-            body, truncated = _read_capped(response, cap)
-    except httpx.HTTPError as exc:
-        raise DeliveryError(_reason(exc), str(exc)) from exc
-    return GuardedResponse(
-        status_code=response.status_code,
-        headers=MappingProxyType({key.lower(): value for key, value in response.headers.items()}),
-        body=body,
-        truncated=truncated,
-        elapsed_ms=deadline.elapsed_ms(),
-        address=str(backend.connected_to),
-    )
+    """One request on a connection of its own (see `Session.request`)."""
+    with Session() as session:
+        return session.request(method, url, headers=headers, content=content, timeout=timeout)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from meshsite import secretbox
 from meshsite.errors import Conflict, Forbidden, Invalid, LimitReached, NotFound
@@ -155,11 +156,14 @@ def webhook_set_state(*, instance: ServiceInstance, name: str, action: str) -> W
     with transaction.atomic():
         subscription = webhook_get(instance=instance, name=name)
         subscription.status = states[action]
-        if action == "resume":  # a fresh start: the backlog goes out at the batch pace
+        if action == "resume":  # a fresh start; the backlog goes out in a slow start
             subscription.next_attempt_at = None
             subscription.failing_since = None
             subscription.consecutive_failures = 0
-        subscription.save(update_fields=["status", "next_attempt_at", "failing_since", "consecutive_failures"])
+            subscription.resumed_at = timezone.now()
+        subscription.save(
+            update_fields=["status", "next_attempt_at", "failing_since", "consecutive_failures", "resumed_at"]
+        )
         if action == "resume":
             _schedule_delivery(subscription.pk)
     return subscription
