@@ -1,11 +1,13 @@
 """Webhook push delivery under faults, for real: a Celery worker subprocess with beat embedded
-(on the configured broker: Redis in CI, the file-system broker on the embedded default) pushes
-from the test database to a real HTTP receiver on 127.0.0.1.
+pushes from the test database to a real HTTP receiver on 127.0.0.1. With REDIS_URL set (CI)
+the broker is a private redis-server each test starts on a free port, which the worker and
+the test process's own wake-ups both use, so that a test may FLUSHALL it without touching
+anyone else's data; on the embedded default it is the file-system broker under the var dir.
 
-Pushes are woken after the publish commits; a wake-up lost with the broker's contents is
-replaced by the sweep; a worker killed mid-push holds its claim and lease until they run
-out, and then a new worker delivers the message; a 500 is retried after the backoff until
-the receiver accepts, and the delivery log shows every attempt.
+Pushes are woken after the publish commits; wake-ups lost to a FLUSHALL (or, on the embedded
+default, to deleted broker files) are replaced by the sweep; a worker killed mid-push holds
+its claim and lease until they run out, and then a new worker delivers the message; a 500 is
+retried after the backoff until the receiver accepts, and the delivery log shows every attempt.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +32,12 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
+from kombu import Connection, pools
+from kombu.utils.collections import eqhash
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from meshsite import celery_app
 from meshsite.testing import REST, MeshClient
 from messaging.models import DeliveryAttempt, Message, WebhookSubscription
 
@@ -120,6 +128,7 @@ class Worker:
 @dataclass
 class Workers:
     tmp_path: Path
+    redis_url: str | None  # the private broker, or None for the file-system broker
     started: list[Worker] = field(default_factory=list)
 
     def start(self, **env: str) -> Worker:
@@ -130,7 +139,7 @@ class Workers:
             process = subprocess.Popen(
                 [celery, "-A", "meshsite", "worker", "--beat", "--pool=solo", "--loglevel=WARNING",
                  "--schedule", str(self.tmp_path / f"beat-schedule-{n}")],
-                cwd=ROOT, env={**_worker_env(), **env}, stdout=out, stderr=subprocess.STDOUT,
+                cwd=ROOT, env={**_worker_env(self.redis_url), **env}, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so a kill takes the beat child too
             )
         worker = Worker(process, log)
@@ -139,6 +148,104 @@ class Workers:
 
     def output(self) -> str:
         return "\n".join(f"--- worker {n}:\n{w.output()}" for n, w in enumerate(self.started))
+
+
+@dataclass
+class RedisServer:
+    """A redis-server subprocess of this test's own, with no persistence: FLUSHALL is safe here."""
+
+    process: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> Redis:
+        return Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def is_ours(self) -> bool:
+        """Whether the server on the port is this process: never flush a server that took the
+        port first while ours failed to bind it."""
+        if self.process.poll() is not None:
+            return False
+        try:
+            return int(self.client().info("server")["process_id"]) == self.process.pid
+        except RedisConnectionError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(directory: Path) -> RedisServer:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("REDIS_URL is set, and these tests need redis-server on PATH for a private broker")
+    directory.mkdir()
+    for attempt in range(3):  # the free port may be taken before redis-server binds it: try another
+        log = directory / f"redis-{attempt}.log"
+        port = _free_port()
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                 "--dir", str(directory)],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        server = RedisServer(process, port, log)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process.poll() is None:
+            if server.is_ours():
+                return server
+            time.sleep(0.05)
+        server.stop()
+    pytest.fail(f"could not start a private redis-server:\n{log.read_text(errors='replace')[-2000:]}")
+
+
+def _forget_pools(connection: Connection) -> None:
+    """Close kombu's producer and connection pools for this broker and drop them from its
+    process-wide registries, which key them by host and port: a later test's private server
+    may get the same port, and must not be handed a closed pool."""
+    for group in (pools.producers, pools.connections):
+        if eqhash(connection) in group:
+            group[connection].force_close_all()
+            del group[connection]
+
+
+@contextlib.contextmanager
+def _celery_broker(url: str) -> Iterator[None]:
+    """Point the test process's Celery app, which sends the wake-ups after a publish commits,
+    at `url`, and afterwards back: its pools were made for the configured broker and are kept
+    aside, not closed, so later tests find the app as it was."""
+    assert celery_app.conf.broker_url  # reading a key loads the lazy configuration: `changes` is then its own
+    changes = celery_app.conf.changes
+    before = changes.get("broker_url")
+    kept = celery_app._pool, celery_app.amqp._producer_pool
+    changes["broker_url"] = url
+    celery_app._pool = celery_app.amqp._producer_pool = None
+    try:
+        # CELERY_BROKER_URL / CELERY_BROKER_WRITE_URL in the environment would win over conf.
+        assert celery_app.conf.broker_write_url == url, "the broker URL is overridden from the environment"
+        yield
+    finally:
+        _forget_pools(celery_app.connection_for_write())
+        if before is None:
+            del changes["broker_url"]
+        else:
+            changes["broker_url"] = before
+        celery_app._pool, celery_app.amqp._producer_pool = kept
 
 
 def _database_url() -> str:
@@ -150,9 +257,10 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
 
 
-def _worker_env() -> dict[str, str]:
+def _worker_env(redis_url: str | None) -> dict[str, str]:
     return {
         **os.environ,
+        **({"REDIS_URL": redis_url} if redis_url else {}),
         "DATABASE_URL": _database_url(),
         # The test process's own var dir: without REDIS_URL the file-system broker lives
         # there, and the wake-ups the test process sends after a publish must reach the worker.
@@ -162,6 +270,22 @@ def _worker_env() -> dict[str, str]:
         "MESH_WEBHOOK_RETRY_SCHEDULE": "0.2",
         "MESH_WEBHOOK_TIMEOUT": "5",
     }
+
+
+@pytest.fixture(autouse=True)
+def broker(tmp_path: Path) -> Iterator[RedisServer | None]:
+    """With REDIS_URL set, a private redis-server for the workers and for the wake-ups this
+    process sends; autouse, so it is in place before any fixture publishes, and gone after
+    the workers are. None on the embedded default (the file-system broker)."""
+    if not django_settings.REDIS_URL:
+        yield None
+        return
+    server = _start_redis(tmp_path / "redis")
+    try:
+        with _celery_broker(server.url):
+            yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -176,8 +300,8 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
-    started = Workers(tmp_path)
+def workers(tmp_path: Path, broker: RedisServer | None) -> Iterator[Workers]:
+    started = Workers(tmp_path, broker.url if broker else None)
     yield started
     for worker in started.started:
         worker.kill()  # a warm shutdown waits seconds for the embedded beat; nothing here needs one
@@ -220,16 +344,18 @@ def _by_id(pushes: list[Push]) -> dict[str, Push]:
     return {push.message_id: push for push in pushes}
 
 
-def _drop_queued_wakeups() -> int:
+def _drop_queued_wakeups(broker: RedisServer | None) -> int:
     """Throw away every task waiting in the broker, as a Redis restart without persistence or
-    a lost broker volume would; returns how many were waiting. FLUSHDB, not FLUSHALL: only the
-    database REDIS_URL names is the mesh's to lose."""
-    redis_url = django_settings.REDIS_URL
-    if redis_url:
-        redis = Redis.from_url(redis_url)
+    a lost broker volume would; returns how many were waiting. With Redis: FLUSHALL on this
+    test's private server (the kombu bindings go too); else the file-system broker's files."""
+    if broker is not None:
+        assert broker.is_ours()
+        redis = broker.client()
         waiting = int(redis.llen("celery"))
-        redis.flushdb()
+        redis.flushall()
+        assert redis.dbsize() == 0 and not redis.info("keyspace"), "FLUSHALL left keys behind"
         return waiting
+    assert not django_settings.REDIS_URL, "with REDIS_URL set, the broker fixture starts a private server"
     inbox = Path(django_settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
     files = [path for path in inbox.iterdir() if path.is_file()]
     for path in files:
@@ -260,10 +386,10 @@ def test_published_messages_are_pushed_by_the_worker_woken_after_commit(client, 
     assert not DeliveryAttempt.objects.filter(succeeded=False).exists()
 
 
-def test_lost_wakeups_are_replaced_by_the_sweep(client, receiver, workers):
+def test_lost_wakeups_are_replaced_by_the_sweep(client, receiver, workers, broker):
     bodies = [f"while no worker ran {n}".encode() for n in range(5)]
     _publish(client, bodies)
-    assert _drop_queued_wakeups() >= 5  # the wake-ups were sent, and are gone now
+    assert _drop_queued_wakeups(broker) >= 5  # the wake-ups were sent, and are gone now
     ids = {str(uuid) for uuid in Message.objects.values_list("uuid", flat=True)}
 
     started = time.monotonic()
