@@ -263,6 +263,9 @@ class HookMesh(rt.Mesh):
             REDIS_URL=self.args.redis_url,
             MESH_WEBHOOK_ALLOWED_NETWORKS="127.0.0.0/8",
             MESH_SWEEP_INTERVAL=str(self.args.sweep_interval),
+            # Scenario A uses resume only as its starting gun; the slow start after a resume
+            # (10/s doubling every 5 s) would measure the ramp, not the engine.
+            MESH_WEBHOOK_RESUME_RATE="0",
         )
         if self.args.batch:
             env["MESH_WEBHOOK_BATCH"] = str(self.args.batch)
@@ -752,11 +755,11 @@ from datetime import timedelta
 import django
 django.setup()
 import httpx
+from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 from messaging.models import DeliveryAttempt, Message, WebhookSubscription
-from messaging.services import message_ack, message_consume
 from messaging.webhooks import delivery, netguard
 
 name, count, size = os.environ["BENCH_HOOK"], int(os.environ["BENCH_N"]), int(os.environ["BENCH_PAYLOAD"])
@@ -825,187 +828,56 @@ def repeat(group, label, fn, n=count):
     timer.publish(group)
 
 
-lease = delivery._lease_seconds()
 consumer = f"webhook:{sub.pk}"
+K = settings.MESH_WEBHOOK_PREFETCH
 
-# 1. The engine's steps, one message at a time, in webhook_deliver_batch's order.
-preload(count + WARM)
+# 1. The engine's steps per round, in webhook_deliver_batch's order: claim K in one
+# statement, push each over the run's kept-alive session, settle the K in one transaction.
+preload((count // K + 2) * K)
 timer = Timer()
-for i in range(count + WARM):
-    if i == WARM:
-        timer = Timer()
-    d = timer.run("claim: message_consume (BEGIN, queue SELECT, unacked count, SELECT FOR UPDATE, UPDATE, COMMIT)",
-                  lambda: message_consume(instance=sub.instance, queue_name=queue.name, qos=1, consumer=consumer,
-                                          lock_seconds=lease))
-    outcome = timer.run("push: delivery.push -> netguard.guarded_request POST", lambda: delivery.push(sub, d.message))
-    assert outcome.succeeded, outcome
-    now = timezone.now()
-    timer.run("log: DeliveryAttempt INSERT", lambda: DeliveryAttempt.objects.create(
-        subscription=sub, message_uuid=d.message.uuid, attempted_at=now, succeeded=True, status_code=200,
-        latency_ms=outcome.latency_ms, error="", response_excerpt=""))
-    timer.run("ack: message_ack DELETE", lambda: message_ack(instance=sub.instance, queue_name=queue.name,
-                                                              message_id=d.message_id))
-    timer.run("health: subscription UPDATE", lambda: WebhookSubscription.objects.filter(pk=sub.pk).update(
-        last_successful_delivery=now, consecutive_failures=0, next_attempt_at=None, failing_since=None))
-    timer.run("lease: _extend_lease UPDATE", lambda: delivery._extend_lease(sub.pk))
-timer.publish("engine step")
-
-# 1b. Inside the claim: message_consume's parts, in its order (each claimed message then deleted, untimed).
-from django.db import transaction
-from messaging.selectors import queue_get, rules_for
-from messaging.services import messages as message_services
-
-preload(count + WARM)
-timer = Timer()
-for i in range(count + WARM):
-    if i == WARM:
-        timer = Timer()
-    now = timezone.now()
-    timer.run("claim part: rules_for(instance).allows(...)",
-              lambda: rules_for(sub.instance).allows("queueRules", "subscribeFilter", queue.name))
-    block = transaction.atomic()
-    block.__enter__()
-    q = timer.run("claim part: queue_get (the first statement; BEGIN goes before it)",
-                  lambda: queue_get(instance=sub.instance, name=queue.name))
-    timer.run("claim part: _check_unacked (COUNT over a LIMIT 10000 subquery)",
-              lambda: message_services._check_unacked(q, consumer, now))
-    message = timer.run("claim part: _claim_next (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)",
-                        lambda: message_services._claim_next(q, now))
-    message.locked_until = now + timedelta(seconds=lease)
-    message.claim_id = uuid.uuid4()
-    message.claimed_by = consumer
-    message.delivery_count += 1
-    timer.run("claim part: Model.save(update_fields=...) UPDATE",
-              lambda: message.save(update_fields=["locked_until", "claim_id", "claimed_by", "delivery_count"]))
-    timer.run("claim part: COMMIT (leaving transaction.atomic)", lambda: block.__exit__(None, None, None))
-    Message.objects.filter(pk=message.pk).delete()
-timer.publish("claim part")
+rounds, pushed = 0, 0
+with netguard.Session() as session:
+    while rounds < count // K + 1:
+        claimed = timer.run("claim: one UPDATE ... RETURNING for the round",
+                            lambda: delivery._claim(sub, K, timezone.now()))
+        outcomes = []
+        for message in claimed:
+            outcome = timer.run("push: delivery.push over the run's kept-alive Session",
+                                lambda: delivery.push(sub, message, session))
+            assert outcome.succeeded, outcome
+            outcomes.append((message, outcome, timezone.now()))
+        timer.run("settle: one transaction for the round (DELETE, attempt INSERT, health UPDATE)",
+                  lambda: delivery._settle(sub, claimed, outcomes))
+        rounds, pushed = rounds + 1, pushed + len(claimed)
+timer.publish("engine step (per message)", per=pushed)
+Message.objects.filter(queue=queue).delete()
 
 # 2. The whole engine in-process (no Celery), per message, with PostgreSQL's CPU.
-WebhookSubscription.objects.filter(pk=sub.pk).update(runner_until=None)  # step 1 extended the lease
-preload(count)
-with override_settings(MESH_WEBHOOK_BATCH=count):
+WebhookSubscription.objects.filter(pk=sub.pk).update(runner_until=None, resumed_at=None, next_attempt_at=None)
+preload(count * 5)
+with override_settings(MESH_WEBHOOK_BATCH=count * 5):
     timer = Timer()
     pg0 = pg_cpu()
-    n = timer.run("whole: webhook_deliver_batch, per message",
-                  lambda: delivery.webhook_deliver_batch(subscription_id=sub.pk))
-    timer.publish("engine whole", per=max(1, n), pg=pg_cpu() - pg0)
+    result = timer.run("whole: webhook_deliver_batch, per message",
+                       lambda: delivery.webhook_deliver_batch(subscription_id=sub.pk))
+    timer.publish("engine whole", per=max(1, result.delivered), pg=pg_cpu() - pg0)
 
-# 3. Parts of a push and other ways to send it (to the same receiver).
+# 3. A push: a connection per push against the session's kept-alive one (same receiver).
 url = f"http://127.0.0.1:{port}/hook/breakdown"
 headers = {"Content-Type": "application/octet-stream", "x-address": "queue:x", "x-qos": "1",
            "x-message-id": str(uuid.uuid4())}
 body = b"%012d" % 0 + pad
-
-
-def construct():
-    addresses = netguard.resolve_public("127.0.0.1", port)
-    backend = netguard._PinnedBackend("127.0.0.1", port, addresses, netguard._Deadline(15))
-    transport = netguard._PinnedTransport(backend, netguard._ssl_context(None, None))
-    client = httpx.Client(transport=transport, trust_env=False, follow_redirects=False,
-                          timeout=httpx.Timeout(15, connect=5), headers=netguard._DEFAULT_HEADERS)
-    client.close()
-
-
-keepalive = httpx.Client(trust_env=False, headers=netguard._DEFAULT_HEADERS)
-stdlib = http.client.HTTPConnection("127.0.0.1", port)
-
-
-def stdlib_post():
-    stdlib.request("POST", "/hook/breakdown", body=body, headers=headers)
-    stdlib.getresponse().read()
-
-
-def raw_new_connection():
-    head = f"POST /hook/breakdown HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(head.encode() + body)
-        while sock.recv(65536):
-            pass
-
-
+session = netguard.Session()
 for label, fn in [
-    ("name check: validate_url + resolve_public",
-     lambda: (netguard.validate_url(url), netguard.resolve_public("127.0.0.1", port))),
-    ("client construction: _PinnedTransport + httpx.Client (no request)", construct),
-    ("guarded_request POST (new connection, as today)",
+    ("name check: parse_url + resolve_public",
+     lambda: (netguard.parse_url(url), netguard.resolve_public("127.0.0.1", port))),
+    ("guarded_request POST (a new connection each time: handshakes, token fetches)",
      lambda: netguard.guarded_request("POST", url, headers=headers, content=body)),
-    ("httpx.Client POST, kept-alive connection (what-if)", lambda: keepalive.post(url, headers=headers, content=body)),
-    ("http.client POST, kept-alive connection (what-if floor)", stdlib_post),
-    ("raw socket POST, new connection (floor)", raw_new_connection),
+    ("Session.request POST (kept-alive connection: pushes)",
+     lambda: session.request("POST", url, headers=headers, content=body)),
 ]:
     repeat("push part", label, fn)
-
-# 4. What-if SQL: the same claim and settle in one statement each (raw cursor).
-m, a, w = Message._meta.db_table, DeliveryAttempt._meta.db_table, WebhookSubscription._meta.db_table
-CLAIM = (f"UPDATE {m} SET locked_until = now() + interval '45 seconds', claim_id = gen_random_uuid(), "
-         f"claimed_by = %s, delivery_count = delivery_count + 1 WHERE id IN (SELECT id FROM {m} WHERE queue_id = %s "
-         f"AND (locked_until IS NULL OR locked_until <= now()) ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) "
-         f"RETURNING id, uuid, claim_id, payload, content_type, address")
-SETTLE = (f"WITH acked AS (DELETE FROM {m} WHERE claim_id = ANY(%s) AND locked_until > now() RETURNING uuid), "
-          f"logged AS (INSERT INTO {a} (subscription_id, message_uuid, attempted_at, succeeded, status_code, "
-          f"latency_ms, error, response_excerpt) SELECT %s, uuid, now(), true, 200, 1.0, '', '' FROM acked) "
-          f"UPDATE {w} SET last_successful_delivery = now(), consecutive_failures = 0, next_attempt_at = NULL, "
-          f"failing_since = NULL, runner_until = now() + interval '45 seconds' WHERE id = %s")
-preload(2 * (count + WARM) + 10 * (count // 10 + WARM))
-with connection.cursor() as cursor:
-    repeat("what-if sql", "SELECT 1 (Django cursor, reference)", lambda: cursor.execute("SELECT 1"))
-    timer = Timer()
-    for i in range(count + WARM):
-        if i == WARM:
-            timer = Timer()
-        rows = timer.run("what-if claim: one UPDATE ... WHERE id IN (SELECT ... SKIP LOCKED) RETURNING",
-                         lambda: (cursor.execute(CLAIM, [consumer, queue.pk, 1]), cursor.fetchall())[1])
-        timer.run("what-if settle: one statement (DELETE + attempt INSERT + subscription UPDATE)",
-                  lambda: cursor.execute(SETTLE, [[rows[0][2]], sub.pk, sub.pk]))
-    timer.publish("what-if sql")
-    timer = Timer()
-    for i in range(count // 10 + WARM):
-        if i == WARM:
-            timer = Timer()
-        rows = timer.run("what-if claim of 10 in one statement, per message",
-                         lambda: (cursor.execute(CLAIM, [consumer, queue.pk, 10]), cursor.fetchall())[1])
-        timer.run("what-if settle of 10 in one statement, per message",
-                  lambda: cursor.execute(SETTLE, [[row[2] for row in rows], sub.pk, sub.pk]))
-    timer.publish("what-if sql", per=10 * (count // 10))
-
-# 5. What-if loop: claim 10 in one statement, push each over one kept-alive connection, settle
-# the 10 in one statement (one commit). Same receiver, same headers; PostgreSQL CPU measured.
-def whatif_loop(label, post, total):
-    preload(total)
-    with connection.cursor() as cursor:
-        w0, c0, pg0, done = time.perf_counter(), time.process_time(), pg_cpu(), 0
-        while True:
-            cursor.execute(CLAIM, [consumer, queue.pk, 10])
-            rows = cursor.fetchall()
-            if not rows:
-                break
-            netguard.resolve_public("127.0.0.1", port)  # the address check, once per connection/batch
-            for _id, message_uuid, claim_id, payload, content_type, address in rows:
-                post({"Content-Type": content_type, "x-address": address, "x-qos": "1",
-                      "x-message-id": str(message_uuid)}, bytes(payload))
-            cursor.execute(SETTLE, [[row[2] for row in rows], sub.pk, sub.pk])
-            done += len(rows)
-        wall, cpu, pg = time.perf_counter() - w0, time.process_time() - c0, pg_cpu() - pg0
-    results[label] = {"group": "what-if loop", "wall_us": round(wall / done * 1e6, 1),
-                      "cpu_us": round(cpu / done * 1e6, 1), "pg_cpu_us": round(pg / done * 1e6, 1), "n": done}
-
-
-def post_stdlib(hdrs, data):
-    stdlib.request("POST", "/hook/whatif", body=data, headers=hdrs)
-    response = stdlib.getresponse()
-    response.read()
-    assert response.status == 200
-
-
-def post_httpx(hdrs, data):
-    assert keepalive.post(f"http://127.0.0.1:{port}/hook/whatif", headers=hdrs, content=data).status_code == 200
-
-
-whatif_loop("claim 10 + http.client keep-alive pushes + settle 10, per message", post_stdlib, 10 * count)
-whatif_loop("claim 10 + httpx keep-alive pushes + settle 10, per message", post_httpx, 10 * count)
-keepalive.close()
-stdlib.close()
+session.close()
 
 # 6. The publish side: the wake-up every publish to a queue with webhooks sends (in Daphne,
 # from the request's own short-lived thread).
@@ -1050,24 +922,19 @@ def breakdown(mesh: HookMesh) -> dict[str, Any]:
 # live for the whole run (pool=threads), so py-spy sees them all, unlike Daphne's.
 
 ENGINE_PHASES = [  # innermost frame matching wins
-    ("push: client construction", r"^(Client\.__init__|_PinnedTransport\.__init__|HTTPTransport\.__init__) "),
-    ("push: TCP connect", r"^(connect_tcp|create_connection) "),
-    ("push: name check", r"^(resolve_public|validate_url) "),
-    ("push: client close", r"^(Client\.close|Client\.__exit__) "),
-    ("push: request + response", r"^guarded_request "),
-    ("push: other", r"^push "),
-    ("claim (message_consume)", r"^message_consume "),
-    ("ack DELETE (message_ack)", r"^message_ack "),
-    ("health UPDATE (_succeeded)", r"^_succeeded "),
-    ("attempt-log INSERT (_settle)", r"^_settle "),
-    ("lease UPDATE (_extend_lease)", r"^_extend_lease "),
-    ("run start (_deliverable, _take_lease)", r"^(_deliverable|_take_lease) "),
-    ("batch loop, lease release", r"^webhook_deliver_batch "),
+    ("push: TCP connect", r"^(connect|create_connection) "),
+    ("push: name check", r"^(resolve_public|parse_url) "),
+    ("push: request + response", r"^(Session\.request|Session\._exchange) "),
+    ("push: headers, signing, auth", r"^push "),
+    ("claim round (_claim)", r"^_claim "),
+    ("settle round (_settle)", r"^_settle "),
+    ("run start and end (_runnable, _take_lease, _end_run)", r"^(_runnable|_take_lease|_end_run) "),
+    ("run loop", r"^(webhook_deliver_batch|_push_round) "),
 ]
 PG_WAIT = re.compile(r"^(Connection\.wait|wait_conn|wait|wait_c|_wait_c) \(psycopg")
 # Where idle threads sit: the thread pool's queue, the event loop's epoll, psycopg_pool's threads.
 IDLE_LEAVES = {"Condition.wait", "Event.wait", "_worker", "_epoll.poll", "poll", "select", "sleep", "Queue.get"}
-SOCKET_WAIT = re.compile(r"^(read|recv|_recv|readinto|sock_recv) \(|\(.*(httpcore/_backends/sync\.py|socket\.py)")
+SOCKET_WAIT = re.compile(r"^(read|recv|recv_into|_recv|readinto|sock_recv|_DeadlineReader\.readinto) \(|\(.*socket\.py")
 
 
 def analyze_worker_profile(raw_path: Path, rate: int, deliveries: int) -> dict[str, Any]:
