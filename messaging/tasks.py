@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from .services import queues_sweep
-from .webhooks.delivery import webhook_deliver_batch, webhook_has_work, webhooks_due
+from .webhooks.delivery import webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
 
 
@@ -27,7 +27,7 @@ def webhook_deliver(subscription_id: int) -> int:
     if result.paced_until is not None:
         countdown = max((result.paced_until - timezone.now()).total_seconds(), 0.0)
         webhook_deliver.apply_async((subscription_id,), countdown=countdown)
-    elif result.more or (not result.failed and webhook_has_work(subscription_id)):
+    elif result.more:
         webhook_deliver.delay(subscription_id)
     return result.delivered
 

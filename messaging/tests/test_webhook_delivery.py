@@ -278,3 +278,26 @@ def test_resume_delivers_the_backlog_in_a_slow_start(client, receiver, settings,
     subscription.refresh_from_db()
     assert subscription.resumed_at is None  # backlog delivered: the slow start is over
     assert [p["body"] for p in receiver.pushes] == [f"m{n}".encode() for n in range(7)]
+
+
+def test_the_engines_sql_deliverable_rule_matches_the_models(client):
+    from django.db import connection
+
+    from messaging.models import HandshakeStatus, Queue, WebhookStatus
+
+    queue = Queue.objects.get(name=Q)
+    for status in WebhookStatus.values:
+        for handshake in HandshakeStatus.values:
+            WebhookSubscription.objects.create(
+                instance=queue.instance, queue=queue, name=f"{status}-{handshake}", endpoint="http://x.example/",
+                status=status, handshake_status=handshake,
+            )
+    by_orm = set(WebhookSubscription.objects.filter(WebhookSubscription.deliverable()).values_list("name", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT name FROM {WebhookSubscription._meta.db_table} WHERE {WebhookSubscription.DELIVERABLE_SQL}",
+            list(WebhookSubscription.DELIVERABLE_PARAMS),
+        )
+        by_sql = {row[0] for row in cursor.fetchall()}
+    assert by_sql == by_orm == {"Active-Succeeded", "Active-Exempted"}
+    assert by_orm == {s.name for s in WebhookSubscription.objects.all() if s.may_deliver}

@@ -28,9 +28,10 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID
@@ -92,19 +93,66 @@ def _lease_seconds(subscription: WebhookSubscription) -> float:
     return _push_budget(subscription) + LOCK_MARGIN
 
 
+# --- transactions ----------------------------------------------------------------------------
+
+
+@contextmanager
+def _engine_transaction(subscription: WebhookSubscription) -> Iterator[None]:
+    """A transaction of the engine; nested ones join it (no savepoint).
+
+    With qos 1 its commit does not wait for the WAL flush: the engine's writes are claims,
+    acknowledgements, the attempt log and health, and if a database crash loses the last
+    few hundred milliseconds of them, messages are delivered again -- at least once still
+    holds, and no published message is lost. A qos-0 claim removes the message, so it
+    stays durable: it must never be pushed twice.
+    """
+    outermost = not connection.in_atomic_block
+    with transaction.atomic(savepoint=False):
+        if outermost and subscription.qos == 1 and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        yield
+
+
 # --- the lease and the gate ---------------------------------------------------------------
 
 
+def _sql(statement: str) -> str:
+    """Table names filled into an engine statement."""
+    return statement.format(
+        message=Message._meta.db_table, subscription=WebhookSubscription._meta.db_table,
+        deliverable=WebhookSubscription.DELIVERABLE_SQL,
+    )
+
+
 def _take_lease(subscription: WebhookSubscription, now: datetime) -> bool:
-    free = Q(runner_until__isnull=True) | Q(runner_until__lt=now)
-    gate_open = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    """Become the subscription's one runner, if it may deliver and no run holds it."""
+    adapt = connection.ops.adapt_datetimefield_value
     until = now + timedelta(seconds=_lease_seconds(subscription))
-    taken = WebhookSubscription.objects.filter(free, gate_open, WebhookSubscription.deliverable(), pk=subscription.pk)
-    return bool(taken.update(runner_until=until))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql(
+                "UPDATE {subscription} SET runner_until = %s WHERE id = %s"
+                " AND (runner_until IS NULL OR runner_until < %s)"
+                " AND (next_attempt_at IS NULL OR next_attempt_at <= %s) AND {deliverable}"
+            ),
+            [adapt(until), subscription.pk, adapt(now), adapt(now), *WebhookSubscription.DELIVERABLE_PARAMS],
+        )
+        return cursor.rowcount == 1
 
 
-def _release_lease(subscription_id: int) -> None:
-    WebhookSubscription.objects.filter(pk=subscription_id).update(runner_until=None)
+def _has_available(subscription: WebhookSubscription) -> bool:
+    """Whether the queue holds a message the next claim would take (the claim's own rule)."""
+    queue = subscription.queue
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    statement = "SELECT 1 FROM {message} WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= %s)"
+    params = [queue.pk, now]
+    if queue.respect_ttl:
+        statement += " AND expires_at > %s"
+        params.append(now)
+    with connection.cursor() as cursor:
+        cursor.execute(_sql(statement + " LIMIT 1"), params)
+        return cursor.fetchone() is not None
 
 
 # --- claiming ------------------------------------------------------------------------------
@@ -147,7 +195,7 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list
     if subscription.qos == 1:
         until = now + timedelta(seconds=_lease_seconds(subscription))
         params = [adapt(until), f"webhook:{subscription.pk}", *params]
-    with transaction.atomic():
+    with _engine_transaction(subscription):
         if queue.access_type == AccessType.EXCLUSIVE:
             try:
                 hold_exclusive(queue, f"webhook:{subscription.pk}", now)
@@ -155,7 +203,7 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list
                 return []
         with connection.cursor() as cursor:
             cursor.execute(_claim_sql(queue, subscription.qos), params)
-            columns = [column.name for column in cursor.description]
+            columns = [column[0] for column in cursor.description]
             rows = cursor.fetchall()
     if subscription.qos == 0:
         index = {name: n for n, name in enumerate(columns)}
@@ -191,7 +239,7 @@ def _extend_claims(subscription: WebhookSubscription, pending: Sequence[Claimed]
     """Push the expiry of the lease and of the claims still to be pushed; returns it (monotonic)."""
     seconds = _lease_seconds(subscription)
     until = timezone.now() + timedelta(seconds=seconds)
-    with transaction.atomic():
+    with _engine_transaction(subscription):
         WebhookSubscription.objects.filter(pk=subscription.pk).update(runner_until=until)
         claim_ids = [message.claim_id for message in pending if message.claim_id]
         if claim_ids:
@@ -203,9 +251,7 @@ def _extend_claims(subscription: WebhookSubscription, pending: Sequence[Claimed]
 
 
 def _runnable(subscription_id: int) -> WebhookSubscription | None:
-    subscription = (
-        WebhookSubscription.objects.select_related("instance", "queue").filter(pk=subscription_id).first()
-    )
+    subscription = WebhookSubscription.objects.select_related("queue").filter(pk=subscription_id).first()
     return subscription if subscription is not None and subscription.may_deliver else None
 
 
@@ -233,29 +279,39 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     result = RunResult()
     now = timezone.now()
     subscription = _runnable(subscription_id)
-    if subscription is None or not _take_lease(subscription, now):
+    if subscription is None:
         return result
     budget = settings.MESH_WEBHOOK_BATCH
     rate = resume_rate(subscription, now)
     if rate is not None:
         budget = max(1, min(budget, math.floor(rate)))  # one second's worth, then a pause
     started = time.monotonic()
+    limit = min(settings.MESH_WEBHOOK_PREFETCH, budget)
+    with _engine_transaction(subscription):  # the lease and the first claim: one commit
+        if not _take_lease(subscription, now):
+            return result
+        claimed = _claim(subscription, limit, now)
     try:
         with netguard.Session() as session:
-            while result.delivered < budget and not result.failed:
+            while claimed:
+                _push_round(subscription, claimed, session, result)
+                if result.failed or len(claimed) < limit:  # a short claim: the queue had no more
+                    break
+                if result.delivered >= budget:
+                    result.more = True
+                    break
                 limit = min(settings.MESH_WEBHOOK_PREFETCH, budget - result.delivered)
                 claimed = _claim(subscription, limit, timezone.now())
-                if not claimed:
-                    break
-                _push_round(subscription, claimed, session, result)
-                if len(claimed) < limit:  # the queue had no more: the end-of-run check covers races
-                    break
-            else:
-                result.more = not result.failed
     finally:
         if result.more and rate is not None:
             result.paced_until = timezone.now() + timedelta(seconds=max(1.0 - (time.monotonic() - started), 0.0))
         _end_run(subscription, result)
+    exclusive_held = subscription.queue.access_type == AccessType.EXCLUSIVE and not result.delivered
+    if not result.more and not result.failed and not exclusive_held:
+        # Asked after the lease is given up: a publish that saw this run still holding it
+        # sent no wake-up, so its message is this run's to pass on. (An EXCLUSIVE queue held
+        # by another consumer would make this a loop; the sweep looks there instead.)
+        result.more = _has_available(subscription)
     return result
 
 
@@ -286,7 +342,8 @@ def _end_run(subscription: WebhookSubscription, result: RunResult) -> None:
         fields["next_attempt_at"] = result.paced_until
     elif subscription.resumed_at is not None and not result.more and not result.failed:
         fields["resumed_at"] = None  # the backlog is delivered: slow start is over
-    WebhookSubscription.objects.filter(pk=subscription.pk).update(**fields)
+    with _engine_transaction(subscription):
+        WebhookSubscription.objects.filter(pk=subscription.pk).update(**fields)
 
 
 # --- the push ------------------------------------------------------------------------------
@@ -366,9 +423,9 @@ def _settle(
     unpushed = [message for message in claimed if message.id not in pushed]
     delivered = [message for message, outcome, _ in outcomes if outcome.succeeded]
     failure = next(((m, o, at) for m, o, at in outcomes if not o.succeeded), None)
-    with transaction.atomic():
+    with _engine_transaction(subscription):
         if subscription.qos == 1 and delivered:
-            Message.objects.filter(claim_id__in=[message.claim_id for message in delivered]).delete()
+            _delete_claimed(delivered)
         DeliveryAttempt.objects.bulk_create([
             DeliveryAttempt(
                 subscription_id=subscription.pk, message_uuid=message.uuid, attempted_at=at,
@@ -384,11 +441,27 @@ def _settle(
             _succeeded(subscription, outcomes[-1][2])
 
 
+def _message_from_row(row: tuple[Any, ...]) -> Message:
+    values = dict(row)
+    for name, value in values.items():
+        if isinstance(value, datetime) and timezone.is_naive(value):  # SQLite keeps UTC, naive
+            values[name] = timezone.make_aware(value, UTC)
+    return Message(**{field.attname: values[field.column] for field in Message._meta.concrete_fields})
+
+
+def _delete_claimed(messages: list[Claimed]) -> None:
+    prepare = Message._meta.get_field("claim_id").get_db_prep_value
+    claim_ids = [prepare(message.claim_id, connection) for message in messages]
+    with connection.cursor() as cursor:
+        marks = ", ".join(["%s"] * len(claim_ids))
+        cursor.execute(_sql(f"DELETE FROM {{message}} WHERE claim_id IN ({marks})"), claim_ids)  # noqa: S608
+
+
 def _give_back_unpushed(subscription: WebhookSubscription, unpushed: list[Claimed]) -> None:
     if not unpushed:
         return
     if subscription.qos == 0:  # removed by the claim: put back with the same id, so in the same place
-        Message.objects.bulk_create([Message(**dict(message.row)) for message in unpushed])
+        Message.objects.bulk_create([_message_from_row(message.row) for message in unpushed])
         return
     Message.objects.filter(claim_id__in=[message.claim_id for message in unpushed]).update(
         # Never attempted: this claim does not count as a delivery.
@@ -397,9 +470,14 @@ def _give_back_unpushed(subscription: WebhookSubscription, unpushed: list[Claime
 
 
 def _succeeded(subscription: WebhookSubscription, at: datetime) -> None:
-    WebhookSubscription.objects.filter(pk=subscription.pk).update(
-        last_successful_delivery=at, consecutive_failures=0, next_attempt_at=None, failing_since=None
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql(
+                "UPDATE {subscription} SET last_successful_delivery = %s, consecutive_failures = 0,"
+                " next_attempt_at = NULL, failing_since = NULL WHERE id = %s"
+            ),
+            [connection.ops.adapt_datetimefield_value(at), subscription.pk],
+        )
     subscription.consecutive_failures = 0
     subscription.failing_since = None
 
@@ -436,12 +514,6 @@ def _give_back(subscription: WebhookSubscription, message: Claimed, outcome: Out
 # --- finding work -----------------------------------------------------------------------------
 
 
-def webhook_has_work(subscription_id: int) -> bool:
-    """Whether a run should start now: asked after a run ends, since a wake-up that came
-    while the run still held its lease was turned away."""
-    return subscription_id in webhooks_due(only=subscription_id)
-
-
 def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> list[int]:
     """Subscriptions with messages waiting, allowed to deliver, and no run in progress."""
     now = now or timezone.now()
@@ -458,16 +530,21 @@ def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> lis
 
 def wake_webhooks(queue_ids: list[int]) -> None:
     """After a publish commits: start a run for the active webhooks of these queues that
-    have none. A run about to end looks for work again after giving up its lease, so a
-    message published while it finished is not left behind."""
+    have none and whose gate is open. A run looks for work again after giving up its lease,
+    so a message published while it finished is not left behind."""
     from ..tasks import webhook_deliver  # tasks import this module
 
-    now = timezone.now()
-    idle = WebhookSubscription.objects.filter(
-        Q(runner_until__isnull=True) | Q(runner_until__lt=now),
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
-        WebhookSubscription.deliverable(),
-        queue_id__in=queue_ids,
-    )
-    for subscription_id in idle.values_list("pk", flat=True):
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    marks = ", ".join(["%s"] * len(queue_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql(
+                f"SELECT id FROM {{subscription}} WHERE queue_id IN ({marks})"  # noqa: S608
+                " AND (runner_until IS NULL OR runner_until < %s)"
+                " AND (next_attempt_at IS NULL OR next_attempt_at <= %s) AND {deliverable}"
+            ),
+            [*queue_ids, now, now, *WebhookSubscription.DELIVERABLE_PARAMS],
+        )
+        idle = [row[0] for row in cursor.fetchall()]
+    for subscription_id in idle:
         webhook_deliver.delay(subscription_id)
