@@ -216,7 +216,10 @@ class DeliveryAttempt(models.Model):
     response_excerpt = models.CharField(max_length=500, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["subscription", "-attempted_at"], name="attempt_log")]
+        indexes = [
+            models.Index(fields=["subscription", "-attempted_at"], name="attempt_log"),
+            models.Index(fields=["attempted_at"], name="attempt_age"),  # retention pruning
+        ]
 
     def __str__(self) -> str:
         return f"{self.message_uuid} -> {self.status_code or self.error}"

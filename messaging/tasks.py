@@ -4,7 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from .services import queues_sweep
-from .webhooks.delivery import webhook_deliver_batch, webhooks_due
+from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
 
 
@@ -34,8 +34,10 @@ def webhook_deliver(subscription_id: int) -> int:
 
 @shared_task
 def sweep_webhooks() -> int:
-    """Start a run for every subscription with work due: whatever a lost wake-up missed."""
+    """Start a run for every subscription with work due (whatever a lost wake-up missed),
+    and keep the delivery log within its retention."""
     due = webhooks_due()
     for subscription_id in due:
         webhook_deliver.delay(subscription_id)
+    attempts_prune()
     return len(due)

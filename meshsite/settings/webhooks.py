@@ -25,3 +25,5 @@ MESH_WEBHOOK_PREFETCH = env_int("MESH_WEBHOOK_PREFETCH", 50, minimum=1)
 MESH_WEBHOOK_RESUME_RATE = env_int("MESH_WEBHOOK_RESUME_RATE", 10, minimum=0)
 MESH_WEBHOOK_RESUME_RAMP = env_int("MESH_WEBHOOK_RESUME_RAMP", 5, minimum=1)
 MESH_WEBHOOK_RESUME_FULL_RATE = env_int("MESH_WEBHOOK_RESUME_FULL_RATE", 1000, minimum=1)
+# Days the delivery log keeps an attempt; the webhook sweep deletes older ones. 0 keeps all.
+MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = env_int("MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS", 7, minimum=0)

@@ -301,3 +301,21 @@ def test_the_engines_sql_deliverable_rule_matches_the_models(client):
         by_sql = {row[0] for row in cursor.fetchall()}
     assert by_sql == by_orm == {"Active-Succeeded", "Active-Exempted"}
     assert by_orm == {s.name for s in WebhookSubscription.objects.all() if s.may_deliver}
+
+
+def test_the_delivery_log_keeps_attempts_for_the_retention_period(client, receiver, settings):
+    from messaging.webhooks.delivery import attempts_prune
+
+    settings.MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = 7
+    subscription = hook(client, receiver.url())
+    for n in range(3):
+        client.publish("queues", Q, f"m{n}".encode())
+    assert run(subscription) == 3
+    old, kept, young = DeliveryAttempt.objects.order_by("id")
+    DeliveryAttempt.objects.filter(pk=old.pk).update(attempted_at=timezone.now() - timedelta(days=8))
+    DeliveryAttempt.objects.filter(pk=kept.pk).update(attempted_at=timezone.now() - timedelta(days=6))
+    assert attempts_prune(batch=1) == 1
+    assert list(DeliveryAttempt.objects.order_by("id").values_list("pk", flat=True)) == [kept.pk, young.pk]
+    settings.MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = 0  # keep everything
+    DeliveryAttempt.objects.update(attempted_at=timezone.now() - timedelta(days=400))
+    assert attempts_prune() == 0 and DeliveryAttempt.objects.count() == 2

@@ -528,6 +528,21 @@ def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> lis
     return list(due.values_list("pk", flat=True))
 
 
+def attempts_prune(*, now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete delivery-log entries older than MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS, a batch
+    at a time (short transactions on a table every push writes to). Returns how many."""
+    days = settings.MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS
+    if not days:
+        return 0
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    pruned = 0
+    while True:
+        ids = list(DeliveryAttempt.objects.filter(attempted_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return pruned
+        pruned += DeliveryAttempt.objects.filter(pk__in=ids).delete()[0]
+
+
 def wake_webhooks(queue_ids: list[int]) -> None:
     """After a publish commits: start a run for the active webhooks of these queues that
     have none and whose gate is open. A run looks for work again after giving up its lease,
