@@ -276,36 +276,32 @@ class RunResult:
 
 def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     """Push up to MESH_WEBHOOK_BATCH messages in queue order; stop at the first failure."""
-    result = RunResult()
     now = timezone.now()
     subscription = _runnable(subscription_id)
     if subscription is None:
-        return result
+        return RunResult()
     budget = settings.MESH_WEBHOOK_BATCH
     rate = resume_rate(subscription, now)
     if rate is not None:
         budget = max(1, min(budget, math.floor(rate)))  # one second's worth, then a pause
-    started = time.monotonic()
+    run = _Run(subscription, budget, rate)
     limit = min(settings.MESH_WEBHOOK_PREFETCH, budget)
     with _engine_transaction(subscription):  # the lease and the first claim: one commit
         if not _take_lease(subscription, now):
-            return result
+            return run.result
         claimed = _claim(subscription, limit, now)
-    try:
-        with netguard.Session() as session:
-            while claimed:
-                _push_round(subscription, claimed, session, result)
-                if result.failed or len(claimed) < limit:  # a short claim: the queue had no more
-                    break
-                if result.delivered >= budget:
-                    result.more = True
-                    break
-                limit = min(settings.MESH_WEBHOOK_PREFETCH, budget - result.delivered)
-                claimed = _claim(subscription, limit, timezone.now())
-    finally:
-        if result.more and rate is not None:
-            result.paced_until = timezone.now() + timedelta(seconds=max(1.0 - (time.monotonic() - started), 0.0))
-        _end_run(subscription, result)
+        if not claimed:
+            run.end()
+    with netguard.Session() as session:
+        while claimed and not run.ended:
+            run.push_round(claimed, limit, session)
+            if not run.ended:
+                limit = min(settings.MESH_WEBHOOK_PREFETCH, budget - run.result.delivered)
+                with _engine_transaction(subscription):
+                    claimed = _claim(subscription, limit, timezone.now())
+                    if not claimed:
+                        run.end()
+    result = run.result
     exclusive_held = subscription.queue.access_type == AccessType.EXCLUSIVE and not result.delivered
     if not result.more and not result.failed and not exclusive_held:
         # Asked after the lease is given up: a publish that saw this run still holding it
@@ -315,35 +311,56 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     return result
 
 
-def _push_round(
-    subscription: WebhookSubscription, claimed: list[Claimed], session: netguard.Session, result: RunResult
-) -> None:
-    budget = _push_budget(subscription)
-    held_until = time.monotonic() + _lease_seconds(subscription)
-    outcomes: list[tuple[Claimed, Outcome, datetime]] = []
-    try:
-        for n, message in enumerate(claimed):
-            if held_until - time.monotonic() < budget:  # a slow receiver: keep the claims alive
-                held_until = _extend_claims(subscription, claimed[n:])
-            outcome = push(subscription, message, session)
-            outcomes.append((message, outcome, timezone.now()))
-            if not outcome.succeeded:
-                break
-    finally:
-        # Settled even when a push raised: what was pushed is acknowledged, the rest given back.
-        _settle(subscription, claimed, outcomes)
-    result.delivered += sum(1 for _, outcome, _ in outcomes if outcome.succeeded)
-    result.failed = bool(outcomes) and not outcomes[-1][1].succeeded
+class _Run:
+    """One run's rounds: push, then settle -- the last round's settle also ends the run,
+    so a run of one round costs two commits."""
 
+    def __init__(self, subscription: WebhookSubscription, budget: int, rate: float | None) -> None:
+        self.subscription = subscription
+        self.budget = budget
+        self.rate = rate
+        self.started = time.monotonic()
+        self.result = RunResult()
+        self.ended = False
 
-def _end_run(subscription: WebhookSubscription, result: RunResult) -> None:
-    fields: dict[str, Any] = {"runner_until": None}
-    if result.paced_until is not None:
-        fields["next_attempt_at"] = result.paced_until
-    elif subscription.resumed_at is not None and not result.more and not result.failed:
-        fields["resumed_at"] = None  # the backlog is delivered: slow start is over
-    with _engine_transaction(subscription):
+    def push_round(self, claimed: list[Claimed], limit: int, session: netguard.Session) -> None:
+        subscription, result = self.subscription, self.result
+        budget = _push_budget(subscription)
+        held_until = time.monotonic() + _lease_seconds(subscription)
+        outcomes: list[tuple[Claimed, Outcome, datetime]] = []
+        try:
+            for n, message in enumerate(claimed):
+                if held_until - time.monotonic() < budget:  # a slow receiver: keep the claims alive
+                    held_until = _extend_claims(subscription, claimed[n:])
+                outcome = push(subscription, message, session)
+                outcomes.append((message, outcome, timezone.now()))
+                if not outcome.succeeded:
+                    break
+            result.delivered += sum(1 for _, outcome, _ in outcomes if outcome.succeeded)
+            result.failed = bool(outcomes) and not outcomes[-1][1].succeeded
+            result.more = not result.failed and result.delivered >= self.budget and len(claimed) == limit
+            last = result.failed or result.more or len(claimed) < limit  # short: the queue had no more
+        except BaseException:
+            last = True
+            raise
+        finally:
+            # Settled even when a push raised: what was pushed is acknowledged, the rest given back.
+            with _engine_transaction(subscription):
+                _settle(subscription, claimed, outcomes)
+                if last:
+                    self.end()
+
+    def end(self) -> None:
+        """Give up the lease (inside the caller's transaction); pace the next run after a resume."""
+        subscription, result = self.subscription, self.result
+        fields: dict[str, Any] = {"runner_until": None}
+        if result.more and self.rate is not None:
+            pause = max(1.0 - (time.monotonic() - self.started), 0.0)
+            result.paced_until = fields["next_attempt_at"] = timezone.now() + timedelta(seconds=pause)
+        elif subscription.resumed_at is not None and not result.more and not result.failed:
+            fields["resumed_at"] = None  # the backlog is delivered: slow start is over
         WebhookSubscription.objects.filter(pk=subscription.pk).update(**fields)
+        self.ended = True
 
 
 # --- the push ------------------------------------------------------------------------------
@@ -423,7 +440,7 @@ def _settle(
     unpushed = [message for message in claimed if message.id not in pushed]
     delivered = [message for message, outcome, _ in outcomes if outcome.succeeded]
     failure = next(((m, o, at) for m, o, at in outcomes if not o.succeeded), None)
-    with _engine_transaction(subscription):
+    with _engine_transaction(subscription):  # joins the caller's
         if subscription.qos == 1 and delivered:
             _delete_claimed(delivered)
         DeliveryAttempt.objects.bulk_create([
