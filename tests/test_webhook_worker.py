@@ -363,9 +363,10 @@ def _drop_queued_wakeups(broker: RedisServer | None) -> int:
     return len(files)
 
 
-def test_published_messages_are_pushed_by_the_worker_woken_after_commit(client, receiver, workers):
+def test_published_messages_are_pushed_by_the_worker_woken_after_commit(client, receiver, workers, settings):
     # A sweep interval longer than the test: only the wake-ups sent after each publish
-    # commits can start the deliveries.
+    # commits -- by the background waker, off the publishing thread -- can start the deliveries.
+    assert settings.MESH_WEBHOOK_WAKE_IN_BACKGROUND
     worker = workers.start(MESH_SWEEP_INTERVAL="3600")
     bodies = [f"message {n}".encode() for n in range(20)]
     _publish(client, bodies)
@@ -386,7 +387,10 @@ def test_published_messages_are_pushed_by_the_worker_woken_after_commit(client, 
     assert not DeliveryAttempt.objects.filter(succeeded=False).exists()
 
 
-def test_lost_wakeups_are_replaced_by_the_sweep(client, receiver, workers, broker):
+def test_lost_wakeups_are_replaced_by_the_sweep(client, receiver, workers, broker, settings):
+    # Sent inline, so that all five are in the broker when it is flushed (the background
+    # waker would merge them, and might not have sent them yet).
+    settings.MESH_WEBHOOK_WAKE_IN_BACKGROUND = False
     bodies = [f"while no worker ran {n}".encode() for n in range(5)]
     _publish(client, bodies)
     assert _drop_queued_wakeups(broker) >= 5  # the wake-ups were sent, and are gone now

@@ -1,4 +1,4 @@
-from .env import env_float_list, env_int, env_list
+from .env import env_bool, env_float_list, env_int, env_list
 
 # Outbound HTTP (webhook pushes, oauth2 token fetches, handshakes) goes only to public
 # addresses; these CIDR ranges are admitted in addition, e.g. "127.0.0.0/8" for a receiver
@@ -27,3 +27,6 @@ MESH_WEBHOOK_RESUME_RAMP = env_int("MESH_WEBHOOK_RESUME_RAMP", 5, minimum=1)
 MESH_WEBHOOK_RESUME_FULL_RATE = env_int("MESH_WEBHOOK_RESUME_FULL_RATE", 1000, minimum=1)
 # Days the delivery log keeps an attempt; the webhook sweep deletes older ones. 0 keeps all.
 MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = env_int("MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS", 7, minimum=0)
+# Publishing hands the wake-up of webhook delivery to a background thread instead of sending
+# it on the request's own thread (the sweep replaces any that are lost). Off: sent inline.
+MESH_WEBHOOK_WAKE_IN_BACKGROUND = env_bool("MESH_WEBHOOK_WAKE_IN_BACKGROUND", True)

@@ -102,14 +102,11 @@ def _row(queue: Queue, outgoing: Outgoing, address: str, now: datetime, expires_
 
 
 def _wake(queue_ids: list[int]) -> None:
-    # A wake-up only: if the broker is down the publish still stands, and the periodic
-    # sweep starts the delivery instead.
-    from ..webhooks.delivery import wake_webhooks
+    # A wake-up only, sent without waiting: if the broker is down the publish still stands,
+    # and the periodic sweep starts the delivery instead.
+    from ..webhooks.waker import wake_after_publish
 
-    try:
-        wake_webhooks(queue_ids)
-    except Exception:  # noqa: BLE001 - any broker failure
-        log.warning("could not wake webhook delivery for queues %s; the sweep will", queue_ids, exc_info=True)
+    wake_after_publish(queue_ids)
 
 
 def _queue_name(name: str) -> str:

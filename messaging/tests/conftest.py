@@ -81,6 +81,9 @@ def receiver() -> Iterator[Receiver]:
 def client(mesh, settings, monkeypatch):
     settings.MESH_WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     settings.MESH_WEBHOOK_RETRY_SCHEDULE = [0.0]
+    # Inline, so that an eager delivery task runs inside the test's transaction; the
+    # background waker is exercised by tests/test_webhook_worker.py with real commits.
+    settings.MESH_WEBHOOK_WAKE_IN_BACKGROUND = False
     monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
     client = mesh()
     assert client.put_queue(Q).status_code == 201
