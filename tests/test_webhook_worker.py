@@ -406,6 +406,15 @@ def test_lost_wakeups_are_replaced_by_the_sweep(client, receiver, workers, broke
     _wait_until(_queue_empty, 10, workers, "every push acknowledged")
     assert sorted(push.body for push in pushes) == sorted(bodies)
 
+    # Mid-run: flush again while the worker runs (the broker's queue bindings go too), and
+    # publish more; what the flush cost is wake-ups, and the sweep replaces them.
+    _drop_queued_wakeups(broker)
+    more = [f"after a flush mid-run {n}".encode() for n in range(5)]
+    _publish(client, more)
+    pushes = receiver.wait_for(10, 25)
+    assert sorted(push.body for push in pushes) == sorted(bodies + more), worker.output()
+    _wait_until(_queue_empty, 10, workers, "every push acknowledged")
+
 
 def test_message_held_by_a_killed_worker_is_delivered_once_its_claim_and_lease_run_out(
     client, receiver, workers

@@ -443,14 +443,7 @@ def _settle(
     with _engine_transaction(subscription):  # joins the caller's
         if subscription.qos == 1 and delivered:
             _delete_claimed(delivered)
-        DeliveryAttempt.objects.bulk_create([
-            DeliveryAttempt(
-                subscription_id=subscription.pk, message_uuid=message.uuid, attempted_at=at,
-                succeeded=outcome.succeeded, status_code=outcome.status_code, latency_ms=outcome.latency_ms,
-                error=outcome.error, response_excerpt=outcome.excerpt,
-            )
-            for message, outcome, at in outcomes
-        ])
+        _log_attempts(subscription, outcomes)
         _give_back_unpushed(subscription, unpushed)
         if failure is not None:
             _failed(subscription, *failure)
@@ -464,6 +457,34 @@ def _message_from_row(row: tuple[Any, ...]) -> Message:
         if isinstance(value, datetime) and timezone.is_naive(value):  # SQLite keeps UTC, naive
             values[name] = timezone.make_aware(value, UTC)
     return Message(**{field.attname: values[field.column] for field in Message._meta.concrete_fields})
+
+
+_ATTEMPT_COLUMNS = (
+    "subscription_id", "message_uuid", "attempted_at", "succeeded", "status_code", "latency_ms", "error",
+    "response_excerpt",
+)
+
+
+def _log_attempts(subscription: WebhookSubscription, outcomes: list[tuple[Claimed, Outcome, datetime]]) -> None:
+    """One multi-row INSERT into the delivery log (the ORM's bulk_create costs more than the
+    database does here)."""
+    if not outcomes:
+        return
+    prepare_uuid = DeliveryAttempt._meta.get_field("message_uuid").get_db_prep_value
+    adapt = connection.ops.adapt_datetimefield_value
+    params: list[Any] = []
+    for message, outcome, at in outcomes:
+        params += [
+            subscription.pk, prepare_uuid(message.uuid, connection), adapt(at), outcome.succeeded,
+            outcome.status_code, outcome.latency_ms, outcome.error, outcome.excerpt,
+        ]
+    row = "(" + ", ".join(["%s"] * len(_ATTEMPT_COLUMNS)) + ")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {DeliveryAttempt._meta.db_table} ({', '.join(_ATTEMPT_COLUMNS)})"  # noqa: S608
+            f" VALUES {', '.join([row] * len(outcomes))}",
+            params,
+        )
 
 
 def _delete_claimed(messages: list[Claimed]) -> None:
