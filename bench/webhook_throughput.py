@@ -1311,9 +1311,10 @@ def main() -> int:
             except psycopg.Error as error:
                 print(f"could not drop {args.db_name}: {error}")
 
-    if not a_results and not b_results:
+    if not a_results and not b_results and not output.get("breakdown"):
         return 1
-    print_tables(a_results, b_results)
+    if a_results or b_results:
+        print_tables(a_results, b_results)
     disturbed = [
         r.notes.get("other_processes_pct", 0)
         for r in [*a_results, *b_results]
