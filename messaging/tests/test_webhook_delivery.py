@@ -319,3 +319,11 @@ def test_the_delivery_log_keeps_attempts_for_the_retention_period(client, receiv
     settings.MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = 0  # keep everything
     DeliveryAttempt.objects.update(attempted_at=timezone.now() - timedelta(days=400))
     assert attempts_prune() == 0 and DeliveryAttempt.objects.count() == 2
+
+
+def test_an_exempt_subscription_on_a_queue_with_messages_starts_delivering_at_once(client, receiver, capture):
+    for n in range(3):
+        client.publish("queues", Q, f"waiting {n}".encode())
+    with capture(execute=True):  # creation wakes the (eager) delivery task after commit
+        hook(client, receiver.url())
+    assert [p["body"] for p in receiver.pushes] == [f"waiting {n}".encode() for n in range(3)]

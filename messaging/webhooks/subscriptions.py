@@ -129,7 +129,9 @@ def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSu
             raise Conflict(f"Subscription {spec.name} already exists") from None
         if not queue.has_webhooks:
             Queue.objects.filter(pk=queue.pk).update(has_webhooks=True)
-        if not spec.exempt_handshake:
+        if spec.exempt_handshake:
+            _schedule_delivery(subscription.pk)  # the queue may already hold messages
+        else:
             _schedule_handshake(subscription)
     return subscription
 
