@@ -879,6 +879,52 @@ for label, fn in [
     repeat("push part", label, fn)
 session.close()
 
+# 5. Floors, measured in the same run with psycopg and http.client directly (no Django):
+# the raw PostgreSQL durable single-row INSERT (the REST benchmark's baseline), the raw SQL a
+# delivery needs (claim a round in one UPDATE ... RETURNING, delete it by claim id, each in
+# its own transaction with synchronous_commit off, as the engine does), and one HTTP POST
+# over a kept-alive connection to the same receiver.
+import psycopg
+
+db = settings.DATABASES["default"]
+raw = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"],
+                      dbname=db["NAME"], password=db["PASSWORD"] or None, autocommit=True)
+raw.execute("CREATE TEMP TABLE floor_insert (id bigserial PRIMARY KEY, payload bytea, created_at timestamptz)")
+repeat("floor", "raw PostgreSQL durable single-row INSERT (autocommit)",
+       lambda: raw.execute("INSERT INTO floor_insert (payload, created_at) VALUES (%s, now())", [body]))
+m = Message._meta.db_table
+preload((count // K + 2) * K)
+w0, c0, done = time.perf_counter(), time.process_time(), 0
+while True:
+    with raw.transaction():
+        raw.execute("SET LOCAL synchronous_commit TO OFF")
+        rows = raw.execute(
+            f"UPDATE {m} SET locked_until = now() + interval '45 seconds', claim_id = gen_random_uuid(), "
+            f"claimed_by = 'floor', delivery_count = delivery_count + 1 WHERE id IN (SELECT id FROM {m} "
+            f"WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= now()) ORDER BY id LIMIT %s "
+            f"FOR UPDATE SKIP LOCKED) RETURNING id, uuid, claim_id, payload, content_type, address", [queue.pk, K]
+        ).fetchall()
+    if not rows:
+        break
+    with raw.transaction():
+        raw.execute("SET LOCAL synchronous_commit TO OFF")
+        raw.execute(f"DELETE FROM {m} WHERE claim_id = ANY(%s)", [[row[2] for row in rows]])
+    done += len(rows)
+results["raw SQL of a delivery: claim a round + delete it, per message"] = {
+    "group": "floor", "wall_us": round((time.perf_counter() - w0) / done * 1e6, 1),
+    "cpu_us": round((time.process_time() - c0) / done * 1e6, 1), "n": done}
+raw.close()
+plain = http.client.HTTPConnection("127.0.0.1", port)
+
+
+def plain_post():
+    plain.request("POST", "/hook/floor", body=body, headers=headers)
+    plain.getresponse().read()
+
+
+repeat("floor", "http.client POST over a kept-alive connection (no guard)", plain_post)
+plain.close()
+
 # 6. The publish side: the wake-up every publish to a queue with webhooks sends (in Daphne,
 # from the request's own short-lived thread).
 from messaging.webhooks.delivery import wake_webhooks
