@@ -8,6 +8,7 @@ import json
 import time
 from datetime import timedelta
 
+import pytest
 from django.utils import timezone
 
 from meshsite.platform.auth import client_for_token
@@ -232,7 +233,7 @@ def test_a_failure_mid_round_keeps_the_order_and_counts_only_the_attempted_messa
     assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1", b"m2", b"m2", b"m3", b"m4", b"m5"]
 
 
-def test_qos0_failure_mid_round_puts_the_unpushed_messages_back_in_place(client, receiver, settings):
+def test_qos0_goes_one_message_at_a_time_and_a_failure_leaves_the_rest_in_place(client, receiver, settings):
     subscription = hook(client, receiver.url(), qos=0)
     for n in range(4):
         client.publish("queues", Q, f"m{n}".encode())
@@ -241,9 +242,30 @@ def test_qos0_failure_mid_round_puts_the_unpushed_messages_back_in_place(client,
     assert run(subscription) == 1
     assert list(Message.objects.order_by("id").values_list("id", "payload")) == [
         (ids[2], b"m2"), (ids[3], b"m3")
-    ]  # m1 had its one attempt and is gone; m2 and m3 are back where they were
+    ]  # m1 had its one attempt and is gone; m2 and m3 were never taken
     assert run(subscription) == 2
     assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1", b"m2", b"m3"]
+
+
+def test_a_claimed_qos0_message_goes_back_in_place_when_the_run_breaks(client, receiver, monkeypatch):
+    from messaging.webhooks import delivery
+
+    subscription = hook(client, receiver.url(), qos=0)
+    for n in range(2):
+        client.publish("queues", Q, f"m{n}".encode())
+    before = list(Message.objects.order_by("id").values_list("id", "uuid", "payload", "created_at", "expires_at"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug between claim and push")
+
+    monkeypatch.setattr(delivery, "push", broken)
+    with pytest.raises(RuntimeError):
+        run(subscription)
+    after = list(Message.objects.order_by("id").values_list("id", "uuid", "payload", "created_at", "expires_at"))
+    assert after == before  # removed by the claim, restored as it was, in its place
+    assert not DeliveryAttempt.objects.exists()
+    subscription.refresh_from_db()
+    assert subscription.runner_until is None  # the lease went with the settle
 
 
 def test_a_message_already_past_its_redeliveries_is_dead_lettered_not_pushed(client, receiver):

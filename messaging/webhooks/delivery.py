@@ -227,11 +227,13 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list
         # Already delivered once plus maxRedeliveryCount times (by REST consumers whose locks
         # ran out, say): dead, not pushed again.
         exhausted = [m for m in claimed if m.delivery_count > queue.max_redelivery_count + 1]
-        for message in exhausted:
-            held = Message.objects.filter(claim_id=message.claim_id).first()
-            if held is not None:
-                message_dead_letter(message=held, queue=queue, reason="maxRedeliveryCount exceeded")
-        claimed = [m for m in claimed if m not in exhausted]
+        if exhausted:
+            with _engine_transaction(subscription):  # they are ours (claimed) until moved
+                for message in exhausted:
+                    held = Message.objects.filter(claim_id=message.claim_id).first()
+                    if held is not None:
+                        message_dead_letter(message=held, queue=queue, reason="maxRedeliveryCount exceeded")
+            claimed = [m for m in claimed if m not in exhausted]
     return claimed
 
 
@@ -285,7 +287,10 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     if rate is not None:
         budget = max(1, min(budget, math.floor(rate)))  # one second's worth, then a pause
     run = _Run(subscription, budget, rate)
-    limit = min(settings.MESH_WEBHOOK_PREFETCH, budget)
+    # qos 0 claims remove messages, so a worker dying mid-round would lose the unpushed
+    # rest: it goes one message at a time, as a REST consumer does.
+    prefetch = settings.MESH_WEBHOOK_PREFETCH if subscription.qos == 1 else 1
+    limit = min(prefetch, budget)
     with _engine_transaction(subscription):  # the lease and the first claim: one commit
         if not _take_lease(subscription, now):
             return run.result
@@ -296,7 +301,7 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
         while claimed and not run.ended:
             run.push_round(claimed, limit, session)
             if not run.ended:
-                limit = min(settings.MESH_WEBHOOK_PREFETCH, budget - run.result.delivered)
+                limit = min(prefetch, budget - run.result.delivered)
                 with _engine_transaction(subscription):
                     claimed = _claim(subscription, limit, timezone.now())
                     if not claimed:
