@@ -178,6 +178,9 @@ class WebhookSubscription(models.Model):
     # A lease: at most one worker pushes for a subscription at a time, so pushes keep the
     # queue's order; a killed worker's lease simply runs out.
     runner_until = models.DateTimeField(null=True, blank=True)
+    # Which run holds the lease: every renewal and the release are fenced on it, so a run
+    # that outlived its lease (and lost it to another) can change nothing.
+    runner = models.UUIDField(null=True, blank=True)
     # Set by a resume while the backlog is still going out at the slow-start rate.
     resumed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -50,7 +50,8 @@ def _validated(outgoing: Outgoing) -> None:
     if outgoing.qos not in (0, 1):
         raise Invalid("x-qos is invalid")
     content_type = outgoing.content_type
-    if not content_type or len(content_type) > 255 or not content_type.isprintable():
+    # Printable ASCII: it goes out again as a header of every push, and HTTP headers are ASCII.
+    if not content_type or len(content_type) > 255 or not (content_type.isascii() and content_type.isprintable()):
         raise Invalid("Content-Type is missing or invalid")
     if len(outgoing.payload) > settings.MESH_MAX_MESSAGE_SIZE:
         raise TooLarge(f"Message exceeds the maximum message size of {settings.MESH_MAX_MESSAGE_SIZE} bytes")

@@ -4,6 +4,7 @@ timeouts, slow bodies, the body cap, TLS and the pinned (rebinding-proof) connec
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gzip
 import ipaddress
@@ -250,6 +251,7 @@ def test_allowed_networks_admit_only_their_ranges(local: Any) -> None:
         ("http://ex!ample.com/", "not a valid host name"),
         ("http://[127.0.0.1]/", "not a valid URL"),
         ("http://[fe80::1%25eth0]/", "not an IPv6 address"),
+        ("http://example.com:0/", "between 1 and 65535"),
         ("https://example.com/" + "a" * 2048, "longer than 2048"),
     ],
 )
@@ -360,14 +362,14 @@ def test_name_is_resolved_once_and_the_checked_address_is_used(
     assert receiver.requests[0][1]["host"] == f"receiver.example:{receiver.port}"
 
 
-def keep_alive(count: int = 10, close_after: int | None = None) -> Reply:
-    """Answer up to `count` requests on one connection; hang up silently after `close_after`."""
+def keep_alive(count: int = 10, close_after: int | None = None, reset_mid_answer: int | None = None) -> Reply:
+    """Answer up to `count` requests on one connection. After `close_after` answers, read the
+    next request and hang up without a word; at request `reset_mid_answer`, send half an
+    answer and reset the connection."""
 
     def reply(sock: socket.socket, server: Receiver) -> None:
         stream = sock.makefile("rb")
         for n in range(count):
-            if n == close_after:
-                return
             line = stream.readline().decode().strip()
             if not line:
                 return
@@ -376,6 +378,12 @@ def keep_alive(count: int = 10, close_after: int | None = None) -> Reply:
                 name, _, value = raw.decode().partition(":")
                 headers[name.strip().lower()] = value.strip()
             server.requests.append((line, headers, stream.read(int(headers.get("content-length", 0)))))
+            if n == close_after:
+                return
+            if n == reset_mid_answer:
+                sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nok")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                return
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 
     return reply
@@ -391,14 +399,54 @@ def test_session_keeps_one_connection_alive_across_requests(local: Any, serve: C
     assert [body for _, _, body in receiver.requests] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
 
 
-def test_a_kept_alive_connection_closed_by_the_receiver_is_replaced_once(
+def test_a_kept_alive_connection_closed_by_the_receiver_is_not_reused(
     local: Any, serve: Callable[..., Receiver]
 ) -> None:
-    receiver = serve(keep_alive(close_after=1))
+    receiver = serve(keep_alive(close_after=1))  # answers one request, then closes on the next
     with Session() as session:
-        for _ in range(3):  # each connection answers once, then hangs up while idle
-            assert session.request("POST", url_for("127.0.0.1", receiver.port), content=b"x").status_code == 200
-    assert len(receiver.requests) == 3 and receiver.connections == 3
+        url = url_for("127.0.0.1", receiver.port)
+        assert session.request("POST", url, content=b"a").status_code == 200
+        deadline = time.monotonic() + 2
+        while len(receiver.requests) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert session.request("POST", url, content=b"b").status_code == 200
+    assert [body for _, _, body in receiver.requests][:2] == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("retry_stale", [True, False])
+def test_a_request_lost_on_a_reused_connection_is_retried_only_when_allowed(
+    retry_stale: bool, local: Any, serve: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from messaging.webhooks import netguard
+
+    receiver = serve(keep_alive(close_after=1))  # reads the second request, then hangs up
+    monkeypatch.setattr(netguard._PinnedConnection, "closed_by_peer", lambda self: False)  # the race: looked fine
+    with Session() as session:
+        url = url_for("127.0.0.1", receiver.port)
+        assert session.request("POST", url, content=b"a").status_code == 200
+        if retry_stale:
+            assert session.request("POST", url, content=b"b", retry_stale=True).status_code == 200
+            assert [body for _, _, body in receiver.requests] == [b"a", b"b", b"b"]
+        else:
+            with pytest.raises(DeliveryError) as failed:
+                session.request("POST", url, content=b"b", retry_stale=False)
+            assert failed.value.reason == "connection closed"
+            assert [body for _, _, body in receiver.requests] == [b"a", b"b"]  # sent once, never again
+
+
+def test_an_answer_broken_off_midway_is_never_sent_again(
+    local: Any, serve: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from messaging.webhooks import netguard
+
+    receiver = serve(keep_alive(reset_mid_answer=1))
+    monkeypatch.setattr(netguard._PinnedConnection, "closed_by_peer", lambda self: False)
+    with Session() as session:
+        url = url_for("127.0.0.1", receiver.port)
+        assert session.request("POST", url, content=b"a").status_code == 200
+        with contextlib.suppress(DeliveryError):  # the status line arrived: it may count as answered
+            session.request("POST", url, content=b"b", retry_stale=True)
+    assert [body for _, _, body in receiver.requests] == [b"a", b"b"]  # the receiver answered: never sent again
 
 
 def test_a_receiver_that_hangs_up_without_answering_fails_the_request(
@@ -407,7 +455,7 @@ def test_a_receiver_that_hangs_up_without_answering_fails_the_request(
     receiver = serve(keep_alive(close_after=0))
     with pytest.raises(DeliveryError) as failed:
         guarded_request("POST", url_for("127.0.0.1", receiver.port), content=b"x")
-    assert failed.value.reason == "protocol error"
+    assert failed.value.reason == "connection closed"
     assert receiver.connections == 1  # a fresh connection is not retried: the receiver may have the message
 
 
@@ -440,6 +488,14 @@ def test_parse_url_keeps_the_name_and_splits_the_target() -> None:
     assert target.host_header == "receiver.example:8443"
     assert parse_url("http://[::1]/").host_header == "[::1]"
     assert parse_url("https://bücher.example").host == "xn--bcher-kva.example"
+    assert parse_url("https://receiver.example./hook").host == "receiver.example"  # the root label dropped
+    assert parse_url("http://r.example/päth?q=ü").request_target == "/p%C3%A4th?q=%C3%BC"
+
+
+def test_a_non_ascii_path_is_sent_percent_encoded(local: Any, serve: Callable[..., Receiver]) -> None:
+    receiver = serve(respond())
+    assert guarded_request("POST", url_for("127.0.0.1", receiver.port) + "hoök", content=b"x").status_code == 200
+    assert receiver.requests[0][0] == "POST /ho%C3%B6k HTTP/1.1"
 
 
 def test_proxy_environment_is_ignored(

@@ -91,6 +91,14 @@ def test_publish_without_content_type_answers_400(client):
     assert not Message.objects.exists()
 
 
+def test_publish_with_a_non_ascii_content_type_answers_400_and_stores_nothing(client):
+    # It would go out again as a header of every push; HTTP header values are ASCII.
+    response = client.publish("queues", Q1, b"x", content_type="text/plain; charset=ütf-8")
+    assert response.status_code == 400
+    assert "Content-Type" in response.json()["message"]
+    assert not Message.objects.exists()
+
+
 # "\u00b2" (superscript two, one latin-1 byte on the wire) passes str.isdigit() but not int().
 @pytest.mark.parametrize("expiration", ["0", "2592000001", "abc", "-5", "1e3", "99999999999999999999", "\u00b2"])
 def test_publish_with_expiration_out_of_range_answers_400(client, expiration):

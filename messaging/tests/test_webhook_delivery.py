@@ -247,25 +247,52 @@ def test_qos0_goes_one_message_at_a_time_and_a_failure_leaves_the_rest_in_place(
     assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1", b"m2", b"m3"]
 
 
-def test_a_claimed_qos0_message_goes_back_in_place_when_the_run_breaks(client, receiver, monkeypatch):
+def _qos0_rows():
+    return list(Message.objects.order_by("id").values_list("id", "uuid", "payload", "created_at", "expires_at"))
+
+
+def test_a_qos0_message_claimed_but_not_yet_pushed_goes_back_in_place_when_the_run_breaks(
+    client, receiver, monkeypatch
+):
     from messaging.webhooks import delivery
 
     subscription = hook(client, receiver.url(), qos=0)
     for n in range(2):
         client.publish("queues", Q, f"m{n}".encode())
-    before = list(Message.objects.order_by("id").values_list("id", "uuid", "payload", "created_at", "expires_at"))
+    before = _qos0_rows()
 
     def broken(*args, **kwargs):
-        raise RuntimeError("a bug between claim and push")
+        raise RuntimeError("the database went away before the push")
 
-    monkeypatch.setattr(delivery, "push", broken)
+    monkeypatch.setattr(delivery, "LOCK_MARGIN", -3600.0)  # every push first extends the claims ...
+    monkeypatch.setattr(delivery, "_extend_claims", broken)  # ... which breaks
     with pytest.raises(RuntimeError):
         run(subscription)
-    after = list(Message.objects.order_by("id").values_list("id", "uuid", "payload", "created_at", "expires_at"))
-    assert after == before  # removed by the claim, restored as it was, in its place
-    assert not DeliveryAttempt.objects.exists()
+    assert _qos0_rows() == before  # removed by the claim, restored as it was, in its place
+    assert receiver.pushes == [] and not DeliveryAttempt.objects.exists()
     subscription.refresh_from_db()
     assert subscription.runner_until is None  # the lease went with the settle
+
+
+def test_a_qos0_message_the_run_broke_off_pushing_is_never_pushed_again(client, receiver, monkeypatch):
+    from messaging.webhooks import delivery
+
+    subscription = hook(client, receiver.url(), qos=0)
+    client.publish("queues", Q, b"once at most")
+    real = delivery.push
+
+    def push_then_die(*args, **kwargs):
+        real(*args, **kwargs)  # it reached the receiver ...
+        raise SystemExit("... and the worker is shutting down")
+
+    monkeypatch.setattr(delivery, "push", push_then_die)
+    with pytest.raises(SystemExit):
+        run(subscription)
+    monkeypatch.setattr(delivery, "push", real)
+    assert run(subscription) == 0
+    assert [p["body"] for p in receiver.pushes] == [b"once at most"]
+    assert not Message.objects.exists()
+    assert DeliveryAttempt.objects.get().error == "the run broke off mid-push"
 
 
 def test_a_message_already_past_its_redeliveries_is_dead_lettered_not_pushed(client, receiver):
@@ -349,3 +376,80 @@ def test_an_exempt_subscription_on_a_queue_with_messages_starts_delivering_at_on
     with capture(execute=True):  # creation wakes the (eager) delivery task after commit
         hook(client, receiver.url())
     assert [p["body"] for p in receiver.pushes] == [f"waiting {n}".encode() for n in range(3)]
+
+
+def test_an_unusable_retry_after_still_closes_the_gate_and_counts_the_attempt(client, receiver):
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q)
+    receiver.statuses = [429]
+    receiver.extra_headers = {"Retry-After": "\xb2"}  # '²': a digit to str.isdigit, not to int()
+    assert run(subscription) == 0
+    attempt = DeliveryAttempt.objects.get()
+    assert (attempt.succeeded, attempt.status_code) == (False, 429)
+    assert Message.objects.get().delivery_count == 1
+    subscription.refresh_from_db()
+    assert subscription.next_attempt_at is not None and subscription.consecutive_failures == 1
+
+
+def test_an_unexpected_error_in_a_push_is_a_failed_attempt_not_a_loop(client, receiver, monkeypatch):
+    from messaging.webhooks import delivery
+
+    subscription = hook(client, receiver.url())
+    client.publish("queues", Q)
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(delivery, "_headers", broken)
+    assert run(subscription) == 0
+    attempt = DeliveryAttempt.objects.get()
+    assert not attempt.succeeded and attempt.error.startswith("internal error: KeyError")
+    assert Message.objects.get().delivery_count == 1  # counted towards maxRedeliveryCount
+    subscription.refresh_from_db()
+    assert subscription.next_attempt_at is not None  # the gate is closed: no retry before the backoff
+
+
+def _after_first_push(monkeypatch, change) -> None:
+    from messaging.webhooks import delivery
+
+    real, calls = delivery.push, []
+
+    def push(*args, **kwargs):
+        outcome = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            change()
+        return outcome
+
+    monkeypatch.setattr(delivery, "push", push)
+
+
+def test_a_run_that_lost_its_lease_stops_and_leaves_the_new_runners_lease_alone(
+    client, receiver, settings, monkeypatch
+):
+    import uuid
+
+    settings.MESH_WEBHOOK_PREFETCH = 2
+    subscription = hook(client, receiver.url())
+    for n in range(5):
+        client.publish("queues", Q, f"m{n}".encode())
+    other, until = uuid.uuid4(), timezone.now() + timedelta(minutes=5)
+    _after_first_push(monkeypatch, lambda: WebhookSubscription.objects.update(runner=other, runner_until=until))
+    result = webhook_deliver_batch(subscription_id=subscription.pk)
+    assert (result.delivered, result.lost, result.more) == (2, True, False)  # the round in hand, then stop
+    subscription.refresh_from_db()
+    assert (subscription.runner, subscription.runner_until) == (other, until)  # not released by the old run
+    assert Message.objects.count() == 3 and not Message.objects.filter(claim_id__isnull=False).exists()
+
+
+def test_a_subscription_paused_mid_run_stops_after_the_round_in_hand(client, receiver, settings, monkeypatch):
+    settings.MESH_WEBHOOK_PREFETCH = 2
+    subscription = hook(client, receiver.url())
+    for n in range(5):
+        client.publish("queues", Q, f"m{n}".encode())
+    _after_first_push(monkeypatch, lambda: WebhookSubscription.objects.update(status="Paused"))
+    assert run(subscription) == 2
+    subscription.refresh_from_db()
+    assert subscription.runner is None and subscription.runner_until is None  # released: resume can start at once
+    assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1"]
+    assert Message.objects.count() == 3

@@ -167,9 +167,12 @@ def test_oauth2_with_meshsites_own_token_endpoint_skips_the_outbound_check(clien
         (lambda b: b.update(name=""), "name"),
         (lambda b: b.update(colour="blue"), "Unknown"),
         (lambda b: b["pushConfig"].update(type="email"), "type"),
+        (lambda b: b["pushConfig"].update(defaultContentType="text/plain; charset=ütf-8"), "defaultContentType"),
+        (lambda b: b["pushConfig"].update(endpoint="http://127.0.0.1:0/x"), "endpoint"),
     ],
     ids=["ftp", "unresolvable", "private", "metadata", "security-type", "basic-missing", "token-url-private",
-         "unknown-queue", "topic-address", "qos-2", "qos-string", "dots", "empty-name", "unknown-attr", "push-type"],
+         "unknown-queue", "topic-address", "qos-2", "qos-string", "dots", "empty-name", "unknown-attr", "push-type",
+         "content-type-not-ascii", "port-0"],
 )
 def test_bad_subscription_answers_400_and_stores_nothing(client, receiver, capture,
                                                          mutate, fragment):

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -125,20 +125,38 @@ def _sql(statement: str) -> str:
     )
 
 
-def _take_lease(subscription: WebhookSubscription, now: datetime) -> bool:
+def _take_lease(subscription: WebhookSubscription, now: datetime, runner: UUID) -> bool:
     """Become the subscription's one runner, if it may deliver and no run holds it."""
     adapt = connection.ops.adapt_datetimefield_value
     until = now + timedelta(seconds=_lease_seconds(subscription))
     with connection.cursor() as cursor:
         cursor.execute(
             _sql(
-                "UPDATE {subscription} SET runner_until = %s WHERE id = %s"
+                "UPDATE {subscription} SET runner_until = %s, runner = %s WHERE id = %s"
                 " AND (runner_until IS NULL OR runner_until < %s)"
                 " AND (next_attempt_at IS NULL OR next_attempt_at <= %s) AND {deliverable}"
             ),
-            [adapt(until), subscription.pk, adapt(now), adapt(now), *WebhookSubscription.DELIVERABLE_PARAMS],
+            [adapt(until), _runner_param(runner), subscription.pk, adapt(now), adapt(now),
+             *WebhookSubscription.DELIVERABLE_PARAMS],
         )
         return cursor.rowcount == 1
+
+
+def _renew_lease(subscription: WebhookSubscription, runner: UUID) -> datetime | None:
+    """Extend this run's lease; None when it is no longer this run's, or the subscription was
+    paused or deleted meanwhile (the run then stops after what it holds)."""
+    until = timezone.now() + timedelta(seconds=_lease_seconds(subscription))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _sql("UPDATE {subscription} SET runner_until = %s WHERE id = %s AND runner = %s AND {deliverable}"),
+            [connection.ops.adapt_datetimefield_value(until), subscription.pk, _runner_param(runner),
+             *WebhookSubscription.DELIVERABLE_PARAMS],
+        )
+        return until if cursor.rowcount == 1 else None
+
+
+def _runner_param(runner: UUID) -> Any:
+    return WebhookSubscription._meta.get_field("runner").get_db_prep_value(runner, connection)
 
 
 def _has_available(subscription: WebhookSubscription) -> bool:
@@ -150,8 +168,12 @@ def _has_available(subscription: WebhookSubscription) -> bool:
     if queue.respect_ttl:
         statement += " AND expires_at > %s"
         params.append(now)
+    if connection.vendor == "postgresql":  # what another transaction holds, a claim skips too
+        statement += " LIMIT 1 FOR UPDATE SKIP LOCKED"
+    else:
+        statement += " LIMIT 1"
     with connection.cursor() as cursor:
-        cursor.execute(_sql(statement + " LIMIT 1"), params)
+        cursor.execute(_sql(statement), params)
         return cursor.fetchone() is not None
 
 
@@ -181,9 +203,17 @@ def _as_uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
 
 
-def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list[Claimed]:
+@dataclass
+class Round:
+    claimed: list[Claimed]
+    full: bool  # took as many as it asked for: the queue may hold more
+    lost: bool = False  # the lease is no longer this run's: stop
+
+
+def _claim(subscription: WebhookSubscription, limit: int, now: datetime, runner: UUID | None = None) -> Round:
     """Take up to `limit` available messages in queue order, in one statement: qos 1 locks
-    them to this webhook (each with a fresh claim id), qos 0 removes them."""
+    them to this webhook (each with a fresh claim id), qos 0 removes them. With `runner`,
+    the run's lease is renewed in the same transaction first (fenced on the runner)."""
     queue = subscription.queue
     unacked_limit = queue.max_delivered_unacked_msgs_per_flow
     limit = min(limit, unacked_limit) if unacked_limit else limit
@@ -196,11 +226,13 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list
         until = now + timedelta(seconds=_lease_seconds(subscription))
         params = [adapt(until), f"webhook:{subscription.pk}", *params]
     with _engine_transaction(subscription):
+        if runner is not None and _renew_lease(subscription, runner) is None:
+            return Round([], full=False, lost=True)
         if queue.access_type == AccessType.EXCLUSIVE:
             try:
                 hold_exclusive(queue, f"webhook:{subscription.pk}", now)
             except Conflict:
-                return []
+                return Round([], full=False)
         with connection.cursor() as cursor:
             cursor.execute(_claim_sql(queue, subscription.qos), params)
             columns = [column[0] for column in cursor.description]
@@ -223,6 +255,7 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list
             for r in rows
         ]
     claimed.sort(key=lambda message: message.id)  # RETURNING promises no order
+    full = len(claimed) == limit
     if subscription.qos == 1 and queue.max_redelivery_count:
         # Already delivered once plus maxRedeliveryCount times (by REST consumers whose locks
         # ran out, say): dead, not pushed again.
@@ -234,19 +267,26 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime) -> list
                     if held is not None:
                         message_dead_letter(message=held, queue=queue, reason="maxRedeliveryCount exceeded")
             claimed = [m for m in claimed if m not in exhausted]
-    return claimed
+    return Round(claimed, full)
 
 
-def _extend_claims(subscription: WebhookSubscription, pending: Sequence[Claimed]) -> float:
-    """Push the expiry of the lease and of the claims still to be pushed; returns it (monotonic)."""
-    seconds = _lease_seconds(subscription)
-    until = timezone.now() + timedelta(seconds=seconds)
+def _extend_claims(subscription: WebhookSubscription, runner: UUID, claimed: Sequence[Claimed]) -> float | None:
+    """Keep a slow round alive: extend the lease (fenced) and the claims of the whole round,
+    the pushed-but-unsettled ones included, and an EXCLUSIVE queue's consumer lease. Returns
+    the new expiry (monotonic), or None when the lease is no longer this run's."""
     with _engine_transaction(subscription):
-        WebhookSubscription.objects.filter(pk=subscription.pk).update(runner_until=until)
-        claim_ids = [message.claim_id for message in pending if message.claim_id]
+        until = _renew_lease(subscription, runner)
+        if until is None:
+            return None
+        claim_ids = [message.claim_id for message in claimed if message.claim_id]
         if claim_ids:
             Message.objects.filter(claim_id__in=claim_ids).update(locked_until=until)
-    return time.monotonic() + seconds
+        if subscription.queue.access_type == AccessType.EXCLUSIVE:
+            try:
+                hold_exclusive(subscription.queue, f"webhook:{subscription.pk}", timezone.now())
+            except Conflict:
+                return None
+    return time.monotonic() + _lease_seconds(subscription)
 
 
 # --- a run ---------------------------------------------------------------------------------
@@ -272,6 +312,7 @@ def resume_rate(subscription: WebhookSubscription, now: datetime) -> float | Non
 class RunResult:
     delivered: int = 0
     failed: bool = False
+    lost: bool = False  # the lease was lost mid-run (paused, deleted, or outlived)
     more: bool = False  # the run stopped with messages still available (budget or pacing)
     paced_until: datetime | None = None
 
@@ -291,24 +332,25 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     # rest: it goes one message at a time, as a REST consumer does.
     prefetch = settings.MESH_WEBHOOK_PREFETCH if subscription.qos == 1 else 1
     limit = min(prefetch, budget)
-    with _engine_transaction(subscription):  # the lease and the first claim: one commit
-        if not _take_lease(subscription, now):
-            return run.result
-        claimed = _claim(subscription, limit, now)
-        if not claimed:
-            run.end()
     with netguard.Session() as session:
-        while claimed and not run.ended:
-            run.push_round(claimed, limit, session)
+        with _engine_transaction(subscription):  # the lease and the first claim: one commit
+            if not _take_lease(subscription, now, run.runner):
+                return run.result
+            batch = _claim(subscription, limit, now)
+            if not batch.claimed:
+                run.end()
+        while batch.claimed and not run.ended:
+            run.push_round(batch, session)
             if not run.ended:
                 limit = min(prefetch, budget - run.result.delivered)
-                with _engine_transaction(subscription):
-                    claimed = _claim(subscription, limit, timezone.now())
-                    if not claimed:
-                        run.end()
+                batch = _claim(subscription, limit, timezone.now(), run.runner)  # renews the lease
+                if batch.lost or not batch.claimed:  # lost: paused, deleted, or taken over
+                    run.result.lost = batch.lost
+                    with _engine_transaction(subscription):
+                        run.end()  # fenced: releases only a lease that is still this run's
     result = run.result
     exclusive_held = subscription.queue.access_type == AccessType.EXCLUSIVE and not result.delivered
-    if not result.more and not result.failed and not exclusive_held:
+    if not result.more and not result.failed and not result.lost and not exclusive_held:
         # Asked after the lease is given up: a publish that saw this run still holding it
         # sent no wake-up, so its message is this run's to pass on. (An EXCLUSIVE queue held
         # by another consumer would make this a loop; the sweep looks there instead.)
@@ -318,38 +360,49 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
 
 class _Run:
     """One run's rounds: push, then settle -- the last round's settle also ends the run,
-    so a run of one round costs two commits."""
+    so a run of one round costs two commits. Every write to the lease is fenced on
+    `runner`, so a run that outlived its lease changes nothing of its successor's."""
 
     def __init__(self, subscription: WebhookSubscription, budget: int, rate: float | None) -> None:
         self.subscription = subscription
         self.budget = budget
         self.rate = rate
+        self.runner = uuid4()
         self.started = time.monotonic()
         self.result = RunResult()
         self.ended = False
 
-    def push_round(self, claimed: list[Claimed], limit: int, session: netguard.Session) -> None:
-        subscription, result = self.subscription, self.result
+    def push_round(self, batch: Round, session: netguard.Session) -> None:
+        subscription, result, claimed = self.subscription, self.result, batch.claimed
         budget = _push_budget(subscription)
-        held_until = time.monotonic() + _lease_seconds(subscription)
+        held_until: float | None = time.monotonic() + _lease_seconds(subscription)
         outcomes: list[tuple[Claimed, Outcome, datetime]] = []
+        in_flight: Claimed | None = None
+        last = True
         try:
-            for n, message in enumerate(claimed):
-                if held_until - time.monotonic() < budget:  # a slow receiver: keep the claims alive
-                    held_until = _extend_claims(subscription, claimed[n:])
+            for message in claimed:
+                if held_until is not None and held_until - time.monotonic() < budget:
+                    held_until = _extend_claims(subscription, self.runner, claimed)  # a slow receiver
+                if held_until is None:  # the lease is gone: give back the rest, push nothing more
+                    result.lost = True
+                    break
+                in_flight = message
                 outcome = push(subscription, message, session)
+                in_flight = None
                 outcomes.append((message, outcome, timezone.now()))
                 if not outcome.succeeded:
                     break
             result.delivered += sum(1 for _, outcome, _ in outcomes if outcome.succeeded)
             result.failed = bool(outcomes) and not outcomes[-1][1].succeeded
-            result.more = not result.failed and result.delivered >= self.budget and len(claimed) == limit
-            last = result.failed or result.more or len(claimed) < limit  # short: the queue had no more
-        except BaseException:
-            last = True
-            raise
+            result.more = not result.failed and not result.lost and result.delivered >= self.budget and batch.full
+            last = result.failed or result.more or result.lost or not batch.full
         finally:
-            # Settled even when a push raised: what was pushed is acknowledged, the rest given back.
+            # Settled even when something raised: what was pushed is acknowledged, the rest
+            # given back. A qos-0 message that was being pushed counts as pushed: it may
+            # have arrived, and it must not go out twice.
+            if in_flight is not None and subscription.qos == 0:
+                outcomes.append((in_flight, Outcome(succeeded=False, error="the run broke off mid-push"),
+                                 timezone.now()))
             with _engine_transaction(subscription):
                 _settle(subscription, claimed, outcomes)
                 if last:
@@ -358,13 +411,13 @@ class _Run:
     def end(self) -> None:
         """Give up the lease (inside the caller's transaction); pace the next run after a resume."""
         subscription, result = self.subscription, self.result
-        fields: dict[str, Any] = {"runner_until": None}
+        fields: dict[str, Any] = {"runner_until": None, "runner": None}
         if result.more and self.rate is not None:
             pause = max(1.0 - (time.monotonic() - self.started), 0.0)
             result.paced_until = fields["next_attempt_at"] = timezone.now() + timedelta(seconds=pause)
         elif subscription.resumed_at is not None and not result.more and not result.failed:
             fields["resumed_at"] = None  # the backlog is delivered: slow start is over
-        WebhookSubscription.objects.filter(pk=subscription.pk).update(**fields)
+        WebhookSubscription.objects.filter(pk=subscription.pk, runner=self.runner).update(**fields)
         self.ended = True
 
 
@@ -388,39 +441,55 @@ def _headers(subscription: WebhookSubscription, message: Claimed) -> dict[str, s
 
 
 def push(subscription: WebhookSubscription, message: Claimed, session: netguard.Session | None = None) -> Outcome:
-    """One POST of `message` to the endpoint; a 401 under oauth2 fetches a new token once."""
+    """One POST of `message` to the endpoint; a 401 under oauth2 fetches a new token once.
+
+    Never raises: whatever goes wrong is an attempt that failed, so it is logged, counted
+    towards maxRedeliveryCount and closes the retry gate -- an unexpected error must not
+    turn into a message pushed again on every sweep.
+    """
     if session is None:
         with netguard.Session() as own:
             return push(subscription, message, own)
+    # A kept-alive connection found closed is retried once for qos 1 (at least once); a
+    # qos-0 message is never sent twice.
+    retry_stale = subscription.qos == 1
     try:
         headers = _headers(subscription, message)
         authorization = authorization_for(subscription)
         if authorization:
             headers["Authorization"] = authorization
-        response = session.request("POST", subscription.endpoint, headers=headers, content=message.payload)
+        response = session.request(
+            "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale
+        )
         if response.status_code == 401 and subscription.security.get("type") == "oauth2":
             headers["Authorization"] = authorization_for(subscription, refresh=True) or ""
-            response = session.request("POST", subscription.endpoint, headers=headers, content=message.payload)
+            response = session.request(
+                "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale
+            )
+        succeeded = 200 <= response.status_code < 300
+        return Outcome(
+            succeeded=succeeded,
+            status_code=response.status_code,
+            error="" if succeeded else f"receiver answered {response.status_code}",
+            retry_after=_retry_after(response) if response.status_code in (429, 503) else None,
+            latency_ms=response.elapsed_ms,
+            excerpt=response.body[:500].decode("utf-8", "replace"),
+        )
     except (ValueError, netguard.DeliveryError, TokenFetchFailed, SecretUnreadable) as error:
         return Outcome(succeeded=False, error=str(error)[:500])
-    succeeded = 200 <= response.status_code < 300
-    return Outcome(
-        succeeded=succeeded,
-        status_code=response.status_code,
-        error="" if succeeded else f"receiver answered {response.status_code}",
-        retry_after=_retry_after(response) if response.status_code in (429, 503) else None,
-        latency_ms=response.elapsed_ms,
-        excerpt=response.body[:500].decode("utf-8", "replace"),
-    )
+    except Exception as error:  # noqa: BLE001 - a bug must not become a hot loop; see above
+        log.exception("webhook %s: push of %s failed unexpectedly", subscription.pk, message.uuid)
+        return Outcome(succeeded=False, error=f"internal error: {type(error).__name__}: {error}"[:500])
 
 
 def _retry_after(response: netguard.GuardedResponse) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when unusable."""
     value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return float(min(int(value), 10**9))
     try:
         return max((parsedate_to_datetime(value) - timezone.now()).total_seconds(), 0.0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
 
 

@@ -34,13 +34,14 @@ import io
 import ipaddress
 import os
 import re
+import select
 import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import certifi
 from django.conf import settings
@@ -233,9 +234,13 @@ def parse_url(url: str) -> Target:
         raise InvalidURL("endpoint must not carry credentials (user:password@); use securitySchema instead")
     if not parts.hostname:
         raise InvalidURL("endpoint has no host")
+    if port == 0:
+        raise InvalidURL("endpoint port must be between 1 and 65535")
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
+    # Sent as a browser would: non-ASCII characters of the path and query percent-encoded.
+    target = "".join(char if char.isascii() else quote(char, safe="") for char in target)
     return Target(scheme, _host(parts.hostname, parts.netloc), port or _DEFAULT_PORTS[scheme], target)
 
 
@@ -247,6 +252,7 @@ def _host(hostname: str, netloc: str) -> str:
             return str(ipaddress.IPv6Address(hostname))
         except ValueError:
             raise InvalidURL(f"endpoint host [{hostname}] is not an IPv6 address") from None
+    hostname = hostname.removesuffix(".")  # the root label: not for Host, SNI or certificates
     try:
         ascii_host = hostname.encode("idna").decode("ascii").lower()
     except UnicodeError:
@@ -317,7 +323,9 @@ class _DeadlineReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         sock = self._owner.sock
         sock.settimeout(self._owner.connection.deadline.left())
-        return sock.recv_into(buffer)
+        received = sock.recv_into(buffer)
+        self._owner.connection.received += received
+        return received
 
     def close(self) -> None:
         if not self.closed:
@@ -372,6 +380,20 @@ class _PinnedConnection(http.client.HTTPConnection):
         self.ssl_context = ssl_context
         self.deadline = _Deadline(0)
         self.connected_to: IPAddress | None = None
+        self.received = 0  # response bytes of the current request
+
+    def closed_by_peer(self) -> bool:
+        """Whether an idle kept-alive connection was closed (or sent bytes out of turn):
+        looked at before reusing it, so a request is not sent into a closing socket."""
+        wrapper = self.sock
+        if wrapper is None:
+            return True
+        sock = wrapper.sock  # type: ignore[union-attr]
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)  # idle means nothing to read; EOF, a reset or stray bytes all mean "do not reuse"
 
     def connect(self) -> None:
         connect_timeout = float(settings.MESH_WEBHOOK_CONNECT_TIMEOUT)
@@ -411,6 +433,10 @@ def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
 
 
+class _StaleConnection(Exception):
+    """A reused connection failed before any byte of the answer arrived."""
+
+
 def _reason(exc: BaseException, connecting: bool) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
@@ -420,6 +446,8 @@ def _reason(exc: BaseException, connecting: bool) -> str:
         return "tls error"
     if connecting:
         return "connection failed"
+    if isinstance(exc, _STALE):
+        return "connection closed"
     if isinstance(exc, http.client.HTTPException):
         return "protocol error"
     return "connection error"
@@ -454,24 +482,32 @@ class Session:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
         timeout: float | None = None,
+        retry_stale: bool = True,
     ) -> GuardedResponse:
         """Send one request to a public address; a 3xx comes back as the response.
 
-        `timeout` overrides MESH_WEBHOOK_TIMEOUT, the total budget from name lookup to the
-        last body byte. Raises InvalidURL or BlockedAddress before any connection, and
-        DeliveryError (reason "timeout", "connection refused", "tls error", "dns failure",
-        ...) when the exchange fails.
+        `timeout` overrides MESH_WEBHOOK_TIMEOUT, the budget from connecting to the last body
+        byte (the name lookup is bounded by the resolver's own timeouts). Raises InvalidURL
+        or BlockedAddress before any connection, and DeliveryError (reason "timeout",
+        "connection refused", "tls error", "dns failure", ...) when the exchange fails.
+
+        A kept-alive connection the receiver closed just as the request went out fails
+        without a byte of answer; with `retry_stale` the request is sent once more on a new
+        connection. Without it (at most once), that is a failed request.
         """
         target = parse_url(url)
         deadline = _Deadline(float(timeout if timeout is not None else settings.MESH_WEBHOOK_TIMEOUT))
         try:
-            return self._exchange(self._connection(target), method, headers, content, deadline)
-        except _STALE:
-            # The receiver closed a kept-alive connection while it sat idle: one fresh try.
-            return self._exchange(self._connection(target), method, headers, content, deadline)
+            return self._exchange(self._connection(target), target, method, headers, content, deadline)
+        except _StaleConnection as stale:
+            if not retry_stale:
+                raise DeliveryError("connection closed", "the receiver closed a kept-alive connection") from stale
+            return self._exchange(self._connection(target), target, method, headers, content, deadline)
 
     def _connection(self, target: Target) -> _PinnedConnection:
         connection = self._connections.get(target.origin)
+        if connection is not None and connection.sock is not None and connection.closed_by_peer():
+            connection.close()
         if connection is None or connection.sock is None:
             if connection is not None:
                 connection.close()
@@ -489,20 +525,22 @@ class Session:
     def _exchange(
         self,
         connection: _PinnedConnection,
+        target: Target,
         method: str,
         headers: Mapping[str, str] | None,
         content: bytes | None,
         deadline: _Deadline,
     ) -> GuardedResponse:
         connection.deadline = deadline
+        connection.received = 0
         connecting = connection.sock is None
         reused = not connecting
         try:
             if connecting:
                 connection.connect()
                 connecting = False
-            connection.putrequest(method, connection.target.request_target, skip_host=True, skip_accept_encoding=True)
-            connection.putheader("Host", connection.target.host_header)
+            connection.putrequest(method, target.request_target, skip_host=True, skip_accept_encoding=True)
+            connection.putheader("Host", target.host_header)
             merged = {**_DEFAULT_HEADERS, **(headers or {})}
             for name, value in merged.items():
                 connection.putheader(name, value)
@@ -514,9 +552,9 @@ class Session:
             body = response.read(cap + 1)
         except _STALE as exc:
             self._drop(connection)
-            if reused:  # the caller tries once more on a new connection
-                raise
-            raise DeliveryError("protocol error", str(exc) or type(exc).__name__) from exc
+            if reused and not connection.received:  # closed under us before any answer
+                raise _StaleConnection from exc
+            raise DeliveryError(_reason(exc, connecting), str(exc) or type(exc).__name__) from exc
         except (OSError, http.client.HTTPException) as exc:
             self._drop(connection)
             raise DeliveryError(_reason(exc, connecting), str(exc) or type(exc).__name__) from exc

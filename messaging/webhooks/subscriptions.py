@@ -98,6 +98,9 @@ def _checked(instance: ServiceInstance, spec: WebhookSpec) -> None:
         raise Invalid(str(error)) from None
     if spec.qos not in (0, 1):
         raise Invalid("qos must be 0 or 1")
+    kind = spec.default_content_type
+    if len(kind) > 255 or not (kind.isascii() and kind.isprintable()):
+        raise Invalid("pushConfig.defaultContentType must be printable ASCII, at most 255 characters")
     if not rules_for(instance).allows("queueRules", "subscribeFilter", spec.queue_name):
         raise Forbidden(f"The instance's queue rules do not allow consuming from {spec.queue_name!r}")
     _public_url(spec.endpoint, "pushConfig.endpoint")
