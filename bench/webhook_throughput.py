@@ -839,7 +839,7 @@ rounds, pushed = 0, 0
 with netguard.Session() as session:
     while rounds < count // K + 1:
         claimed = timer.run("claim: one UPDATE ... RETURNING for the round",
-                            lambda: delivery._claim(sub, K, timezone.now()))
+                            lambda: delivery._claim(sub, K, timezone.now()).claimed)
         outcomes = []
         for message in claimed:
             outcome = timer.run("push: delivery.push over the run's kept-alive Session",
