@@ -30,3 +30,5 @@ MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = env_int("MESH_WEBHOOK_ATTEMPT_RETENTION_DA
 # Publishing hands the wake-up of webhook delivery to a background thread instead of sending
 # it on the request's own thread (the sweep replaces any that are lost). Off: sent inline.
 MESH_WEBHOOK_WAKE_IN_BACKGROUND = env_bool("MESH_WEBHOOK_WAKE_IN_BACKGROUND", True)
+# Seconds a worker thread keeps an idle connection to a receiver for its next push.
+MESH_WEBHOOK_KEEPALIVE = env_int("MESH_WEBHOOK_KEEPALIVE", 30, minimum=1)

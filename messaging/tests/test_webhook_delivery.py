@@ -5,6 +5,7 @@ resume, and competition with a REST consumer."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from datetime import timedelta
 
@@ -453,3 +454,18 @@ def test_a_subscription_paused_mid_run_stops_after_the_round_in_hand(client, rec
     assert subscription.runner is None and subscription.runner_until is None  # released: resume can start at once
     assert [p["body"] for p in receiver.pushes] == [b"m0", b"m1"]
     assert Message.objects.count() == 3
+
+
+def test_runs_on_one_thread_share_a_kept_alive_connection_until_it_idles_out(client, receiver, monkeypatch):
+    from messaging.webhooks import delivery
+
+    monkeypatch.setattr(delivery, "_local", threading.local())  # a fresh worker thread's state
+    subscription = hook(client, receiver.url())
+    for n in range(3):
+        client.publish("queues", Q, f"m{n}".encode())
+        assert run(subscription) == 1  # a run per message, as at low rates
+    assert receiver.connections == 1
+    delivery._thread_session().max_idle = 0.0  # from now on, every connection has idled out
+    client.publish("queues", Q, b"after a pause")
+    assert run(subscription) == 1
+    assert receiver.connections == 2

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -292,9 +293,24 @@ def _extend_claims(subscription: WebhookSubscription, runner: UUID, claimed: Seq
 # --- a run ---------------------------------------------------------------------------------
 
 
+_local = threading.local()
+
+
+def _thread_session() -> netguard.Session:
+    """The worker thread's session: at low rates every message has a run of its own, and a
+    connection (a TLS handshake, for https) per run would cost more than the push."""
+    session: netguard.Session | None = getattr(_local, "session", None)
+    if session is None:
+        session = _local.session = netguard.Session(max_idle=settings.MESH_WEBHOOK_KEEPALIVE)
+    return session
+
+
 def _runnable(subscription_id: int) -> WebhookSubscription | None:
-    subscription = WebhookSubscription.objects.select_related("queue").filter(pk=subscription_id).first()
-    return subscription if subscription is not None and subscription.may_deliver else None
+    try:  # get(), not filter().first(): no ORDER BY to compile on the path of every run
+        subscription = WebhookSubscription.objects.select_related("queue").get(pk=subscription_id)
+    except WebhookSubscription.DoesNotExist:
+        return None
+    return subscription if subscription.may_deliver else None
 
 
 def resume_rate(subscription: WebhookSubscription, now: datetime) -> float | None:
@@ -332,22 +348,22 @@ def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     # rest: it goes one message at a time, as a REST consumer does.
     prefetch = settings.MESH_WEBHOOK_PREFETCH if subscription.qos == 1 else 1
     limit = min(prefetch, budget)
-    with netguard.Session() as session:
-        with _engine_transaction(subscription):  # the lease and the first claim: one commit
-            if not _take_lease(subscription, now, run.runner):
-                return run.result
-            batch = _claim(subscription, limit, now)
-            if not batch.claimed:
-                run.end()
-        while batch.claimed and not run.ended:
-            run.push_round(batch, session)
-            if not run.ended:
-                limit = min(prefetch, budget - run.result.delivered)
-                batch = _claim(subscription, limit, timezone.now(), run.runner)  # renews the lease
-                if batch.lost or not batch.claimed:  # lost: paused, deleted, or taken over
-                    run.result.lost = batch.lost
-                    with _engine_transaction(subscription):
-                        run.end()  # fenced: releases only a lease that is still this run's
+    session = _thread_session()  # outlives the run: its connections serve the next runs
+    with _engine_transaction(subscription):  # the lease and the first claim: one commit
+        if not _take_lease(subscription, now, run.runner):
+            return run.result
+        batch = _claim(subscription, limit, now)
+        if not batch.claimed:
+            run.end()
+    while batch.claimed and not run.ended:
+        run.push_round(batch, session)
+        if not run.ended:
+            limit = min(prefetch, budget - run.result.delivered)
+            batch = _claim(subscription, limit, timezone.now(), run.runner)  # renews the lease
+            if batch.lost or not batch.claimed:  # lost: paused, deleted, or taken over
+                run.result.lost = batch.lost
+                with _engine_transaction(subscription):
+                    run.end()  # fenced: releases only a lease that is still this run's
     result = run.result
     exclusive_held = subscription.queue.access_type == AccessType.EXCLUSIVE and not result.delivered
     if not result.more and not result.failed and not result.lost and not exclusive_held:

@@ -381,6 +381,7 @@ class _PinnedConnection(http.client.HTTPConnection):
         self.deadline = _Deadline(0)
         self.connected_to: IPAddress | None = None
         self.received = 0  # response bytes of the current request
+        self.last_used = time.monotonic()
 
     def closed_by_peer(self) -> bool:
         """Whether an idle kept-alive connection was closed (or sent bytes out of turn):
@@ -456,12 +457,14 @@ def _reason(exc: BaseException, connecting: bool) -> str:
 class Session:
     """Guarded requests that share kept-alive connections, one per origin; `close()` ends them.
 
-    Not thread-safe: a delivery run owns one. Each new connection resolves and checks its
-    host again, so a session never outlives an address rule.
+    Not thread-safe: one thread uses it at a time. Each new connection resolves and checks
+    its host again, and a connection idle for more than `max_idle` seconds is closed rather
+    than reused, so a session never holds on to an old DNS answer for long.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_idle: float = 30.0) -> None:
         self._connections: dict[tuple[str, str, int], _PinnedConnection] = {}
+        self.max_idle = max_idle
 
     def __enter__(self) -> Session:
         return self
@@ -506,7 +509,9 @@ class Session:
 
     def _connection(self, target: Target) -> _PinnedConnection:
         connection = self._connections.get(target.origin)
-        if connection is not None and connection.sock is not None and connection.closed_by_peer():
+        if connection is not None and connection.sock is not None and (
+            time.monotonic() - connection.last_used > self.max_idle or connection.closed_by_peer()
+        ):
             connection.close()
         if connection is None or connection.sock is None:
             if connection is not None:
@@ -562,6 +567,7 @@ class Session:
             self._drop(connection)
             raise
         truncated = len(body) > cap
+        connection.last_used = time.monotonic()
         if truncated or not response.isclosed() or response.will_close:
             self._drop(connection)  # leftover bytes, or the receiver's wish: never reuse it
         return GuardedResponse(
