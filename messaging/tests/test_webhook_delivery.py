@@ -469,3 +469,19 @@ def test_runs_on_one_thread_share_a_kept_alive_connection_until_it_idles_out(cli
     client.publish("queues", Q, b"after a pause")
     assert run(subscription) == 1
     assert receiver.connections == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the log's foreign key is checked at a real commit
+def test_a_subscription_deleted_mid_round_keeps_what_it_delivered_delivered(client, receiver, settings, monkeypatch):
+    import messaging.services.messages
+
+    settings.MESH_WEBHOOK_PREFETCH = 3
+    subscription = hook(client, receiver.url())
+    monkeypatch.setattr(messaging.services.messages, "_wake", lambda queue_ids: None)  # commits are real here
+    for n in range(5):
+        client.publish("queues", Q, f"m{n}".encode())
+    _after_first_push(monkeypatch, lambda: WebhookSubscription.objects.all().delete())
+    result = webhook_deliver_batch(subscription_id=subscription.pk)
+    assert (result.delivered, result.lost) == (3, True)
+    left = list(Message.objects.order_by("id").values_list("payload", "claim_id"))
+    assert left == [(b"m3", None), (b"m4", None)]  # the three pushed are acknowledged, nothing held

@@ -38,7 +38,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -419,10 +419,18 @@ class _Run:
             if in_flight is not None and subscription.qos == 0:
                 outcomes.append((in_flight, Outcome(succeeded=False, error="the run broke off mid-push"),
                                  timezone.now()))
-            with _engine_transaction(subscription):
-                _settle(subscription, claimed, outcomes)
-                if last:
-                    self.end()
+            try:
+                with _engine_transaction(subscription):
+                    _settle(subscription, claimed, outcomes)
+                    if last:
+                        self.end()
+            except IntegrityError:
+                if WebhookSubscription.objects.filter(pk=subscription.pk).exists():
+                    raise
+                # Deleted mid-round: its log went with it, but what it delivered is delivered.
+                with _engine_transaction(subscription):
+                    _settle(subscription, claimed, outcomes, log=False)
+                self.ended = result.lost = True
 
     def end(self) -> None:
         """Give up the lease (inside the caller's transaction); pace the next run after a resume."""
@@ -521,7 +529,11 @@ def backoff_seconds(failures: int, retry_after: float | None) -> float:
 
 
 def _settle(
-    subscription: WebhookSubscription, claimed: list[Claimed], outcomes: list[tuple[Claimed, Outcome, datetime]]
+    subscription: WebhookSubscription,
+    claimed: list[Claimed],
+    outcomes: list[tuple[Claimed, Outcome, datetime]],
+    *,
+    log: bool = True,
 ) -> None:
     """One transaction: acknowledge what was delivered, log every attempt, give back the
     failed message (with its backoff) and the unpushed ones (as they were), and record the
@@ -533,7 +545,8 @@ def _settle(
     with _engine_transaction(subscription):  # joins the caller's
         if subscription.qos == 1 and delivered:
             _delete_claimed(delivered)
-        _log_attempts(subscription, outcomes)
+        if log:
+            _log_attempts(subscription, outcomes)
         _give_back_unpushed(subscription, unpushed)
         if failure is not None:
             _failed(subscription, *failure)
