@@ -18,8 +18,13 @@ def webhook_handshake(subscription_id: int) -> str:
     return webhook_handshake_run(subscription_id=subscription_id)
 
 
+# Runs in a row that may find nothing although messages looked available (rows another
+# transaction holds for a moment); the sweep takes over after these.
+IDLE_RUNS = 3
+
+
 @shared_task
-def webhook_deliver(subscription_id: int) -> int:
+def webhook_deliver(subscription_id: int, idle_runs: int = 0) -> int:
     result = webhook_deliver_batch(subscription_id=subscription_id)
     # Continue in a fresh task while work is due: more than a run's budget was waiting,
     # the slow start paused the run, or a message arrived while this run held the lease
@@ -28,7 +33,9 @@ def webhook_deliver(subscription_id: int) -> int:
         countdown = max((result.paced_until - timezone.now()).total_seconds(), 0.0)
         webhook_deliver.apply_async((subscription_id,), countdown=countdown)
     elif result.more:
-        webhook_deliver.delay(subscription_id)
+        idle = 0 if result.delivered else idle_runs + 1
+        if idle <= IDLE_RUNS:
+            webhook_deliver.delay(subscription_id, idle)
     return result.delivered
 
 

@@ -554,3 +554,43 @@ def test_https_verifies_the_hostname_against_ssl_cert_file(
 
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     assert guarded_request("GET", url).body == b"secure"  # the cert names only receiver.test
+
+
+def test_idle_connections_to_other_origins_are_closed_and_the_cache_is_bounded(
+    local: Any, serve: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receivers = [serve(keep_alive()) for _ in range(4)]
+    with Session(max_idle=0.2) as session:
+        session.request("POST", url_for("127.0.0.1", receivers[0].port), content=b"x")
+        time.sleep(0.3)
+        session.request("POST", url_for("127.0.0.1", receivers[1].port), content=b"x")
+        assert list(session._connections) == [("http", "127.0.0.1", receivers[1].port)]  # the idle one went
+        monkeypatch.setattr(Session, "MAX_CONNECTIONS", 2)
+        for receiver in receivers[2:]:
+            session.request("POST", url_for("127.0.0.1", receiver.port), content=b"x")
+        assert [origin[2] for origin in session._connections] == [receivers[2].port, receivers[3].port]
+
+
+def test_a_tls_connection_closed_without_close_notify_counts_as_stale(
+    local: Any,
+    serve: Callable[..., Receiver],
+    fake_dns: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from messaging.webhooks import netguard
+
+    cert_path, key_path = _self_signed("receiver.test", tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_path, key_path)
+    receiver = serve(keep_alive(count=1), tls=tls)  # answers once, then drops the socket while idle
+    fake_dns["answers"]["receiver.test"] = [["127.0.0.1"]]
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setattr(netguard._PinnedConnection, "closed_by_peer", lambda self: False)  # the race
+    url = url_for("receiver.test", receiver.port, scheme="https")
+    with Session() as session:
+        assert session.request("POST", url, content=b"a").status_code == 200
+        time.sleep(0.2)  # the receiver has gone; the request goes into its closed socket
+        assert session.request("POST", url, content=b"b", retry_stale=True).status_code == 200
+    assert [body for _, _, body in receiver.requests] == [b"a", b"b"]

@@ -485,3 +485,19 @@ def test_a_subscription_deleted_mid_round_keeps_what_it_delivered_delivered(clie
     assert (result.delivered, result.lost) == (3, True)
     left = list(Message.objects.order_by("id").values_list("payload", "claim_id"))
     assert left == [(b"m3", None), (b"m4", None)]  # the three pushed are acknowledged, nothing held
+
+
+def test_runs_that_find_nothing_although_work_looked_available_stop_after_a_few(monkeypatch, settings):
+    from messaging import tasks
+    from messaging.webhooks.delivery import RunResult
+
+    calls = []
+
+    def empty_run(*, subscription_id):
+        calls.append(subscription_id)
+        return RunResult(delivered=0, more=True)  # e.g. the head row held by another transaction
+
+    monkeypatch.setattr(tasks, "webhook_deliver_batch", empty_run)
+    monkeypatch.setitem(tasks.webhook_deliver.app.conf, "task_always_eager", True)
+    tasks.webhook_deliver(7)
+    assert calls == [7] * (1 + tasks.IDLE_RUNS)  # then the sweep, not a loop of tasks

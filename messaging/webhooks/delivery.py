@@ -54,6 +54,7 @@ from .auth import TokenFetchFailed, authorization_for
 
 log = logging.getLogger(__name__)
 LOCK_MARGIN = 30.0  # seconds a claim outlives the pushes it may still have to wait for
+QOS0_MAX_IDLE = 1.0  # seconds idle after which a connection is not reused for a qos-0 push
 
 
 @dataclass(frozen=True)
@@ -169,10 +170,10 @@ def _has_available(subscription: WebhookSubscription) -> bool:
     if queue.respect_ttl:
         statement += " AND expires_at > %s"
         params.append(now)
-    if connection.vendor == "postgresql":  # what another transaction holds, a claim skips too
-        statement += " LIMIT 1 FOR UPDATE SKIP LOCKED"
-    else:
-        statement += " LIMIT 1"
+    # A plain read: locking the head row here, even for a moment, would make a concurrent
+    # claim skip it and deliver out of order. A row another transaction holds reads as
+    # available; the task chain bounds the runs that then find nothing (tasks.py).
+    statement += " LIMIT 1"
     with connection.cursor() as cursor:
         cursor.execute(_sql(statement), params)
         return cursor.fetchone() is not None
@@ -439,7 +440,7 @@ class _Run:
         if result.more and self.rate is not None:
             pause = max(1.0 - (time.monotonic() - self.started), 0.0)
             result.paced_until = fields["next_attempt_at"] = timezone.now() + timedelta(seconds=pause)
-        elif subscription.resumed_at is not None and not result.more and not result.failed:
+        elif subscription.resumed_at is not None and not (result.more or result.failed or result.lost):
             fields["resumed_at"] = None  # the backlog is delivered: slow start is over
         WebhookSubscription.objects.filter(pk=subscription.pk, runner=self.runner).update(**fields)
         self.ended = True
@@ -475,20 +476,24 @@ def push(subscription: WebhookSubscription, message: Claimed, session: netguard.
         with netguard.Session() as own:
             return push(subscription, message, own)
     # A kept-alive connection found closed is retried once for qos 1 (at least once); a
-    # qos-0 message is never sent twice.
+    # qos-0 message is never sent twice, so it only reuses a connection that was busy a
+    # moment ago, before a receiver's idle timeout could close it under the request.
     retry_stale = subscription.qos == 1
+    max_idle = None if retry_stale else QOS0_MAX_IDLE
     try:
         headers = _headers(subscription, message)
         authorization = authorization_for(subscription)
         if authorization:
             headers["Authorization"] = authorization
         response = session.request(
-            "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale
+            "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale,
+            max_idle=max_idle,
         )
         if response.status_code == 401 and subscription.security.get("type") == "oauth2":
             headers["Authorization"] = authorization_for(subscription, refresh=True) or ""
             response = session.request(
-                "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale
+                "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale,
+                max_idle=max_idle,
             )
         succeeded = 200 <= response.status_code < 300
         return Outcome(
@@ -510,7 +515,7 @@ def _retry_after(response: netguard.GuardedResponse) -> float | None:
     """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when unusable."""
     value = response.headers.get("retry-after", "").strip()
     if value.isascii() and value.isdigit():
-        return float(min(int(value), 10**9))
+        return float(int(value)) if len(value) <= 10 else 1e10  # int() refuses 4,300+ digits
     try:
         return max((parsedate_to_datetime(value) - timezone.now()).total_seconds(), 0.0)
     except (TypeError, ValueError, OverflowError, IndexError):

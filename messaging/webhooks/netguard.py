@@ -431,7 +431,11 @@ def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
 
 # --- requests -------------------------------------------------------------------------------
 
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+# How a receiver's close of an idle kept-alive connection shows when a request is sent into
+# it (most TLS servers close without a close_notify: an EOF in violation of the protocol).
+_STALE = (
+    http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError,
+)
 
 
 class _StaleConnection(Exception):
@@ -462,6 +466,8 @@ class Session:
     than reused, so a session never holds on to an old DNS answer for long.
     """
 
+    MAX_CONNECTIONS = 32  # origins kept at once; the least recently used goes first
+
     def __init__(self, max_idle: float = 30.0) -> None:
         self._connections: dict[tuple[str, str, int], _PinnedConnection] = {}
         self.max_idle = max_idle
@@ -486,6 +492,7 @@ class Session:
         content: bytes | None = None,
         timeout: float | None = None,
         retry_stale: bool = True,
+        max_idle: float | None = None,
     ) -> GuardedResponse:
         """Send one request to a public address; a 3xx comes back as the response.
 
@@ -496,21 +503,27 @@ class Session:
 
         A kept-alive connection the receiver closed just as the request went out fails
         without a byte of answer; with `retry_stale` the request is sent once more on a new
-        connection. Without it (at most once), that is a failed request.
+        connection. Without it (at most once), that is a failed request -- so such callers pass
+        a short `max_idle`: a connection idle longer than that is not reused for this request.
         """
         target = parse_url(url)
         deadline = _Deadline(float(timeout if timeout is not None else settings.MESH_WEBHOOK_TIMEOUT))
+        idle = self.max_idle if max_idle is None else min(max_idle, self.max_idle)
         try:
-            return self._exchange(self._connection(target), target, method, headers, content, deadline)
+            return self._exchange(self._connection(target, idle), target, method, headers, content, deadline)
         except _StaleConnection as stale:
             if not retry_stale:
                 raise DeliveryError("connection closed", "the receiver closed a kept-alive connection") from stale
-            return self._exchange(self._connection(target), target, method, headers, content, deadline)
+            return self._exchange(self._connection(target, idle), target, method, headers, content, deadline)
 
-    def _connection(self, target: Target) -> _PinnedConnection:
-        connection = self._connections.get(target.origin)
+    def _connection(self, target: Target, max_idle: float) -> _PinnedConnection:
+        now = time.monotonic()
+        for origin, kept in list(self._connections.items()):  # idle ones go, whatever their origin
+            if origin != target.origin and now - kept.last_used > self.max_idle:
+                self._drop(kept)
+        connection = self._connections.pop(target.origin, None)  # re-inserted last: LRU order
         if connection is not None and connection.sock is not None and (
-            time.monotonic() - connection.last_used > self.max_idle or connection.closed_by_peer()
+            now - connection.last_used > max_idle or connection.closed_by_peer()
         ):
             connection.close()
         if connection is None or connection.sock is None:
@@ -520,7 +533,9 @@ class Session:
             if target.scheme == "https":
                 context = _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
             connection = _PinnedConnection(target, resolve_public(target.host, target.port), context)
-            self._connections[target.origin] = connection
+        self._connections[target.origin] = connection
+        while len(self._connections) > self.MAX_CONNECTIONS:
+            self._drop(next(iter(self._connections.values())))
         return connection
 
     def _drop(self, connection: _PinnedConnection) -> None:

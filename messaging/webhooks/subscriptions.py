@@ -148,10 +148,14 @@ def webhook_get(*, instance: ServiceInstance, name: str) -> WebhookSubscription:
 
 @transaction.atomic
 def webhook_delete(*, instance: ServiceInstance, name: str) -> None:
-    subscription = webhook_get(instance=instance, name=name)
-    subscription.delete()
-    queue = subscription.queue
-    Queue.objects.filter(pk=queue.pk).update(has_webhooks=queue.webhooks.exists())
+    with transaction.atomic():
+        subscription = webhook_get(instance=instance, name=name)
+        # Locked first: a delivery run settling meanwhile waits, instead of adding log rows
+        # between the deletion of the log and of the subscription.
+        WebhookSubscription.objects.select_for_update().filter(pk=subscription.pk).first()
+        subscription.delete()
+        queue = subscription.queue
+        Queue.objects.filter(pk=queue.pk).update(has_webhooks=queue.webhooks.exists())
 
 
 def webhook_set_state(*, instance: ServiceInstance, name: str, action: str) -> WebhookSubscription:
