@@ -501,3 +501,17 @@ def test_runs_that_find_nothing_although_work_looked_available_stop_after_a_few(
     monkeypatch.setitem(tasks.webhook_deliver.app.conf, "task_always_eager", True)
     tasks.webhook_deliver(7)
     assert calls == [7] * (1 + tasks.IDLE_RUNS)  # then the sweep, not a loop of tasks
+
+
+def test_the_end_of_run_check_leaves_waiting_messages_to_a_run_that_holds_the_lease(client, receiver):
+    from messaging.webhooks.delivery import _has_available
+
+    subscription = hook(client, receiver.url())
+    subscription = WebhookSubscription.objects.select_related("queue").get(pk=subscription.pk)
+    assert not _has_available(subscription)  # nothing queued
+    client.publish("queues", Q)
+    assert _has_available(subscription)
+    WebhookSubscription.objects.update(runner_until=timezone.now() + timedelta(seconds=30))
+    assert not _has_available(subscription)  # that run will see it, or look again as it ends
+    WebhookSubscription.objects.update(runner_until=timezone.now() - timedelta(seconds=1))
+    assert _has_available(subscription)  # an expired lease holds nothing

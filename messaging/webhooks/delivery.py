@@ -162,7 +162,8 @@ def _runner_param(runner: UUID) -> Any:
 
 
 def _has_available(subscription: WebhookSubscription) -> bool:
-    """Whether the queue holds a message the next claim would take (the claim's own rule)."""
+    """Whether the queue holds a message the next claim would take, and no other run holds
+    the lease (a run that does will see the message itself, or look again as it ends)."""
     queue = subscription.queue
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     statement = "SELECT 1 FROM {message} WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= %s)"
@@ -171,9 +172,9 @@ def _has_available(subscription: WebhookSubscription) -> bool:
         statement += " AND expires_at > %s"
         params.append(now)
     # A plain read: locking the head row here, even for a moment, would make a concurrent
-    # claim skip it and deliver out of order. A row another transaction holds reads as
-    # available; the task chain bounds the runs that then find nothing (tasks.py).
-    statement += " LIMIT 1"
+    # claim skip it and deliver out of order.
+    statement += " AND NOT EXISTS (SELECT 1 FROM {subscription} WHERE id = %s AND runner_until >= %s) LIMIT 1"
+    params += [subscription.pk, now]
     with connection.cursor() as cursor:
         cursor.execute(_sql(statement), params)
         return cursor.fetchone() is not None
