@@ -65,11 +65,18 @@ def _expires_at(now: datetime, expiration_ms: int | None) -> datetime:
     return now + timedelta(milliseconds=expiration_ms)
 
 
-def _relax_durability(qos: int) -> None:
-    # qos 0 promises at-most-once: its commit need not wait for the WAL flush.
-    if qos == 0 and connection.vendor == "postgresql":
+def commit_without_flush() -> None:
+    """Let the current transaction's commit return before the WAL is flushed (PostgreSQL):
+    for writes whose loss in a database crash is acceptable, never for an answered publish."""
+    if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL synchronous_commit TO OFF")
+
+
+def _relax_durability(qos: int) -> None:
+    # qos 0 promises at-most-once: its commit need not wait for the WAL flush.
+    if qos == 0:
+        commit_without_flush()
 
 
 def _check_message_size(queues: list[Queue], size: int) -> None:

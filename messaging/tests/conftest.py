@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from meshsite import celery_app
-from meshsite.testing import REST
+from meshsite.testing import REST, enc
 from messaging.models import WebhookSubscription
 from messaging.webhooks.delivery import webhook_deliver_batch
 
@@ -98,6 +98,21 @@ def hook(client, endpoint: str, *, qos: int = 1, security: dict | None = None) -
     response = client.call("POST", f"{REST}/subscriptions", json.dumps(body), content_type="application/json")
     assert response.status_code == 201, response.content
     return WebhookSubscription.objects.get()
+
+
+def publish_numbered(client, count: int) -> list[bytes]:
+    """Publish m0, m1, ... to the pushed queue; returns the bodies in order."""
+    bodies = [f"m{n}".encode() for n in range(count)]
+    for body in bodies:
+        client.publish("queues", Q, body)
+    return bodies
+
+
+def set_state(client, action: str) -> None:
+    """Pause or resume the subscription made by `hook`, through the API."""
+    url = f"{REST}/subscriptions/{enc('a/b/c/hook')}/state"
+    response = client.call("PUT", url, json.dumps({"action": action}), content_type="application/json")
+    assert response.status_code == 200, response.content
 
 
 def run(subscription: WebhookSubscription) -> int:

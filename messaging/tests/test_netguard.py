@@ -29,6 +29,7 @@ from messaging.webhooks.netguard import (
     InvalidURL,
     Session,
     UnresolvableHost,
+    _PinnedConnection,
     guarded_request,
     parse_url,
     resolve_public,
@@ -164,6 +165,25 @@ def fake_dns(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     return state
+
+
+@pytest.fixture
+def unchecked_reuse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race the idle check cannot see: the receiver closes just after the check passed."""
+    monkeypatch.setattr(_PinnedConnection, "closed_by_peer", lambda self: False)
+
+
+def serve_tls(
+    serve: Callable[..., Receiver], reply: Reply, fake_dns: dict[str, Any], directory: Path
+) -> tuple[Receiver, str, Path]:
+    """A TLS receiver for receiver.test with a self-signed certificate; returns it, its URL
+    and the certificate (for SSL_CERT_FILE)."""
+    cert_path, key_path = _self_signed("receiver.test", directory)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_path, key_path)
+    receiver = serve(reply, tls=tls)
+    fake_dns["answers"]["receiver.test"] = [["127.0.0.1"]]
+    return receiver, url_for("receiver.test", receiver.port, scheme="https"), cert_path
 
 
 def url_for(host: str, port: int, scheme: str = "http") -> str:
@@ -415,12 +435,9 @@ def test_a_kept_alive_connection_closed_by_the_receiver_is_not_reused(
 
 @pytest.mark.parametrize("retry_stale", [True, False])
 def test_a_request_lost_on_a_reused_connection_is_retried_only_when_allowed(
-    retry_stale: bool, local: Any, serve: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+    retry_stale: bool, local: Any, serve: Callable[..., Receiver], unchecked_reuse: None
 ) -> None:
-    from messaging.webhooks import netguard
-
     receiver = serve(keep_alive(close_after=1))  # reads the second request, then hangs up
-    monkeypatch.setattr(netguard._PinnedConnection, "closed_by_peer", lambda self: False)  # the race: looked fine
     with Session() as session:
         url = url_for("127.0.0.1", receiver.port)
         assert session.request("POST", url, content=b"a").status_code == 200
@@ -435,12 +452,9 @@ def test_a_request_lost_on_a_reused_connection_is_retried_only_when_allowed(
 
 
 def test_an_answer_broken_off_midway_is_never_sent_again(
-    local: Any, serve: Callable[..., Receiver], monkeypatch: pytest.MonkeyPatch
+    local: Any, serve: Callable[..., Receiver], unchecked_reuse: None
 ) -> None:
-    from messaging.webhooks import netguard
-
     receiver = serve(keep_alive(reset_mid_answer=1))
-    monkeypatch.setattr(netguard._PinnedConnection, "closed_by_peer", lambda self: False)
     with Session() as session:
         url = url_for("127.0.0.1", receiver.port)
         assert session.request("POST", url, content=b"a").status_code == 200
@@ -539,12 +553,7 @@ def test_https_verifies_the_hostname_against_ssl_cert_file(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    cert_path, key_path = _self_signed("receiver.test", tmp_path)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert_path, key_path)
-    receiver = serve(respond(body=b"secure"), tls=tls)
-    fake_dns["answers"]["receiver.test"] = [["127.0.0.1"]]
-    url = url_for("receiver.test", receiver.port, scheme="https")
+    receiver, url, cert_path = serve_tls(serve, respond(body=b"secure"), fake_dns, tmp_path)
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
 
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
@@ -577,18 +586,12 @@ def test_a_tls_connection_closed_without_close_notify_counts_as_stale(
     fake_dns: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    unchecked_reuse: None,
 ) -> None:
-    from messaging.webhooks import netguard
-
-    cert_path, key_path = _self_signed("receiver.test", tmp_path)
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    tls.load_cert_chain(cert_path, key_path)
-    receiver = serve(keep_alive(count=1), tls=tls)  # answers once, then drops the socket while idle
-    fake_dns["answers"]["receiver.test"] = [["127.0.0.1"]]
+    # Answers once, then drops the socket while idle.
+    receiver, url, cert_path = serve_tls(serve, keep_alive(count=1), fake_dns, tmp_path)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert_path))
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
-    monkeypatch.setattr(netguard._PinnedConnection, "closed_by_peer", lambda self: False)  # the race
-    url = url_for("receiver.test", receiver.port, scheme="https")
     with Session() as session:
         assert session.request("POST", url, content=b"a").status_code == 200
         time.sleep(0.2)  # the receiver has gone; the request goes into its closed socket

@@ -4,7 +4,6 @@ resume, and competition with a REST consumer."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +14,7 @@ from django.utils import timezone
 from meshsite.platform.auth import client_for_token
 from meshsite.testing import REST, enc
 from messaging.models import DeliveryAttempt, Message, WebhookSubscription
-from messaging.tests.conftest import Handler, Q, hook, run
+from messaging.tests.conftest import Handler, Q, hook, publish_numbered, run, set_state
 from messaging.webhooks.delivery import backoff_seconds, webhook_deliver_batch, webhooks_due
 
 
@@ -134,14 +133,12 @@ def test_qos0_push_is_attempted_once_and_the_outcome_recorded(client, receiver):
 
 def test_paused_subscription_keeps_messages_and_resume_delivers_them_in_order(client, receiver, capture):
     subscription = hook(client, receiver.url())
-    url = f"{REST}/subscriptions/{enc('a/b/c/hook')}/state"
-    client.call("PUT", url, json.dumps({"action": "pause"}), content_type="application/json")
-    for n in range(5):
-        client.publish("queues", Q, f"m{n}".encode())
+    set_state(client, "pause")
+    publish_numbered(client, 5)
     assert run(subscription) == 0
     assert Message.objects.count() == 5
     with capture(execute=True):  # resume wakes the (eager) delivery task
-        client.call("PUT", url, json.dumps({"action": "resume"}), content_type="application/json")
+        set_state(client, "resume")
     assert [p["body"] for p in receiver.pushes] == [f"m{n}".encode() for n in range(5)]
 
 
@@ -176,8 +173,7 @@ def test_pending_handshake_blocks_delivery(client, receiver):
 def test_webhook_and_rest_consumer_compete_and_each_message_goes_to_one(client, receiver, settings):
     settings.MESH_WEBHOOK_BATCH = 1
     subscription = hook(client, receiver.url())
-    for n in range(10):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 10)
     by_rest = []
     for _ in range(5):
         response = client.consume(Q)
@@ -210,8 +206,7 @@ def test_slow_receiver_is_cut_at_the_timeout(client, receiver, settings, monkeyp
 def test_a_run_pushes_a_backlog_in_order_over_one_connection_in_rounds(client, receiver, settings):
     settings.MESH_WEBHOOK_PREFETCH = 7
     subscription = hook(client, receiver.url())
-    for n in range(30):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 30)
     assert run(subscription) == 30
     assert [p["body"] for p in receiver.pushes] == [f"m{n}".encode() for n in range(30)]
     assert receiver.connections == 1  # kept alive across pushes and rounds
@@ -222,8 +217,7 @@ def test_a_run_pushes_a_backlog_in_order_over_one_connection_in_rounds(client, r
 def test_a_failure_mid_round_keeps_the_order_and_counts_only_the_attempted_message(client, receiver, settings):
     settings.MESH_WEBHOOK_PREFETCH = 10
     subscription = hook(client, receiver.url())
-    for n in range(6):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 6)
     receiver.statuses = [200, 200, 500]
     assert run(subscription) == 2
     left = list(Message.objects.order_by("id").values_list("payload", "delivery_count", "claim_id"))
@@ -236,8 +230,7 @@ def test_a_failure_mid_round_keeps_the_order_and_counts_only_the_attempted_messa
 
 def test_qos0_goes_one_message_at_a_time_and_a_failure_leaves_the_rest_in_place(client, receiver, settings):
     subscription = hook(client, receiver.url(), qos=0)
-    for n in range(4):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 4)
     ids = list(Message.objects.order_by("id").values_list("id", flat=True))
     receiver.statuses = [200, 500]
     assert run(subscription) == 1
@@ -258,8 +251,7 @@ def test_a_qos0_message_claimed_but_not_yet_pushed_goes_back_in_place_when_the_r
     from messaging.webhooks import delivery
 
     subscription = hook(client, receiver.url(), qos=0)
-    for n in range(2):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 2)
     before = _qos0_rows()
 
     def broken(*args, **kwargs):
@@ -312,11 +304,9 @@ def test_resume_delivers_the_backlog_in_a_slow_start(client, receiver, settings,
     settings.MESH_WEBHOOK_RESUME_RATE = 3
     settings.MESH_WEBHOOK_RESUME_RAMP = 3600
     subscription = hook(client, receiver.url())
-    url = f"{REST}/subscriptions/{enc('a/b/c/hook')}/state"
-    client.call("PUT", url, json.dumps({"action": "pause"}), content_type="application/json")
-    for n in range(7):
-        client.publish("queues", Q, f"m{n}".encode())
-    client.call("PUT", url, json.dumps({"action": "resume"}), content_type="application/json")
+    set_state(client, "pause")
+    publish_numbered(client, 7)
+    set_state(client, "resume")
     result = webhook_deliver_batch(subscription_id=subscription.pk)
     assert (result.delivered, result.more) == (3, True)  # one second's worth at 3/s
     assert result.paced_until is not None
@@ -358,8 +348,7 @@ def test_the_delivery_log_keeps_attempts_for_the_retention_period(client, receiv
 
     settings.MESH_WEBHOOK_ATTEMPT_RETENTION_DAYS = 7
     subscription = hook(client, receiver.url())
-    for n in range(3):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 3)
     assert run(subscription) == 3
     old, kept, young = DeliveryAttempt.objects.order_by("id")
     DeliveryAttempt.objects.filter(pk=old.pk).update(attempted_at=timezone.now() - timedelta(days=8))
@@ -432,8 +421,7 @@ def test_a_run_that_lost_its_lease_stops_and_leaves_the_new_runners_lease_alone(
 
     settings.MESH_WEBHOOK_PREFETCH = 2
     subscription = hook(client, receiver.url())
-    for n in range(5):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 5)
     other, until = uuid.uuid4(), timezone.now() + timedelta(minutes=5)
     _after_first_push(monkeypatch, lambda: WebhookSubscription.objects.update(runner=other, runner_until=until))
     result = webhook_deliver_batch(subscription_id=subscription.pk)
@@ -446,8 +434,7 @@ def test_a_run_that_lost_its_lease_stops_and_leaves_the_new_runners_lease_alone(
 def test_a_subscription_paused_mid_run_stops_after_the_round_in_hand(client, receiver, settings, monkeypatch):
     settings.MESH_WEBHOOK_PREFETCH = 2
     subscription = hook(client, receiver.url())
-    for n in range(5):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 5)
     _after_first_push(monkeypatch, lambda: WebhookSubscription.objects.update(status="Paused"))
     assert run(subscription) == 2
     subscription.refresh_from_db()
@@ -478,8 +465,7 @@ def test_a_subscription_deleted_mid_round_keeps_what_it_delivered_delivered(clie
     settings.MESH_WEBHOOK_PREFETCH = 3
     subscription = hook(client, receiver.url())
     monkeypatch.setattr(messaging.services.messages, "_wake", lambda queue_ids: None)  # commits are real here
-    for n in range(5):
-        client.publish("queues", Q, f"m{n}".encode())
+    publish_numbered(client, 5)
     _after_first_push(monkeypatch, lambda: WebhookSubscription.objects.all().delete())
     result = webhook_deliver_batch(subscription_id=subscription.pk)
     assert (result.delivered, result.lost) == (3, True)

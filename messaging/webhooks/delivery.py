@@ -48,7 +48,7 @@ from meshsite.secretbox import SecretUnreadable
 
 from ..models import AccessType, DeliveryAttempt, Message, Queue, WebhookStatus, WebhookSubscription
 from ..services.deadletter import message_dead_letter
-from ..services.messages import hold_exclusive
+from ..services.messages import commit_without_flush, hold_exclusive
 from . import netguard, signing
 from .auth import TokenFetchFailed, authorization_for
 
@@ -110,9 +110,8 @@ def _engine_transaction(subscription: WebhookSubscription) -> Iterator[None]:
     """
     outermost = not connection.in_atomic_block
     with transaction.atomic(savepoint=False):
-        if outermost and subscription.qos == 1 and connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+        if outermost and subscription.qos == 1:
+            commit_without_flush()
         yield
 
 
@@ -661,7 +660,7 @@ def _give_back(subscription: WebhookSubscription, message: Claimed, outcome: Out
 # --- finding work -----------------------------------------------------------------------------
 
 
-def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> list[int]:
+def webhooks_due(now: datetime | None = None) -> list[int]:
     """Subscriptions with messages waiting, allowed to deliver, and no run in progress."""
     now = now or timezone.now()
     available = Message.objects.filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now), queue=OuterRef("queue"))
@@ -670,8 +669,6 @@ def webhooks_due(now: datetime | None = None, *, only: int | None = None) -> lis
         Q(runner_until__isnull=True) | Q(runner_until__lt=now),
         WebhookSubscription.deliverable(),
     ).filter(Exists(available))
-    if only is not None:
-        due = due.filter(pk=only)
     return list(due.values_list("pk", flat=True))
 
 
