@@ -612,11 +612,42 @@ def analyze_profile(raw_path: Path, rate: int, requests: int) -> dict[str, Any]:
     }
 
 
-async def profile_publish(args: argparse.Namespace, mesh: Mesh, client: Client, stamp: str,
-                          stop: threading.Event) -> dict[str, Any]:
+def find_py_spy() -> str | None:
     py_spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
     if not py_spy:
         print("--profile: py-spy not found (pip install py-spy into the venv); skipped")
+    return py_spy
+
+
+def start_py_spy(py_spy: str, pid: int, rate: int, raw_path: Path, svg_path: Path,
+                 seconds: float | None = None) -> list[subprocess.Popen]:
+    """Two py-spy samplers of `pid` (all threads, idle ones too): raw samples and a flame graph."""
+    duration = ["--duration", str(seconds)] if seconds else []
+    return [
+        subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), *duration, "--rate", str(rate), "--idle", "--threads",
+             "--nonblocking", "--format", fmt, "--output", str(path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for fmt, path in (("raw", raw_path), ("flamegraph", svg_path))
+    ]
+
+
+def save_results(output: dict[str, Any], name: str, stamp: str, print_breakdown: Any, print_profile: Any) -> int:
+    """Write a run's JSON to bench/results and print its breakdown and profile, if any."""
+    path = RESULTS / f"{name}-{stamp}.json"
+    path.write_text(json.dumps(output, indent=2))
+    if output.get("breakdown"):
+        print_breakdown(output["breakdown"])
+    if output.get("profile"):
+        print_profile(output["profile"])
+    print(f"\nresults: {path.relative_to(ROOT)}")
+    return 0
+
+
+async def profile_publish(args: argparse.Namespace, mesh: Mesh, client: Client, stamp: str,
+                          stop: threading.Event) -> dict[str, Any]:
+    py_spy = find_py_spy()
+    if not py_spy:
         return {}
     mesh.start(1)
     raw_path = RESULTS / f"profile-publish-{stamp}.txt"
@@ -627,11 +658,7 @@ async def profile_publish(args: argparse.Namespace, mesh: Mesh, client: Client, 
 
     async def start_spies() -> None:
         await asyncio.sleep(1.0)
-        for fmt, path in (("raw", raw_path), ("flamegraph", svg_path)):
-            spies.append(subprocess.Popen(
-                [py_spy, "record", "--pid", str(mesh.pids[0]), "--duration", str(seconds), "--rate", str(rate),
-                 "--idle", "--threads", "--nonblocking", "--format", fmt, "--output", str(path)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        spies.extend(start_py_spy(py_spy, mesh.pids[0], rate, raw_path, svg_path, seconds))
 
     spy_task = asyncio.create_task(start_spies())
     result = await http_phase("publish (profiled)", "publish", client, mesh.ports, args.profile_concurrency, 1.0,
@@ -997,14 +1024,7 @@ def main() -> int:
                   f"{ratio:.2f}x (best of daphne={best.servers}; goal >= 0.5x: {'met' if ratio >= 0.5 else 'NOT met'})")
     output["results"] = [asdict(r) for r in results]
     output["summary"] = summary
-    path = RESULTS / f"rest_throughput-{stamp}.json"
-    path.write_text(json.dumps(output, indent=2))
-    if output.get("breakdown"):
-        print_breakdown(output["breakdown"])
-    if output.get("profile"):
-        print_profile(output["profile"])
-    print(f"\nresults: {path.relative_to(ROOT)}")
-    return 0
+    return save_results(output, "rest_throughput", stamp, print_breakdown, print_profile)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,6 @@ import collections
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -1023,36 +1022,14 @@ def analyze_worker_profile(raw_path: Path, rate: int, deliveries: int) -> dict[s
 
 
 def profile_worker(mesh: HookMesh, stop: threading.Event, stamp: str, seq_start: int) -> dict[str, Any]:
-    py_spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    py_spy = rt.find_py_spy()
     if not py_spy:
-        print("--profile: py-spy not found (pip install py-spy into the venv); skipped")
         return {}
     assert mesh.worker is not None
     raw_path = RESULTS / f"profile-webhook-worker-{stamp}.txt"
     svg_path = RESULTS / f"profile-webhook-worker-{stamp}.svg"
     rate = 200
-    spies = [
-        subprocess.Popen(
-            [
-                py_spy,
-                "record",
-                "--pid",
-                str(mesh.worker.pid),
-                "--rate",
-                str(rate),
-                "--idle",
-                "--threads",
-                "--nonblocking",
-                "--format",
-                fmt,
-                "--output",
-                str(path),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        for fmt, path in (("raw", raw_path), ("flamegraph", svg_path))
-    ]
+    spies = rt.start_py_spy(py_spy, mesh.worker.pid, rate, raw_path, svg_path)
     try:
         time.sleep(1.0)  # py-spy attaches
         result = scenario_a(mesh, 1, min(mesh.args.messages, 2000), stop, seq_start)
@@ -1400,14 +1377,7 @@ def main() -> int:
     output["throughput"] = [asdict(r) for r in a_results]
     output["latency"] = [asdict(r) for r in b_results]
     output["summary"] = summary
-    path = RESULTS / f"webhook_throughput-{stamp}.json"
-    path.write_text(json.dumps(output, indent=2))
-    if output.get("breakdown"):
-        print_breakdown(output["breakdown"])
-    if output.get("profile"):
-        print_profile(output["profile"])
-    print(f"\nresults: {path.relative_to(ROOT)}")
-    return 0
+    return rt.save_results(output, "webhook_throughput", stamp, print_breakdown, print_profile)
 
 
 if __name__ == "__main__":
