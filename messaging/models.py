@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -24,18 +25,33 @@ class AccessType(models.TextChoices):
     NON_EXCLUSIVE = "NON_EXCLUSIVE"
 
 
+NOT_NEGATIVE = [MinValueValidator(0)]
+
+
+def not_negative(*fields: str, prefix: str) -> list[models.CheckConstraint]:
+    """One CHECK per column, named after it, so a violation says which value was impossible."""
+    return [
+        models.CheckConstraint(condition=Q(**{f"{field}__gte": 0}), name=f"{prefix}_{field}_not_negative")
+        for field in fields
+    ]
+
+
+def one_of(field: str, values: list[str] | list[int], *, prefix: str) -> models.CheckConstraint:
+    return models.CheckConstraint(condition=Q(**{f"{field}__in": values}), name=f"{prefix}_{field}_valid")
+
+
 class Queue(models.Model):
     instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=names.MAX_NAME_LENGTH)
     access_type = models.CharField(max_length=16, choices=AccessType.choices, default=AccessType.NON_EXCLUSIVE)
     # For every limit, 0 means "no limit" (SAP's convention).
-    max_queue_size_in_bytes = models.BigIntegerField(default=0)
-    max_queue_message_count = models.BigIntegerField(default=0)
-    max_message_size_in_bytes = models.BigIntegerField(default=0)
+    max_queue_size_in_bytes = models.BigIntegerField(default=0, validators=NOT_NEGATIVE)
+    max_queue_message_count = models.BigIntegerField(default=0, validators=NOT_NEGATIVE)
+    max_message_size_in_bytes = models.BigIntegerField(default=0, validators=NOT_NEGATIVE)
     respect_ttl = models.BooleanField(default=False)
-    max_redelivery_count = models.IntegerField(default=0)
+    max_redelivery_count = models.IntegerField(default=0, validators=NOT_NEGATIVE)
     dead_msg_queue = models.CharField(max_length=names.MAX_NAME_LENGTH, null=True, blank=True)
-    max_delivered_unacked_msgs_per_flow = models.IntegerField(default=10000)
+    max_delivered_unacked_msgs_per_flow = models.IntegerField(default=10000, validators=NOT_NEGATIVE)
     # EXCLUSIVE queues: the consumer holding the queue, until its lease runs out.
     exclusive_owner = models.CharField(max_length=100, blank=True)
     exclusive_until = models.DateTimeField(null=True, blank=True)
@@ -45,7 +61,15 @@ class Queue(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["instance", "name"], name="queue_unique_name")]
+        # The CHECKs hold what the API's validation holds, for every writer (admin, shell, a bug).
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "name"], name="queue_unique_name"),
+            *not_negative(
+                "max_queue_size_in_bytes", "max_queue_message_count", "max_message_size_in_bytes",
+                "max_redelivery_count", "max_delivered_unacked_msgs_per_flow", prefix="queue",
+            ),
+            one_of("access_type", AccessType.values, prefix="queue"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -107,6 +131,7 @@ class Message(models.Model):
     dead_from = models.CharField(max_length=names.MAX_NAME_LENGTH, blank=True)
 
     class Meta:
+        constraints = [*not_negative("size", "delivery_count", prefix="message"), one_of("qos", [0, 1], prefix="message")]
         indexes = [
             models.Index(fields=["queue", "id"], name="message_fifo"),
             models.Index(fields=["claim_id"], name="message_claim", condition=Q(claim_id__isnull=False)),
@@ -186,7 +211,13 @@ class WebhookSubscription(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["instance", "name"], name="webhook_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "name"], name="webhook_unique_name"),
+            one_of("qos", [0, 1], prefix="webhook"),
+            *not_negative("consecutive_failures", prefix="webhook"),
+            one_of("status", WebhookStatus.values, prefix="webhook"),
+            one_of("handshake_status", HandshakeStatus.values, prefix="webhook"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -219,6 +250,7 @@ class DeliveryAttempt(models.Model):
     response_excerpt = models.CharField(max_length=500, blank=True)
 
     class Meta:
+        constraints = not_negative("latency_ms", prefix="attempt")
         indexes = [
             models.Index(fields=["subscription", "-attempted_at"], name="attempt_log"),
             models.Index(fields=["attempted_at"], name="attempt_age"),  # retention pruning

@@ -34,7 +34,10 @@ class Entitlement(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["subaccount", "service", "plan"], name="entitlement_unique_plan")
+            models.UniqueConstraint(fields=["subaccount", "service", "plan"], name="entitlement_unique_plan"),
+            # PositiveIntegerField's own column check is backend-specific; this one is named and everywhere.
+            models.CheckConstraint(condition=models.Q(quota__gte=0), name="entitlement_quota_not_negative"),
+            models.CheckConstraint(condition=models.Q(service__in=Service.values), name="entitlement_service_valid"),
         ]
 
     def __str__(self) -> str:
@@ -61,6 +64,7 @@ class ServiceInstance(models.Model):
                 condition=~models.Q(namespace=""),
                 name="instance_unique_namespace",
             ),
+            models.CheckConstraint(condition=models.Q(service__in=Service.values), name="instance_service_valid"),
         ]
 
     def __str__(self) -> str:
