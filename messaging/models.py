@@ -131,7 +131,10 @@ class Message(models.Model):
     dead_from = models.CharField(max_length=names.MAX_NAME_LENGTH, blank=True)
 
     class Meta:
-        constraints = [*not_negative("size", "delivery_count", prefix="message"), one_of("qos", [0, 1], prefix="message")]
+        constraints = [
+            *not_negative("size", "delivery_count", prefix="message"),
+            one_of("qos", [0, 1], prefix="message"),
+        ]
         indexes = [
             models.Index(fields=["queue", "id"], name="message_fifo"),
             models.Index(fields=["claim_id"], name="message_claim", condition=Q(claim_id__isnull=False)),
@@ -250,7 +253,7 @@ class DeliveryAttempt(models.Model):
     response_excerpt = models.CharField(max_length=500, blank=True)
 
     class Meta:
-        constraints = not_negative("latency_ms", prefix="attempt")
+        constraints = [*not_negative("latency_ms", prefix="attempt")]
         indexes = [
             models.Index(fields=["subscription", "-attempted_at"], name="attempt_log"),
             models.Index(fields=["attempted_at"], name="attempt_age"),  # retention pruning

@@ -84,6 +84,42 @@ def _parameters(service: str, plan: str, name: str, parameters: Any) -> dict[str
 
 
 @transaction.atomic
+def entitlement_put(*, subaccount: Subaccount, service: str, plan: str, quota: int) -> tuple[Entitlement, bool]:
+    """Create the entitlement or set its quota. Returns (entitlement, created).
+
+    A quota below the instances already using the plan is refused, as BTP refuses it: those
+    instances would otherwise exist beyond what the subaccount is entitled to.
+    """
+    if service not in Service.values:
+        raise PlatformError(f"Unknown service {service!r}")
+    if not plan or len(plan) > 40:
+        raise PlatformError("Plan must be 1 to 40 characters")
+    if quota < 0:
+        raise PlatformError("Quota must be 0 or more")
+    entitlement, created = Entitlement.objects.select_for_update().get_or_create(
+        subaccount=subaccount, service=service, plan=plan, defaults={"quota": quota}
+    )
+    used = ServiceInstance.objects.filter(subaccount=subaccount, service=service, plan=plan).count()
+    if quota < used:
+        raise PlatformError(f"{used} {service}/{plan} instances are in use; the quota cannot be lower")
+    if not created and entitlement.quota != quota:
+        entitlement.quota = quota
+        entitlement.save(update_fields=["quota"])
+    return entitlement, created
+
+
+@transaction.atomic
+def entitlement_delete(*, entitlement: Entitlement) -> None:
+    locked = Entitlement.objects.select_for_update().get(pk=entitlement.pk)
+    used = ServiceInstance.objects.filter(
+        subaccount_id=locked.subaccount_id, service=locked.service, plan=locked.plan
+    ).count()
+    if used:
+        raise PlatformError(f"{used} {locked.service}/{locked.plan} instances still use this entitlement")
+    locked.delete()
+
+
+@transaction.atomic
 def instance_delete(*, instance: ServiceInstance) -> None:
     if instance.keys.exists():
         raise PlatformError(

@@ -1,11 +1,16 @@
-"""The admin deletes through the platform services: a key takes its OAuth2 client and tokens
-with it, and an instance with keys is refused, as on the CLI."""
+"""The admin writes through the platform services: a key takes its OAuth2 client and tokens
+with it, an instance with keys is refused, as on the CLI; entitlements change through
+`entitlement_put`; subaccounts, instances and keys are otherwise read-only there. The
+database refuses a negative quota or an unknown service."""
 
+import pytest
 from django.contrib.admin.sites import site
+from django.db import IntegrityError, transaction
 from django.test import RequestFactory
 from oauth2_provider.models import get_access_token_model, get_application_model
 
-from meshsite.platform.models import ServiceInstance, ServiceKey
+from meshsite.platform.models import Entitlement, ServiceInstance, ServiceKey, Subaccount
+from meshsite.platform.services import subaccount_default
 from meshsite.testing import make_instance, mesh_client_for
 
 
@@ -30,3 +35,62 @@ def test_an_instance_with_keys_cannot_be_deleted_in_the_admin(db, fast_hashing, 
     ServiceKey.objects.get().application.delete()  # keys gone: now it may go
     assert client.post(url, {"post": "yes"}).status_code == 302
     assert not ServiceInstance.objects.filter(pk=instance.pk).exists()
+
+
+def _errors(response) -> str:
+    assert response.status_code == 200, response.status_code
+    html = response.content.decode()
+    assert "errorlist" in html, html
+    return html
+
+
+def test_an_entitlement_quota_goes_through_the_service(db, admin_client):
+    make_instance()
+    make_instance("second", "x/y/z")
+    entitlement = Entitlement.objects.get(service="event-mesh", plan="default")
+    url = f"/admin/platform/entitlement/{entitlement.pk}/change/"
+    _errors(admin_client.post(url, {"quota": "-1"}))
+    assert "2 event-mesh/default instances are in use" in _errors(admin_client.post(url, {"quota": "1"}))
+    assert Entitlement.objects.get(pk=entitlement.pk).quota == 10
+    assert admin_client.post(url, {"quota": "2"}).status_code == 302
+    assert Entitlement.objects.get(pk=entitlement.pk).quota == 2
+
+
+def test_an_entitlement_in_use_cannot_be_deleted_but_a_new_one_can_be_added(db, admin_client):
+    make_instance()
+    entitlement = Entitlement.objects.get(service="event-mesh", plan="default")
+    response = admin_client.post(f"/admin/platform/entitlement/{entitlement.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert Entitlement.objects.filter(pk=entitlement.pk).exists()
+    add = "/admin/platform/entitlement/add/"
+    subaccount = subaccount_default()
+    _errors(admin_client.post(add, {"subaccount": subaccount.pk, "service": "nonsense", "plan": "x", "quota": "1"}))
+    response = admin_client.post(add, {"subaccount": subaccount.pk, "service": "open-connectors", "plan": "trial",
+                                       "quota": "1"})
+    assert response.status_code == 302
+    assert Entitlement.objects.filter(service="open-connectors", plan="trial", quota=1).exists()
+
+
+def test_subaccounts_instances_and_keys_are_read_only_in_the_admin(db, fast_hashing, admin_client):
+    instance = make_instance()
+    client = mesh_client_for(instance)
+    subaccount = instance.subaccount
+    assert admin_client.get("/admin/platform/serviceinstance/add/").status_code == 403
+    assert admin_client.get("/admin/platform/subaccount/add/").status_code == 403
+    assert admin_client.get(f"/admin/platform/serviceinstance/{instance.pk}/change/").status_code == 200
+    renamed = admin_client.post(f"/admin/platform/serviceinstance/{instance.pk}/change/", {"name": "renamed"})
+    assert renamed.status_code == 403
+    assert admin_client.post(f"/admin/platform/subaccount/{subaccount.pk}/change/", {"name": "x"}).status_code == 403
+    key = ServiceKey.objects.get()
+    assert admin_client.post(f"/admin/platform/servicekey/{key.pk}/change/", {"name": "x"}).status_code == 403
+    assert (ServiceInstance.objects.get().name, Subaccount.objects.get().name) == ("myem", subaccount.name)
+    assert client.call("GET", "/hub/rest/api/v1/management/messaging/queues").status_code == 200
+
+
+@pytest.mark.parametrize(("model", "field", "value"), [
+    (Entitlement, "quota", -1), (Entitlement, "service", "nonsense"), (ServiceInstance, "service", "nonsense"),
+])
+def test_the_database_refuses_an_impossible_platform_value(db, model, field, value):
+    make_instance()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        model.objects.filter(pk=model.objects.first().pk).update(**{field: value})
