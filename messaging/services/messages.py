@@ -241,13 +241,15 @@ def message_consume(
         if message is None:
             return None
         message.queue = queue
+        # This delivery counts, with either qos (a first delivery is 1); for qos 0 only in
+        # the answer, since the row is gone.
+        message.delivery_count += 1
         if qos == 0:
             Message.objects.filter(pk=message.pk).delete()
             return Delivery(message=message, message_id=str(message.uuid))
         message.locked_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT)
         message.claim_id = uuid.uuid4()
         message.claimed_by = consumer
-        message.delivery_count += 1
         message.save(update_fields=["locked_until", "claim_id", "claimed_by", "delivery_count"])
         return Delivery(message=message, message_id=str(message.claim_id))
 
