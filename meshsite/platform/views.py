@@ -33,6 +33,9 @@ class TokenView(View):
         return self._token(request, request.POST)
 
     def _token(self, request: HttpRequest, params: QueryDict) -> HttpResponse:
+        refusal = _grant_refusal(params)
+        if refusal is not None:
+            return refusal
         if _has_control_characters(request, params):
             return _invalid_client()
         core = get_oauthlib_core()
@@ -53,6 +56,27 @@ class TokenView(View):
             # RFC 6749 5.2: challenge with the scheme the client authenticates with.
             response["WWW-Authenticate"] = 'Basic realm="meshsite"'
         return response
+
+
+def _grant_refusal(params: QueryDict) -> HttpResponse | None:
+    """RFC 6749 5.2 for a grant that is not served, answered before oauthlib: its server
+    knows every grant, and would ask a password grant for its username as if it were served."""
+    grants = params.getlist("grant_type")
+    if not grants or grants == [""]:
+        return _oauth_error("invalid_request", "grant_type is missing; use grant_type=client_credentials")
+    if len(grants) > 1:
+        return _oauth_error("invalid_request", "grant_type is given more than once")
+    if grants[0] != "client_credentials":
+        return _oauth_error("unsupported_grant_type", "Only grant_type=client_credentials is supported")
+    return None
+
+
+def _oauth_error(error: str, description: str) -> HttpResponse:
+    body = json.dumps({"error": error, "error_description": description})
+    response = HttpResponse(body, status=400, content_type="application/json")
+    response["Cache-Control"] = "no-store"  # RFC 6749 5.1, which oauthlib's own errors follow
+    response["Pragma"] = "no-cache"
+    return response
 
 
 def _has_control_characters(request: HttpRequest, params: QueryDict) -> bool:

@@ -8,6 +8,9 @@ MESH_MAX_MESSAGE_SIZE = env_int("MESH_MAX_MESSAGE_SIZE", 1024 * 1024, minimum=1)
 # Request bodies on any path are capped at the ASGI layer before Django buffers them.
 MESH_MAX_REQUEST_BODY = env_int("MESH_MAX_REQUEST_BODY", MESH_MAX_MESSAGE_SIZE + 64 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = MESH_MAX_REQUEST_BODY
+# Deepest nesting of arrays and objects accepted in client JSON. Python's decoder recurses
+# per level and fails at ~1000; the bodies meshsite defines nest at most 4 deep.
+MESH_MAX_JSON_DEPTH = env_int("MESH_MAX_JSON_DEPTH", 32, minimum=1)
 
 MESH_DEFAULT_EXPIRATION_MS = env_int("MESH_DEFAULT_EXPIRATION_MS", 30 * 24 * 3600 * 1000, minimum=1)
 MESH_MAX_EXPIRATION_MS = env_int("MESH_MAX_EXPIRATION_MS", 30 * 24 * 3600 * 1000, minimum=1)

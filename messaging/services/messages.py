@@ -22,6 +22,7 @@ from django.utils import timezone
 from meshsite.errors import Conflict, Forbidden, Gone, Invalid, LimitReached, NotFound, TooLarge
 from meshsite.platform.models import ServiceInstance
 
+from ..mediatype import MAX_LENGTH, is_media_type
 from ..models import AccessType, Message, Queue
 from ..names import InvalidName, validate_queue_name, validate_topic
 from ..selectors import queue_get, queues_stats, queues_subscribed_to, rules_for
@@ -49,10 +50,10 @@ class Outgoing:
 def _validated(outgoing: Outgoing) -> None:
     if outgoing.qos not in (0, 1):
         raise Invalid("x-qos is invalid")
-    content_type = outgoing.content_type
-    # Printable ASCII: it goes out again as a header of every push, and HTTP headers are ASCII.
-    if not content_type or len(content_type) > 255 or not (content_type.isascii() and content_type.isprintable()):
-        raise Invalid("Content-Type is missing or invalid")
+    # It goes out again as the header of every consume and push: a receiver must parse it.
+    if not is_media_type(outgoing.content_type):
+        raise Invalid(f"Content-Type is missing or not a media type (type/subtype; name=value), at most {MAX_LENGTH}"
+                      " characters")
     if len(outgoing.payload) > settings.MESH_MAX_MESSAGE_SIZE:
         raise TooLarge(f"Message exceeds the maximum message size of {settings.MESH_MAX_MESSAGE_SIZE} bytes")
 
@@ -240,13 +241,15 @@ def message_consume(
         if message is None:
             return None
         message.queue = queue
+        # This delivery counts, with either qos (a first delivery is 1); for qos 0 only in
+        # the answer, since the row is gone.
+        message.delivery_count += 1
         if qos == 0:
             Message.objects.filter(pk=message.pk).delete()
             return Delivery(message=message, message_id=str(message.uuid))
         message.locked_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT)
         message.claim_id = uuid.uuid4()
         message.claimed_by = consumer
-        message.delivery_count += 1
         message.save(update_fields=["locked_until", "claim_id", "claimed_by", "delivery_count"])
         return Delivery(message=message, message_id=str(message.claim_id))
 

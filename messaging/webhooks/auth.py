@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 
-from meshsite import secretbox
+from meshsite import jsonlimit, secretbox
 
 from ..models import WebhookSubscription
 from . import netguard
@@ -75,7 +75,7 @@ def _fetch(security: dict[str, str]) -> tuple[str, float]:
     if status != 200:
         raise TokenFetchFailed(f"token endpoint answered {status}")
     try:
-        answer = json.loads(content)
+        answer = jsonlimit.loads(content)
         return str(answer["access_token"]), float(answer.get("expires_in", 300))
     except (ValueError, KeyError, TypeError):
         raise TokenFetchFailed("token endpoint answered without an access_token") from None

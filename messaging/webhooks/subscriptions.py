@@ -21,6 +21,7 @@ from meshsite import secretbox
 from meshsite.errors import Conflict, Forbidden, Invalid, LimitReached, NotFound
 from meshsite.platform.models import ServiceInstance
 
+from ..mediatype import MAX_LENGTH, is_media_type
 from ..models import HandshakeStatus, Queue, WebhookStatus, WebhookSubscription
 from ..names import InvalidName, validate_queue_name
 from ..selectors import queue_get, rules_for
@@ -98,9 +99,9 @@ def _checked(instance: ServiceInstance, spec: WebhookSpec) -> None:
         raise Invalid(str(error)) from None
     if spec.qos not in (0, 1):
         raise Invalid("qos must be 0 or 1")
-    kind = spec.default_content_type
-    if len(kind) > 255 or not (kind.isascii() and kind.isprintable()):
-        raise Invalid("pushConfig.defaultContentType must be printable ASCII, at most 255 characters")
+    if spec.default_content_type and not is_media_type(spec.default_content_type):
+        raise Invalid("pushConfig.defaultContentType must be a media type (type/subtype; name=value), at most"
+                      f" {MAX_LENGTH} characters")
     if not rules_for(instance).allows("queueRules", "subscribeFilter", spec.queue_name):
         raise Forbidden(f"The instance's queue rules do not allow consuming from {spec.queue_name!r}")
     _public_url(spec.endpoint, "pushConfig.endpoint")

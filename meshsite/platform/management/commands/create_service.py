@@ -1,6 +1,6 @@
-import json
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from meshsite import jsonlimit
 
 from ...services import PlatformError, instance_create, subaccount_default
 from ..cli import emit
@@ -17,8 +17,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
         try:
-            parameters = json.loads(options["parameters"]) if options["parameters"] else None
-        except json.JSONDecodeError as error:
+            parameters = jsonlimit.loads(options["parameters"]) if options["parameters"] else None
+        except ValueError as error:
             raise CommandError(f"-c is not valid JSON: {error}") from None
         try:
             instance = instance_create(
