@@ -21,7 +21,7 @@ from .openapi import (
     TOPIC_PATTERN,
     BrowsedMessageSerializer,
     ReadinessSerializer,
-    RequeueRequestSerializer,
+    RequeueResultSerializer,
     RequeueSerializer,
     error,
     responses,
@@ -157,8 +157,8 @@ class QueueMessagesView(ManagementView):
 class RequeueView(ManagementView):
     """meshsite extension: move dead messages back to the queues they died in."""
 
-    @extend_schema(tags=TAG, parameters=[QUEUE], request=RequeueRequestSerializer,
-                   responses=responses({200: RequeueSerializer}, NAME_ERRORS, BODY_ERRORS))
+    @extend_schema(tags=TAG, parameters=[QUEUE], request=RequeueSerializer,
+                   responses=responses({200: RequeueResultSerializer}, NAME_ERRORS, BODY_ERRORS))
     def post(self, request: Request, queue: str) -> Response:
         body = request.data if request.data else {}
         if not isinstance(body, dict) or set(body) - {"messageIds"}:

@@ -117,15 +117,16 @@ def responses(ok: dict[Any, Any], *groups: dict[int, OpenApiResponse], **specifi
 
 # Schema-only serializers: the bodies the webhook and extension endpoints build by hand.
 
+class WebhookConflictErrorSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(choices=["CONFLICT"])
+    message = serializers.CharField()
+
+
 class WebhookConflictSerializer(serializers.Serializer):
-    class Error(serializers.Serializer):
-        code = serializers.ChoiceField(choices=["CONFLICT"])
-        message = serializers.CharField()
-
-    error = Error()
+    error = WebhookConflictErrorSerializer()
 
 
-class WebhookPushConfigRequestSerializer(serializers.Serializer):
+class WebhookPushConfigCreateSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["webhook"], default="webhook")
     endpoint = serializers.CharField(help_text="A public http(s) URL (see MESH_WEBHOOK_ALLOWED_NETWORKS)")
     exemptHandshake = serializers.BooleanField(default=False)
@@ -144,11 +145,11 @@ class WebhookPushConfigRequestSerializer(serializers.Serializer):
     )
 
 
-class WebhookSubscriptionRequestSerializer(serializers.Serializer):
+class WebhookSubscriptionCreateSerializer(serializers.Serializer):
     name = serializers.RegexField(NAME_PATTERN, max_length=names.MAX_NAME_LENGTH, help_text=_NAME_RULE)
     address = serializers.RegexField(r"^queue:", help_text="`queue:<queue name>`, a queue of this instance")
     qos = serializers.ChoiceField(choices=[0, 1], default=1)
-    pushConfig = WebhookPushConfigRequestSerializer()
+    pushConfig = WebhookPushConfigCreateSerializer()
 
 
 class WebhookPushConfigSerializer(serializers.Serializer):
@@ -179,7 +180,7 @@ class WebhookSubscriptionSerializer(serializers.Serializer):
     createdAt = serializers.DateTimeField()
 
 
-class WebhookStateRequestSerializer(serializers.Serializer):
+class WebhookStateSerializer(serializers.Serializer):
     action = serializers.ChoiceField(choices=["pause", "resume"])
 
 
@@ -205,13 +206,13 @@ class BrowsedMessageSerializer(serializers.Serializer):
     deadFrom = serializers.CharField(allow_null=True, help_text="The queue it died in, for a dead message")
 
 
-class RequeueRequestSerializer(serializers.Serializer):
+class RequeueSerializer(serializers.Serializer):
     messageIds = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="Without it, every dead message is re-queued",
     )
 
 
-class RequeueSerializer(serializers.Serializer):
+class RequeueResultSerializer(serializers.Serializer):
     requeued = serializers.IntegerField(min_value=0)
 
 

@@ -21,8 +21,8 @@ from .openapi import (
     WEBHOOK,
     DeliveryAttemptSerializer,
     WebhookConflictSerializer,
-    WebhookStateRequestSerializer,
-    WebhookSubscriptionRequestSerializer,
+    WebhookStateSerializer,
+    WebhookSubscriptionCreateSerializer,
     WebhookSubscriptionSerializer,
     error,
     responses,
@@ -78,7 +78,7 @@ class SubscriptionListView(SapView):
         return Response([webhooks.webhook_json(subscription) for subscription in subscriptions])
 
     @extend_schema(
-        tags=TAG, operation_id="webhook_subscription_create", request=WebhookSubscriptionRequestSerializer,
+        tags=TAG, operation_id="webhook_subscription_create", request=WebhookSubscriptionCreateSerializer,
         responses=responses(
             {201: WebhookSubscriptionSerializer}, BODY_ERRORS,
             e409=OpenApiResponse(WebhookConflictSerializer, description="The name exists (SAP's error shape)"),
@@ -117,7 +117,7 @@ class HandshakeView(SapView):
 
 
 class StateView(SapView):
-    @extend_schema(tags=TAG, operation_id="webhook_subscription_state", request=WebhookStateRequestSerializer,
+    @extend_schema(tags=TAG, operation_id="webhook_subscription_state", request=WebhookStateSerializer,
                    parameters=[WEBHOOK], summary="Pause or resume deliveries",
                    responses=responses({200: WebhookSubscriptionSerializer}, NAME_ERRORS, BODY_ERRORS))
     def put(self, request: Request, name: str) -> Response:
