@@ -110,12 +110,20 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "meshsite API",
     "DESCRIPTION": (
-        "SAP Event Mesh compatible management and messaging REST APIs. Queue and topic names "
-        "are one percent-encoded path segment (a%2Fb%2Fc%2Forders)."
+        "SAP Event Mesh compatible management and messaging REST APIs. Queue and topic names, "
+        "topic patterns and webhook subscription names are documented as their decoded values and "
+        "travel as ONE percent-encoded path segment (a/b/c/orders as a%2Fb%2Fc%2Forders). Errors "
+        "of these endpoints are SAP's {\"message\": \"...\"}; /oauth/token answers RFC 6749's "
+        "{\"error\": \"...\"}."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # /oauth/token is a plain Django view; the hook documents it (both forms).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "meshsite.platform.schema.add_token_endpoint",
+    ],
 }
 
 LOGGING = {

@@ -4,7 +4,6 @@ statistics, readiness), answered in SAP's shapes and status codes."""
 from __future__ import annotations
 
 from django.db import connection
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -14,6 +13,19 @@ from meshsite.errors import Invalid
 
 from .. import selectors, services
 from .base import SapView
+from .openapi import (
+    BODY_ERRORS,
+    LIMIT,
+    NAME_ERRORS,
+    QUEUE,
+    TOPIC_PATTERN,
+    BrowsedMessageSerializer,
+    ReadinessSerializer,
+    RequeueResultSerializer,
+    RequeueSerializer,
+    error,
+    responses,
+)
 from .serializers import QueueAttributesSerializer, QueueSerializer, QueueStatisticsSerializer, SubscriptionSerializer
 
 TAG = ["Event Mesh management"]
@@ -28,7 +40,8 @@ def _queue_json(queue, serializer=QueueSerializer) -> dict:  # type: ignore[no-u
 
 
 class QueueListView(ManagementView):
-    @extend_schema(tags=TAG, responses=QueueSerializer(many=True), summary="List the instance's queues")
+    @extend_schema(tags=TAG, summary="List the instance's queues",
+                   responses=responses({200: QueueSerializer(many=True)}))
     def get(self, request: Request) -> Response:
         queues = selectors.queues_list(instance=self.client.instance)
         stats = selectors.queues_stats(queues=queues)
@@ -36,13 +49,17 @@ class QueueListView(ManagementView):
 
 
 class QueueView(ManagementView):
-    @extend_schema(tags=TAG, responses={200: QueueSerializer, 404: OpenApiResponse(description="Unknown queue")})
+    @extend_schema(tags=TAG, parameters=[QUEUE], responses=responses({200: QueueSerializer}, NAME_ERRORS))
     def get(self, request: Request, queue: str) -> Response:
         return Response(_queue_json(selectors.queue_get(instance=self.client.instance, name=queue)))
 
     @extend_schema(
-        tags=TAG, request=QueueAttributesSerializer,
-        responses={201: QueueSerializer, 200: QueueSerializer},
+        tags=TAG, request=QueueAttributesSerializer, parameters=[QUEUE],
+        responses=responses(
+            {201: QueueSerializer, 200: QueueSerializer}, NAME_ERRORS, BODY_ERRORS,
+            e409=error("The queue was created concurrently; retry"),
+            e429=error("The instance has MESH_MAX_QUEUES_PER_INSTANCE queues"),
+        ),
         summary="Create (201) or update (200) a queue",
     )
     def put(self, request: Request, queue: str) -> Response:
@@ -51,21 +68,22 @@ class QueueView(ManagementView):
         obj, created = services.queue_put(instance=self.client.instance, name=queue, attributes=body.attributes())
         return Response(_queue_json(obj), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(tags=TAG, responses={204: None, 404: OpenApiResponse(description="Unknown queue")})
+    @extend_schema(tags=TAG, parameters=[QUEUE],
+                   responses=responses({204: OpenApiResponse(description="Deleted, with its messages")}, NAME_ERRORS))
     def delete(self, request: Request, queue: str) -> Response:
         services.queue_delete(instance=self.client.instance, name=queue)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class QueueStatisticsView(ManagementView):
-    @extend_schema(tags=TAG, responses=QueueStatisticsSerializer)
+    @extend_schema(tags=TAG, parameters=[QUEUE], responses=responses({200: QueueStatisticsSerializer}, NAME_ERRORS))
     def get(self, request: Request, queue: str) -> Response:
         obj = selectors.queue_get(instance=self.client.instance, name=queue)
         return Response(_queue_json(obj, QueueStatisticsSerializer))
 
 
 class QueuesStatisticsView(ManagementView):
-    @extend_schema(tags=TAG, responses=QueueStatisticsSerializer(many=True))
+    @extend_schema(tags=TAG, responses=responses({200: QueueStatisticsSerializer(many=True)}))
     def get(self, request: Request) -> Response:
         queues = selectors.queues_list(instance=self.client.instance)
         stats = selectors.queues_stats(queues=queues)
@@ -73,28 +91,36 @@ class QueuesStatisticsView(ManagementView):
 
 
 class SubscriptionListView(ManagementView):
-    @extend_schema(tags=TAG, responses=SubscriptionSerializer(many=True))
+    @extend_schema(tags=TAG, parameters=[QUEUE],
+                   responses=responses({200: SubscriptionSerializer(many=True)}, NAME_ERRORS))
     def get(self, request: Request, queue: str) -> Response:
         obj = selectors.queue_get(instance=self.client.instance, name=queue)
         return Response([SubscriptionSerializer.of(sub) for sub in selectors.subscriptions_of(queue=obj)])
 
 
 class SubscriptionView(ManagementView):
-    @extend_schema(tags=TAG, request=None, responses={201: SubscriptionSerializer, 200: SubscriptionSerializer})
+    @extend_schema(
+        tags=TAG, request=None, parameters=[QUEUE, TOPIC_PATTERN],
+        responses=responses(
+            {201: SubscriptionSerializer, 200: SubscriptionSerializer}, NAME_ERRORS,
+            e429=error("The queue has MESH_MAX_SUBSCRIPTIONS_PER_QUEUE subscriptions"),
+        ),
+    )
     def put(self, request: Request, queue: str, topic: str) -> Response:
         sub, created = services.subscription_put(instance=self.client.instance, queue_name=queue, pattern=topic)
         return Response(
             SubscriptionSerializer.of(sub), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
         )
 
-    @extend_schema(tags=TAG, responses={204: None, 404: OpenApiResponse(description="Unknown subscription")})
+    @extend_schema(tags=TAG, parameters=[QUEUE, TOPIC_PATTERN],
+                   responses=responses({204: OpenApiResponse(description="Deleted")}, NAME_ERRORS))
     def delete(self, request: Request, queue: str, topic: str) -> Response:
         services.subscription_delete(instance=self.client.instance, queue_name=queue, pattern=topic)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ReadinessView(ManagementView):
-    @extend_schema(tags=TAG, responses={200: None, 503: OpenApiResponse(description="Not ready; see Retry-After")})
+    @extend_schema(tags=TAG, responses=responses({200: ReadinessSerializer}))
     def get(self, request: Request) -> Response:
         # Reaching here already took a query (the token); ask the store once more so a
         # connection that died since is reported rather than assumed.
@@ -120,7 +146,8 @@ def _message_json(message) -> dict:  # type: ignore[no-untyped-def]
 class QueueMessagesView(ManagementView):
     """meshsite extension: browse a queue (a dead message queue, typically) without consuming."""
 
-    @extend_schema(tags=TAG, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAG, parameters=[QUEUE, LIMIT],
+                   responses=responses({200: BrowsedMessageSerializer(many=True)}, NAME_ERRORS))
     def get(self, request: Request, queue: str) -> Response:
         obj = selectors.queue_get(instance=self.client.instance, name=queue)
         limit = _limit(request.query_params.get("limit", "100"))
@@ -130,7 +157,8 @@ class QueueMessagesView(ManagementView):
 class RequeueView(ManagementView):
     """meshsite extension: move dead messages back to the queues they died in."""
 
-    @extend_schema(tags=TAG, request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAG, parameters=[QUEUE], request=RequeueSerializer,
+                   responses=responses({200: RequeueResultSerializer}, NAME_ERRORS, BODY_ERRORS))
     def post(self, request: Request, queue: str) -> Response:
         body = request.data if request.data else {}
         if not isinstance(body, dict) or set(body) - {"messageIds"}:

@@ -17,27 +17,39 @@ from meshsite.errors import Invalid
 
 from .. import services
 from ..services import Outgoing
+from . import openapi
 from .base import SapView
 
 TAG = ["Event Mesh messaging"]
-QOS = OpenApiParameter("x-qos", int, OpenApiParameter.HEADER, required=True, enum=[0, 1])
+QOS = OpenApiParameter("x-qos", {"type": "integer", "enum": [0, 1]}, OpenApiParameter.HEADER, required=True,
+                       description="0: at most once; 1: at least once (a consumed message waits for its ack)")
 EXPIRATION = OpenApiParameter(
-    "x-message-expiration", int, OpenApiParameter.HEADER,
-    description="Time to live in ms, 1..2592000000 (default 30 days); honoured on respectTtl queues",
+    "x-message-expiration", {"type": "integer", "minimum": 0, "maximum": 999_999_999_999}, OpenApiParameter.HEADER,
+    description="Time to live in ms (default 30 days); honoured on respectTtl queues",
+)
+PUBLISH_ERRORS = dict(
+    e400=openapi.error("Bad x-qos, Content-Type, name or expiration"),
+    e403=openapi.error("The descriptor's rules do not allow publishing to this name"),
+    e404=openapi.error("The queue does not exist"),
+    e413=openapi.error("The message exceeds the maximum message size"),
+    e429=openapi.error("The queue is full (with Retry-After)"),
 )
 PUBLISH: dict[str, Any] = dict(
     tags=TAG,
     request={"*/*": OpenApiTypes.BINARY},
-    parameters=[QOS, EXPIRATION],
-    responses={
-        204: OpenApiResponse(description="Stored"),
-        400: OpenApiResponse(description="Bad x-qos, Content-Type, name or expiration"),
-        403: OpenApiResponse(description="Not allowed by the descriptor's rules"),
-        404: OpenApiResponse(description="Queue does not exist"),
-        413: OpenApiResponse(description="Message too large"),
-        429: OpenApiResponse(description="Queue full"),
-    },
+    responses=openapi.responses({204: OpenApiResponse(description="Stored")}, **PUBLISH_ERRORS),
 )
+# The bytes as published. `format: binary` without `type`: a JSON message comes back as JSON,
+# and a validator that parses it must accept whatever value it holds.
+ANY_BYTES = {"format": "binary", "description": "The message's payload, unchanged"}
+DELIVERY_HEADERS = [
+    OpenApiParameter("x-message-id", OpenApiTypes.UUID, OpenApiParameter.HEADER, response=[200], required=True,
+                     description="Acknowledge (qos 1) with this id"),
+    OpenApiParameter("x-address", str, OpenApiParameter.HEADER, response=[200], required=True,
+                     description="Where it was published: `queue:<name>` or `topic:<topic>`"),
+    OpenApiParameter("x-delivery-count", {"type": "integer", "minimum": 0}, OpenApiParameter.HEADER,
+                     response=[200], required=True, description="How often it has been delivered"),
+]
 
 
 def _qos(request: Request) -> int:
@@ -66,7 +78,7 @@ def _outgoing(request: Request) -> Outgoing:
 
 
 class QueuePublishView(SapView):
-    @extend_schema(summary="Publish a message to a queue", **PUBLISH)
+    @extend_schema(summary="Publish a message to a queue", parameters=[openapi.QUEUE, QOS, EXPIRATION], **PUBLISH)
     def post(self, request: Request, queue: str) -> HttpResponse:
         outgoing = _outgoing(request)
         services.message_publish_to_queue(instance=self.client.instance, queue_name=queue, outgoing=outgoing)
@@ -74,7 +86,8 @@ class QueuePublishView(SapView):
 
 
 class TopicPublishView(SapView):
-    @extend_schema(summary="Publish a message to a topic (fanned out to subscribed queues)", **PUBLISH)
+    @extend_schema(summary="Publish a message to a topic (fanned out to subscribed queues)",
+                   parameters=[openapi.TOPIC, QOS, EXPIRATION], **PUBLISH)
     def post(self, request: Request, topic: str) -> HttpResponse:
         outgoing = _outgoing(request)
         services.message_publish_to_topic(instance=self.client.instance, topic=topic, outgoing=outgoing)
@@ -83,13 +96,16 @@ class TopicPublishView(SapView):
 
 class ConsumeView(SapView):
     @extend_schema(
-        tags=TAG, request=None, parameters=[QOS], summary="Consume the oldest available message",
-        responses={
-            (200, "*/*"): OpenApiResponse(OpenApiTypes.BINARY, description="The message; header x-message-id"),
-            204: OpenApiResponse(description="The queue is empty"),
-            404: OpenApiResponse(description="Queue does not exist"),
-            409: OpenApiResponse(description="EXCLUSIVE queue held by another consumer"),
-        },
+        tags=TAG, request=None, parameters=[openapi.QUEUE, QOS, *DELIVERY_HEADERS],
+        summary="Consume the oldest available message",
+        responses=openapi.responses(
+            {(200, "*/*"): OpenApiResponse(ANY_BYTES, description="The message, in its own Content-Type"),
+             204: OpenApiResponse(description="The queue is empty")},
+            e400=openapi.error("Bad x-qos or queue name"),
+            e404=openapi.error("The queue does not exist"),
+            e409=openapi.error("An EXCLUSIVE queue held by another consumer"),
+            e429=openapi.error("This consumer holds maxDeliveredUnackedMsgsPerFlow unacknowledged messages"),
+        ),
     )
     def post(self, request: Request, queue: str) -> HttpResponse:
         delivery = services.message_consume(
@@ -107,12 +123,13 @@ class ConsumeView(SapView):
 
 class AcknowledgeView(SapView):
     @extend_schema(
-        tags=TAG, request=None, summary="Acknowledge a qos-1 message",
-        responses={
-            200: OpenApiResponse(description="Acknowledged; the message is removed"),
-            404: OpenApiResponse(description="Unknown id, or not held"),
-            410: OpenApiResponse(description="The lock expired; the message went back to the queue"),
-        },
+        tags=TAG, request=None, parameters=[openapi.QUEUE, openapi.MESSAGE_ID], summary="Acknowledge a qos-1 message",
+        responses=openapi.responses(
+            {200: OpenApiResponse(description="Acknowledged; the message is removed")},
+            e400=openapi.error("The queue name breaks the naming rules"),
+            e404=openapi.error("Unknown queue or message id, or the message is not held"),
+            e410=openapi.error("The lock expired; the message went back to the queue"),
+        ),
     )
     def post(self, request: Request, queue: str, message_id: str) -> HttpResponse:
         services.message_ack(instance=self.client.instance, queue_name=queue, message_id=message_id)

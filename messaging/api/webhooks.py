@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
@@ -15,6 +14,19 @@ from meshsite.errors import Conflict, Invalid
 
 from ..webhooks import subscriptions as webhooks
 from .base import SapView
+from .openapi import (
+    BODY_ERRORS,
+    LIMIT,
+    NAME_ERRORS,
+    WEBHOOK,
+    DeliveryAttemptSerializer,
+    WebhookConflictSerializer,
+    WebhookStateSerializer,
+    WebhookSubscriptionCreateSerializer,
+    WebhookSubscriptionSerializer,
+    error,
+    responses,
+)
 
 TAG = ["Event Mesh webhooks"]
 BODY_KEYS = {"name", "address", "qos", "pushConfig"}
@@ -59,15 +71,19 @@ def parse_spec(data: Any) -> webhooks.WebhookSpec:
 
 
 class SubscriptionListView(SapView):
-    @extend_schema(tags=TAG, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAG, operation_id="webhook_subscriptions_list", summary="List the webhook subscriptions",
+                   responses=responses({200: WebhookSubscriptionSerializer(many=True)}))
     def get(self, request: Request) -> Response:
         subscriptions = self.client.instance.webhooks.select_related("queue").order_by("name")
         return Response([webhooks.webhook_json(subscription) for subscription in subscriptions])
 
     @extend_schema(
-        tags=TAG, request=OpenApiTypes.OBJECT,
-        responses={201: OpenApiTypes.OBJECT, 400: OpenApiResponse(description="Invalid"),
-                   409: OpenApiResponse(description="The name exists")},
+        tags=TAG, operation_id="webhook_subscription_create", request=WebhookSubscriptionCreateSerializer,
+        responses=responses(
+            {201: WebhookSubscriptionSerializer}, BODY_ERRORS,
+            e409=OpenApiResponse(WebhookConflictSerializer, description="The name exists (SAP's error shape)"),
+            e429=error("The instance has its limit of webhook subscriptions"),
+        ),
     )
     def post(self, request: Request) -> Response:
         spec = parse_spec(request.data)
@@ -79,25 +95,31 @@ class SubscriptionListView(SapView):
 
 
 class SubscriptionView(SapView):
-    @extend_schema(tags=TAG, responses={200: OpenApiTypes.OBJECT, 404: OpenApiResponse(description="Unknown")})
+    @extend_schema(tags=TAG, operation_id="webhook_subscription_get", parameters=[WEBHOOK],
+                   responses=responses({200: WebhookSubscriptionSerializer}, NAME_ERRORS))
     def get(self, request: Request, name: str) -> Response:
         return Response(webhooks.webhook_json(webhooks.webhook_get(instance=self.client.instance, name=name)))
 
-    @extend_schema(tags=TAG, responses={204: None, 404: OpenApiResponse(description="Unknown")})
+    @extend_schema(tags=TAG, operation_id="webhook_subscription_delete", parameters=[WEBHOOK],
+                   responses=responses({204: OpenApiResponse(description="Deleted")}, NAME_ERRORS))
     def delete(self, request: Request, name: str) -> Response:
         webhooks.webhook_delete(instance=self.client.instance, name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class HandshakeView(SapView):
-    @extend_schema(tags=TAG, request=None, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAG, operation_id="webhook_subscription_handshake", request=None, parameters=[WEBHOOK],
+                   summary="Repeat the CloudEvents handshake (asynchronously)",
+                   responses=responses({202: WebhookSubscriptionSerializer}, NAME_ERRORS))
     def post(self, request: Request, name: str) -> Response:
         subscription = webhooks.webhook_handshake_request(instance=self.client.instance, name=name)
         return Response(webhooks.webhook_json(subscription), status=status.HTTP_202_ACCEPTED)
 
 
 class StateView(SapView):
-    @extend_schema(tags=TAG, request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAG, operation_id="webhook_subscription_state", request=WebhookStateSerializer,
+                   parameters=[WEBHOOK], summary="Pause or resume deliveries",
+                   responses=responses({200: WebhookSubscriptionSerializer}, NAME_ERRORS, BODY_ERRORS))
     def put(self, request: Request, name: str) -> Response:
         body = _typed(request.data, dict, "The body")
         _unknown(body, {"action"}, "the body")
@@ -109,7 +131,8 @@ class StateView(SapView):
 class DeliveryLogView(SapView):
     """meshsite extension: the subscription's latest push attempts, newest first."""
 
-    @extend_schema(tags=TAG, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(tags=TAG, operation_id="webhook_subscription_deliveries", parameters=[WEBHOOK, LIMIT],
+                   responses=responses({200: DeliveryAttemptSerializer(many=True)}, NAME_ERRORS))
     def get(self, request: Request, name: str) -> Response:
         subscription = webhooks.webhook_get(instance=self.client.instance, name=name)
         raw = request.query_params.get("limit", "100")
