@@ -47,9 +47,10 @@ def readme_blocks() -> list[str]:
 def parse_steps(transcript: str) -> list[Step]:
     parts = re.split(r"\n@@@ (\d+) (.*)\n", "\n" + transcript)
     # parts: [before, status0, command1, output1, status1, command2, output2, ...]; a marker's
-    # status belongs to the command before it.
+    # status belongs to the command before it, so the last command (the script's closing
+    # `wait`, stopped by the test) has none and is left out.
     commands, outputs, statuses = parts[2::3], parts[3::3], [int(s) for s in parts[1::3]]
-    return [Step(command, output, status) for command, output, status in zip(commands, outputs, statuses[1:])]
+    return [Step(*step) for step in zip(commands, outputs, statuses[1:], strict=False)]
 
 
 def step(steps: list[Step], fragment: str) -> Step:
