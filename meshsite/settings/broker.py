@@ -17,6 +17,9 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+    # Celery 5.7.0's own consumer exits when Redis restarts under a task in flight; this
+    # one reconnects (the reason is in meshsite/celery.py).
+    CELERY_WORKER_CONSUMER = "meshsite.celery:MeshConsumer"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     _broker_dir = VAR_DIR / "broker"
