@@ -17,6 +17,9 @@ if REDIS_URL:
     }
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+    # Celery 5.7.0's own consumer exits when Redis restarts under a task in flight; this
+    # one reconnects (the reason is in meshsite/celery.py).
+    CELERY_WORKER_CONSUMER = "meshsite.celery:MeshConsumer"
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     _broker_dir = VAR_DIR / "broker"
@@ -37,6 +40,10 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Reconnect to a lost broker for as long as it takes (Celery's default gives up after 100
+# attempts, about 45 minutes at its 30 s cap, and the worker then exits): a Redis outage
+# only delays wake-ups, so a worker should be there when Redis returns.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 MESH_SWEEP_INTERVAL = env_int("MESH_SWEEP_INTERVAL", 5, minimum=1)
 
