@@ -38,7 +38,7 @@ if HTTPFactory is not None:
     class LimitedHTTPChannel(http.HTTPChannel):
         def _refuse(self, status: int, reason: str, message: str) -> None:
             assert self.transport is not None  # only called while data arrives on it
-            self.transport.write(_answer(status, reason, message))  # type: ignore[call-arg]
+            self.transport.write(_answer(status, reason, message))  # type: ignore[call-arg,misc]
             self.loseConnection()
 
         def lineLengthExceeded(self, line: bytes) -> None:

@@ -29,7 +29,7 @@ HSTS_SECONDS = 3600
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     # HSTS configured, behind a (pretend) TLS-terminating proxy that says so in X-Forwarded-Proto.
     extra = {"SECURE_HSTS_SECONDS": str(HSTS_SECONDS), "MESH_TRUST_X_FORWARDED_PROTO": "true"}
-    with live_server(tmp_path_factory.mktemp("edge"), extra) as server:
+    with live_server(tmp_path_factory.mktemp("edge"), extra, collect_static=True) as server:
         yield server
 
 

@@ -107,8 +107,11 @@ def wait_until_serving(base: str, process: subprocess.Popen, log: Path) -> None:
 
 
 @contextmanager
-def live_server(var_dir: Path, extra_env: dict[str, str] | None = None) -> Iterator[LiveServer]:
-    """A migrated Daphne with one instance and key, its static files collected as in production."""
+def live_server(var_dir: Path, extra_env: dict[str, str] | None = None, *,
+                collect_static: bool = False) -> Iterator[LiveServer]:
+    """A migrated Daphne with one instance and key; with collect_static, its static files
+    collected as in production (compressing them takes most of a minute on a busy machine,
+    so only the tests of static files ask for it)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items()
@@ -123,7 +126,8 @@ def live_server(var_dir: Path, extra_env: dict[str, str] | None = None) -> Itera
         if database is not None:
             env["DATABASE_URL"] = database.create()
         manage(env, "migrate", "--noinput")
-        manage(env, "collectstatic", "--noinput")
+        if collect_static:
+            manage(env, "collectstatic", "--noinput")
         manage(env, "create_service", "event-mesh", "default", "live", "-c", '{"namespace": "a/b/c"}')
         key = json.loads(manage(env, "create_service_key", "live", "k1"))
         with log.open("wb") as out:
