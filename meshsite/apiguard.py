@@ -7,6 +7,9 @@ read, in both sync and async flavours so that it adds no thread hop under ASGI. 
 drops the Content-Type of empty answers (a 204, the ack's 200), which Django's HttpResponse
 otherwise labels text/html.
 
+Its cost, measured in-process: ~5.4 µs per request (host check ~3.5 µs of it), against a
+publish of ~5-6 ms end to end under Daphne; the ASGI header check adds ~1.5 µs.
+
 Not restored: SECURE_SSL_REDIRECT. An API client's request has already crossed plain HTTP,
 its token included, by the time a redirect could answer it; refuse plain HTTP at the proxy.
 """
