@@ -3,7 +3,8 @@
 Under ASGI each of Django's stock middlewares runs its sync hooks through a thread hop, and
 the SAP-compatible APIs use none of them (no sessions, cookies, CSRF or messages): measured,
 the full stack cost ~45% of a publish. The asgi router sends the API prefixes here; the
-admin and cockpit keep the full stack.
+admin and cockpit keep the full stack. What the skipped middlewares would have checked or
+added for an API (ALLOWED_HOSTS, the security headers) comes from meshsite/apiguard.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from django.test.utils import override_settings
 from meshsite.middleware import RAW_PATH_PREFIXES
 
 API_PREFIXES = (*RAW_PATH_PREFIXES, "/oauth/token")
-API_MIDDLEWARE = ["meshsite.middleware.raw_path_middleware"]
+# The guard first: a foreign Host is refused before anything else runs, and every answer,
+# that refusal included, gets the security headers.
+API_MIDDLEWARE = ["meshsite.apiguard.api_guard_middleware", "meshsite.middleware.raw_path_middleware"]
 
 
 class ApiASGIHandler(ASGIHandler):

@@ -1,5 +1,5 @@
-"""ASGI entry point: HTTP through a body-size guard into Django, WebSocket through the
-origin check into the protocol routes (filled by the messaging consumers)."""
+"""ASGI entry point: HTTP through the header and body-size guards into Django, WebSocket
+through the origin check into the protocol routes (filled by the messaging consumers)."""
 
 import os
 
@@ -12,10 +12,13 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from meshsite import daphnelimits  # noqa: E402
 from meshsite.apihandler import ApiASGIHandler, is_api_path  # noqa: E402
 from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
+from meshsite.headerlimit import HeaderLimitMiddleware  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
+daphnelimits.install()
 
 
 async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -27,7 +30,7 @@ websocket_routes: list = []
 
 application = ProtocolTypeRouter(
     {
-        "http": BodyLimitMiddleware(http_app, limit=settings.MESH_MAX_REQUEST_BODY),
+        "http": HeaderLimitMiddleware(BodyLimitMiddleware(http_app, limit=settings.MESH_MAX_REQUEST_BODY)),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
     }
 )

@@ -67,12 +67,18 @@ class BodyLimitMiddleware:
         return 0
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps({"message": f"Request body exceeds {self.limit} bytes"}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json_error(send, 413, f"Request body exceeds {self.limit} bytes")
+
+
+async def send_json_error(send: Send, status: int, message: str) -> None:
+    """A whole answer in the SAP error shape, closing the connection (the request was not read)."""
+    body = json.dumps({"message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)),
+                        (b"connection", b"close")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

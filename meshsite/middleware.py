@@ -27,6 +27,11 @@ def _raw_path(request: HttpRequest) -> str | None:
     return raw_uri.split("?", 1)[0] if raw_uri else None
 
 
+def raw_request_path(request: HttpRequest) -> str:
+    """The path as the client sent it (percent-encoding kept), for logs; else the decoded one."""
+    return _raw_path(request) or request.path
+
+
 def _use_raw_path(request: HttpRequest) -> None:
     if request.path_info.startswith(RAW_PATH_PREFIXES):
         raw = _raw_path(request)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,16 +106,19 @@ def wait_until_serving(base: str, process: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"daphne did not answer within 60 s:\n{log.read_text()}")
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    var_dir = tmp_path_factory.mktemp("live")
+@contextmanager
+def live_server(var_dir: Path, extra_env: dict[str, str] | None = None, *,
+                collect_static: bool = False) -> Iterator[LiveServer]:
+    """A migrated Daphne with one instance and key; with collect_static, its static files
+    collected as in production (compressing them takes most of a minute on a busy machine,
+    so only the tests of static files ask for it)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items()
            if k not in ("DATABASE_URL", "REDIS_URL", "MESH_MAX_REQUEST_BODY", "MESH_PUBLIC_URL",
-                         "MESH_TOKEN_LIFETIME")}
+                         "MESH_TOKEN_LIFETIME", "STATIC_ROOT", "DEBUG")}
     env.update(MESH_VAR_DIR=str(var_dir), MESH_MAX_MESSAGE_SIZE=str(MAX_MESSAGE_SIZE), MESH_PUBLIC_URL=base,
-               DJANGO_SETTINGS_MODULE="meshsite.settings")
+               DJANGO_SETTINGS_MODULE="meshsite.settings", **(extra_env or {}))
     database = PostgresDatabase(os.environ["DATABASE_URL"]) if os.environ.get("DATABASE_URL") else None
     process: subprocess.Popen | None = None
     log = var_dir / "daphne.log"
@@ -122,6 +126,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         if database is not None:
             env["DATABASE_URL"] = database.create()
         manage(env, "migrate", "--noinput")
+        if collect_static:
+            manage(env, "collectstatic", "--noinput")
         manage(env, "create_service", "event-mesh", "default", "live", "-c", '{"namespace": "a/b/c"}')
         key = json.loads(manage(env, "create_service_key", "live", "k1"))
         with log.open("wb") as out:
@@ -136,6 +142,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
             stop(process)
         if database is not None:
             database.drop()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory.mktemp("live")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,72 @@
+"""Under Daphne, answer request heads past Twisted's limits with a JSON 431 instead of silence.
+
+Twisted's HTTPChannel, which parses requests for Daphne, enforces three limits before any
+application code runs: 16 KiB per line (LineReceiver.MAX_LENGTH), 16 KiB for the request line
+and headers together (totalHeadersSize) and 500 headers (maxHeaders). Past the first it just
+closes the connection, so the client sees no answer at all; past the others it writes a bare
+`400 Bad Request` with no body. This channel keeps those limits and Twisted's parsing, and
+only changes the answer: 431 Request Header Fields Too Large (414 for the request line) in
+the SAP error shape, then closes as Twisted does (the rest of the request is never read).
+
+install() is called by meshsite.asgi, which Daphne imports before it starts listening; it
+replaces the channel Daphne's HTTPFactory builds. The smaller limits every server gets are
+enforced after parsing, in meshsite/headerlimit.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+from meshsite.headerlimit import TOO_LARGE
+
+try:
+    from daphne.http_protocol import HTTPFactory
+    from twisted.web import http
+except ImportError:  # another ASGI server, without Daphne installed
+    HTTPFactory = None
+
+
+def _answer(status: int, reason: str, message: str) -> bytes:
+    body = json.dumps({"message": message}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+if HTTPFactory is not None:
+
+    class LimitedHTTPChannel(http.HTTPChannel):
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            assert self.transport is not None  # only called while data arrives on it
+            self.transport.write(_answer(status, reason, message))  # type: ignore[call-arg,misc]
+            self.loseConnection()
+
+        def lineLengthExceeded(self, line: bytes) -> None:
+            # Twisted's own name-mangled flag: true while the request line is awaited.
+            if getattr(self, "_HTTPChannel__first_line"):  # noqa: B009 (a mangled name)
+                self._refuse(414, "URI Too Long", f"Request line longer than {self.MAX_LENGTH} bytes")
+            else:
+                self._refuse(431, "Request Header Fields Too Large", TOO_LARGE)
+
+        def lineReceived(self, line: bytes) -> None:
+            # The same sum Twisted checks first thing in its lineReceived, checked before it.
+            if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+                self._refuse(431, "Request Header Fields Too Large", TOO_LARGE)
+                return
+            super().lineReceived(line)
+
+        def headerReceived(self, line: bytes) -> bool:
+            if self._receivedHeaderCount >= self.maxHeaders:
+                self._refuse(431, "Request Header Fields Too Large", TOO_LARGE)
+                return False
+            return bool(super().headerReceived(line))
+
+    def _limited_channel(factory: http.HTTPFactory) -> http._GenericHTTPChannelProtocol:
+        # What Twisted's _genericHTTPChannelProtocolFactory builds, with our channel inside
+        # (the generic wrapper switches to HTTP/2 after ALPN; that path is unchanged).
+        return http._GenericHTTPChannelProtocol(LimitedHTTPChannel())
+
+
+def install() -> None:
+    if HTTPFactory is not None:
+        HTTPFactory.protocol = _limited_channel
