@@ -25,7 +25,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from meshsite.errors import Conflict
-from meshsite.platform.admin import ServiceWritesAdmin, adopt
+from meshsite.platform.admin import ReadOnlyAdmin, ServiceWritesAdmin, adopt
 from meshsite.platform.models import Service, ServiceInstance
 
 from .models import DeliveryAttempt, Message, Queue, Subscription, WebhookSubscription
@@ -52,19 +52,6 @@ def _valid(check: Callable[[str], str], value: str) -> str:
         return check(value)
     except InvalidName as error:
         raise ValidationError(str(error)) from None
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View only: no add, change or delete, whatever the user's permissions."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 class QueueForm(forms.ModelForm):

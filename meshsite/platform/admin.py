@@ -104,14 +104,8 @@ class EntitlementInline(admin.TabularInline):
         return False
 
 
-@admin.register(Subaccount)
-class SubaccountAdmin(admin.ModelAdmin):
-    """Read-only: meshsite runs one subaccount, the one MESH_SUBACCOUNT names (renaming it
-    would make the platform create a fresh one and orphan every instance)."""
-
-    list_display = ["name", "created_at"]
-    readonly_fields = ["name", "created_at"]
-    inlines = [EntitlementInline]
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """View only: no add, change or delete, whatever the user's permissions."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -121,6 +115,16 @@ class SubaccountAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(Subaccount)
+class SubaccountAdmin(ReadOnlyAdmin):
+    """Read-only: meshsite runs one subaccount, the one MESH_SUBACCOUNT names (renaming it
+    would make the platform create a fresh one and orphan every instance)."""
+
+    list_display = ["name", "created_at"]
+    readonly_fields = ["name", "created_at"]
+    inlines = [EntitlementInline]
 
 
 @admin.register(Entitlement)
