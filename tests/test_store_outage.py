@@ -32,6 +32,7 @@ QUEUE_NAME = "a/b/c/outage/q"
 QUEUE = "/messagingrest/v1/queues/a%2Fb%2Fc%2Foutage%2Fq/messages"
 MANAGEMENT = "/hub/rest/api/v1/management/messaging"
 READINESS = f"{MANAGEMENT}/readinessCheck"
+PUBLISH = {"x-qos": "1", "Content-Type": "text/plain"}
 # The defaults that docs/configuration.md documents; the server runs with them.
 POOL_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
@@ -124,7 +125,7 @@ class Outage:
 
 
 CALLS: dict[str, tuple[str, str, dict[str, str]]] = {
-    "publish": ("POST", QUEUE, {"x-qos": "1", "Content-Type": "text/plain"}),
+    "publish": ("POST", QUEUE, PUBLISH),
     "consume": ("POST", QUEUE + "/consumption", {"x-qos": "1"}),
     "ack": ("POST", QUEUE + "/{message_id}/acknowledgement", {}),
     "management": ("GET", f"{MANAGEMENT}/queues", {}),
@@ -162,8 +163,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
         assert httpx.put(f"{base}{MANAGEMENT}/queues/a%2Fb%2Fc%2Foutage%2Fq", headers=headers,
                          timeout=10).status_code == 201
         for _ in range(2):  # one to consume (for a real message id), one left waiting
-            assert httpx.post(base + QUEUE, content=b"m", headers={**headers, "x-qos": "1", "Content-Type": "text/plain"},
-                              timeout=10).status_code == 204
+            assert httpx.post(base + QUEUE, content=b"m", headers={**headers, **PUBLISH}, timeout=10).status_code == 204
         consumed = httpx.post(base + QUEUE + "/consumption", headers={**headers, "x-qos": "1"}, timeout=10)
         assert consumed.status_code == 200, consumed.text
         yield Outage(base=base, cluster=cluster, client_id=oa2["clientid"], client_secret=oa2["clientsecret"],
@@ -245,7 +245,7 @@ def test_nothing_answered_503_was_stored(outage):
     headers = {"Authorization": f"Bearer {outage.token}"}
     outage.cluster.stop()
     try:
-        refused = httpx.post(outage.base + QUEUE, content=b"lost", headers={**headers, "x-qos": "1", "Content-Type": "text/plain"}, timeout=30)
+        refused = httpx.post(outage.base + QUEUE, content=b"lost", headers={**headers, **PUBLISH}, timeout=30)
         assert refused.status_code == 503
     finally:
         outage.cluster.start()

@@ -14,10 +14,22 @@ if _url:
         # connections are per thread: without a pool each request would open (and fork) a
         # new PostgreSQL backend. The pool is per process and shared by those threads.
         _db["CONN_MAX_AGE"] = 0
-        _db.setdefault("OPTIONS", {})["pool"] = {
+        # Django's backend with the store breaker in front of the pool (meshsite.storebreaker).
+        _db["ENGINE"] = "meshsite.dbbackend"
+        _options = _db.setdefault("OPTIONS", {})
+        # Short waits bound a request's 503 during an outage: the pool timeout is how long a
+        # request waits for a connection (10 s before: a thread held that long per request),
+        # the connect timeout how long one connection attempt may hang (libpq waits forever
+        # by default, and treats 1 as 2).
+        _options["connect_timeout"] = env_int("DATABASE_CONNECT_TIMEOUT", 2, minimum=1)
+        _options["pool"] = {
             "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2),
             "max_size": env_int("DATABASE_POOL_MAX_SIZE", 20, minimum=1),
-            "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
+            "timeout": env_int("DATABASE_POOL_TIMEOUT", 2, minimum=1),
+            # The pool retries a lost connection with a doubling backoff for this long, then
+            # gives up and connects again on demand; the default (5 min) let the backoff reach
+            # a minute, so a store that came back looked down for that long.
+            "reconnect_timeout": 5.0,
         }
     else:
         _db["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
@@ -38,3 +50,7 @@ else:
     }
 
 DATABASES = {"default": _db}
+
+# During an outage, requests are refused at once; every this many ms one of them tries a
+# fresh connection, and the first that succeeds ends the outage for all.
+DATABASE_PROBE_INTERVAL_MS = env_int("DATABASE_PROBE_INTERVAL_MS", 1000, minimum=1)
