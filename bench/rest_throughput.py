@@ -28,507 +28,37 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import os
-import platform
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import httpx
 import psycopg
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-BIN = Path(sys.executable).parent
-NAMESPACE = "b/e/n"
-QUEUE = f"{NAMESPACE}/bench"
-REST = "/messagingrest/v1"
-MANAGEMENT = "/hub/rest/api/v1/management/messaging"
-HOST = "127.0.0.1"
-
-
-def enc(name: str) -> str:
-    return quote(name, safe="")
-
-
-# --------------------------------------------------------------------------------------
-# Measurement bookkeeping
-
-
-@dataclass
-class Snapshot:
-    """CPU seconds of the processes that matter, of the whole machine, and the database's
-    counters (transactions and sessions of the scratch database), at one moment."""
-
-    server: dict[int, float]
-    postgres: dict[int, float]
-    client: float
-    machine_busy: float
-    machine_total: float
-    db_transactions: int
-    db_sessions: int
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_cpu(pid: int | str) -> float:
-    """utime + stime + cutime + cstime: a process's CPU plus that of its reaped children (so
-    PostgreSQL backends that exit during a window are still counted, through the postmaster)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return sum(int(value) for value in fields[11:15]) / TICK
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _postgres_cpu() -> dict[int, float]:
-    cpu = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() == "postgres":
-                        cpu[int(entry)] = _proc_cpu(entry)
-            except OSError:
-                pass
-    return cpu
-
-
-def snapshot(server_pids: list[int], dsn: str) -> Snapshot:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT xact_commit + xact_rollback, sessions FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-    with open("/proc/stat") as handle:
-        values = [int(v) for v in handle.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    times = os.times()
-    return Snapshot(
-        server={pid: _proc_cpu(pid) for pid in server_pids},
-        postgres=_postgres_cpu(),
-        client=times.user + times.system,
-        machine_busy=(sum(values[:8]) - idle) / TICK,
-        machine_total=sum(values[:8]) / TICK,
-        db_transactions=int(row[0]) if row else 0,
-        db_sessions=int(row[1]) if row else 0,
-    )
-
-
-def _delta(before: dict[int, float], after: dict[int, float]) -> float:
-    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
-@dataclass
-class Result:
-    scenario: str
-    concurrency: int
-    servers: int  # Daphne processes (0 for the raw PostgreSQL baseline)
-    ops: int
-    seconds: float
-    ops_per_s: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
-def summarize(
-    scenario: str, concurrency: int, servers: int, latencies: list[float], errors: int, seconds: float,
-    before: Snapshot, after: Snapshot, notes: dict[str, Any] | None = None,
-) -> Result:
-    latencies.sort()
-    ops = len(latencies)
-
-    def per_op(value: float) -> float | None:
-        return round(value / ops, 2 if value < ops else 1) if ops else None
-
-    server = _delta(before.server, after.server)
-    postgres = _delta(before.postgres, after.postgres)
-    client = after.client - before.client
-    busy = after.machine_busy - before.machine_busy
-    total = max(1e-9, after.machine_total - before.machine_total)
-    measured = {
-        "server_us_per_op": per_op(server * 1e6),
-        "postgres_us_per_op": per_op(postgres * 1e6),
-        "client_us_per_op": per_op(client * 1e6),
-        "machine_busy_pct": round(100 * busy / total, 1),
-        # CPU used by anything else on the machine: non-zero means the numbers were disturbed.
-        "other_processes_pct": round(100 * max(0.0, busy - server - postgres - client) / total, 1),
-        "db_transactions_per_op": per_op(after.db_transactions - before.db_transactions),
-        "db_sessions_per_op": per_op(after.db_sessions - before.db_sessions),
-    }
-    return Result(
-        scenario=scenario, concurrency=concurrency, servers=servers, ops=ops, seconds=round(seconds, 3),
-        ops_per_s=round(ops / seconds, 1) if seconds else 0.0,
-        p50_ms=round(percentile(latencies, 0.50) * 1e3, 3), p99_ms=round(percentile(latencies, 0.99) * 1e3, 3),
-        errors=errors, notes={**measured, **(notes or {})},
-    )
-
-
-# --------------------------------------------------------------------------------------
-# Raw PostgreSQL baseline
-
-
-RAW_TABLE = "bench_raw_insert"
-
-
-def raw_insert(dsn: str, concurrency: int, warmup: float, duration: float, payload: bytes,
-               stop: threading.Event) -> Result:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {RAW_TABLE}")
-    start = time.perf_counter() + 0.3  # all connections open before the clock runs
-    measure_from = start + warmup
-    deadline = measure_from + duration
-    latencies: list[list[float]] = [[] for _ in range(concurrency)]
-    errors = [0] * concurrency
-
-    def work(slot: int) -> None:
-        mine = latencies[slot]
-        with psycopg.connect(dsn, autocommit=True, options="-c statement_timeout=30000") as conn:
-            conn.execute("SET synchronous_commit TO on")
-            cursor = conn.cursor()
-            sql = f"INSERT INTO {RAW_TABLE} (queue_id, payload, created_at) VALUES (%s, %s, now())"
-            while time.perf_counter() < start:
-                time.sleep(0.001)
-            while not stop.is_set():
-                began = time.perf_counter()
-                if began >= deadline:
-                    break
-                try:
-                    cursor.execute(sql, (1, payload), prepare=True)
-                except psycopg.Error:
-                    errors[slot] += 1
-                    continue
-                if began >= measure_from:
-                    mine.append(time.perf_counter() - began)
-
-    threads = [threading.Thread(target=work, args=(slot,), daemon=True) for slot in range(concurrency)]
-    for thread in threads:
-        thread.start()
-    _sleep_until(measure_from, stop)
-    before = snapshot([], dsn)
-    _sleep_until(deadline, stop)
-    after = snapshot([], dsn)
-    for thread in threads:
-        thread.join()
-    merged = [value for chunk in latencies for value in chunk]
-    return summarize("raw insert", concurrency, 0, merged, sum(errors), duration, before, after)
-
-
-def _sleep_until(moment: float, stop: threading.Event) -> None:
-    while not stop.is_set():
-        left = moment - time.perf_counter()
-        if left <= 0:
-            return
-        stop.wait(min(left, 0.2))
-
-
-# --------------------------------------------------------------------------------------
-# A minimal HTTP/1.1 keep-alive client on asyncio: a few tens of µs of client CPU per
-# request, so the client takes little of the 2 cores away from the server it measures.
-
-
-REQUEST_TIMEOUT = 30.0  # seconds; a request that takes longer counts as an error
-
-
-class Connection:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
-        sock = self.writer.get_extra_info("socket")
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    async def request(self, raw: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head[:-4].split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-            body = b""
-            while True:
-                size = int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
-                chunk = await self.reader.readexactly(size + 2)
-                if size == 0:
-                    break
-                body += chunk[:-2]
-        else:
-            length = int(headers.get(b"content-length", b"0"))
-            body = await self.reader.readexactly(length) if length else b""
-        if headers.get(b"connection", b"").lower() == b"close":
-            self.close()
-        return status, headers, body
-
-
-def build_request(method: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", f"Content-Length: {len(body)}"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-
-
-class Client:
-    def __init__(self, token: str, payload: bytes) -> None:
-        self.auth = {"Authorization": f"Bearer {token}"}
-        base = f"{REST}/queues/{enc(QUEUE)}/messages"
-        self.ack_prefix = f"{base}/"
-        self.publish_raw = build_request(
-            "POST", base, {**self.auth, "x-qos": "1", "Content-Type": "application/octet-stream"}, payload
-        )
-        self.consume_raw = build_request("POST", f"{base}/consumption", {**self.auth, "x-qos": "1"})
-
-    async def publish(self, conn: Connection) -> str | None:
-        status, _, body = await conn.request(self.publish_raw)
-        return None if status == 204 else f"publish {status} {body[:200]!r}"
-
-    async def consume_ack(self, conn: Connection) -> str | None:
-        status, headers, body = await conn.request(self.consume_raw)
-        if status == 204:
-            return "empty"
-        if status != 200:
-            return f"consume {status} {body[:200]!r}"
-        message_id = headers[b"x-message-id"].decode()
-        ack = build_request("POST", f"{self.ack_prefix}{enc(message_id)}/acknowledgement", self.auth)
-        status, _, body = await conn.request(ack)
-        return None if status in (200, 204) else f"ack {status} {body[:200]!r}"
-
-
-async def http_phase(
-    scenario: str, op_name: str, client: Client, ports: list[int], concurrency: int, warmup: float,
-    duration: float, mesh: Mesh, stop: threading.Event,
-) -> Result:
-    connections = [Connection(ports[slot % len(ports)]) for slot in range(concurrency)]
-    await asyncio.gather(*(conn.open() for conn in connections))
-    loop = asyncio.get_running_loop()
-    measure_from = loop.time() + warmup
-    deadline = measure_from + duration
-    latencies: list[float] = []
-    failures: collections.Counter[str] = collections.Counter()
-    operation = getattr(client, op_name)
-
-    async def work(conn: Connection) -> None:
-        while not stop.is_set():
-            began = loop.time()
-            if began >= deadline:
-                return
-            try:
-                async with asyncio.timeout(REQUEST_TIMEOUT):
-                    failure = await operation(conn)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as error:
-                failure = f"{type(error).__name__}: {error}"
-                conn.close()
-            if began < measure_from:
-                continue
-            if failure is None:
-                latencies.append(loop.time() - began)
-            else:
-                failures[failure[:120]] += 1
-                if failure == "empty":
-                    await asyncio.sleep(0.01)
-
-    async def snapshots() -> tuple[Snapshot, Snapshot]:
-        await asyncio.sleep(max(0.0, measure_from - loop.time()))
-        first = await asyncio.to_thread(snapshot, mesh.pids, mesh.dsn)
-        await asyncio.sleep(max(0.0, deadline - loop.time()))
-        return first, await asyncio.to_thread(snapshot, mesh.pids, mesh.dsn)
-
-    peak_backends = 0
-    watcher: list[psycopg.Connection] = []
-
-    def backends() -> int:
-        if not watcher:  # one connection for the whole phase, so it adds no session churn
-            watcher.append(psycopg.connect(mesh.dsn, autocommit=True))
-        row = watcher[0].execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()").fetchone()
-        return int(row[0]) - 1 if row else 0  # less this one
-
-    async def watch_backends() -> None:
-        # Open sessions on the scratch database, sampled: connection churn shows up here.
-        nonlocal peak_backends
-        try:
-            while loop.time() < deadline and not stop.is_set():
-                peak_backends = max(peak_backends, await asyncio.to_thread(backends))
-                await asyncio.sleep(0.25)
-        finally:
-            for conn in watcher:
-                conn.close()
-
-    try:
-        window = asyncio.ensure_future(snapshots())
-        await asyncio.gather(window, watch_backends(), *(work(conn) for conn in connections))
-        before, after = window.result()
-    finally:
-        for conn in connections:
-            conn.close()
-    errors = sum(count for reason, count in failures.items() if reason != "empty")
-    notes: dict[str, Any] = {"peak_db_sessions": peak_backends}
-    if failures:
-        notes["failures"] = dict(failures.most_common(5))
-    return summarize(scenario, concurrency, len(ports), latencies, errors, duration, before, after, notes)
-
-
-# --------------------------------------------------------------------------------------
-# The system under test
-
-
-class Mesh:
-    """A scratch database, the CLI-created instance and key, and N Daphne processes."""
-
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.admin_dsn = f"postgresql://{args.pg_user}@{args.pg_host}:{args.pg_port}/postgres"
-        self.dsn = f"postgresql://{args.pg_user}@{args.pg_host}:{args.pg_port}/{args.db_name}"
-        self.var_dir = Path(tempfile.mkdtemp(prefix="meshsite-bench-"))
-        self.processes: list[subprocess.Popen] = []
-        self.ports: list[int] = []
-        self.key: dict[str, Any] = {}
-
-    def env(self, port: int | None = None, server: bool = False) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
-        url = self.dsn.replace("postgresql://", "postgres://", 1)
-        if server and self.args.db_url_query:
-            url += "?" + self.args.db_url_query
-        env.update(
-            DATABASE_URL=url,
-            MESH_VAR_DIR=str(self.var_dir),
-            MESH_PUBLIC_URL=f"http://{HOST}:{port or self.args.port}",
-            LOG_LEVEL="WARNING",
-            PYTHONUNBUFFERED="1",
-        )
-        if server:
-            env.update(item.split("=", 1) for item in self.args.server_env)
-        return env
-
-    def manage(self, *argv: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *argv], cwd=ROOT, env=self.env(), capture_output=True, text=True,
-        )
-        if done.returncode != 0:
-            raise SystemExit(f"manage.py {' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
-        return done.stdout
-
-    def create_database(self) -> None:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.args.db_name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.args.db_name}"')
-        self.manage("migrate", "--noinput", "-v", "0")
-        self.manage("create_service", "event-mesh", "default", "bench", "-c", json.dumps({"namespace": NAMESPACE}))
-        self.key = json.loads(self.manage("create_service_key", "bench", "k"))
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute(
-                f"CREATE TABLE {RAW_TABLE} (id bigserial PRIMARY KEY, queue_id bigint NOT NULL, "
-                "payload bytea NOT NULL, created_at timestamptz NOT NULL)"
-            )
-
-    def drop_database(self) -> None:
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.args.db_name}" WITH (FORCE)')
-
-    def start(self, count: int) -> None:
-        self.stop()
-        self.ports = [self.args.port + index for index in range(count)]
-        for port in self.ports:
-            command = [str(BIN / "daphne"), "-b", HOST, "-p", str(port)]
-            if not self.args.access_log:
-                command += ["-v", "0"]
-            command.append("meshsite.asgi:application")
-            with open(self.var_dir / f"daphne-{port}.log", "ab") as log:
-                self.processes.append(subprocess.Popen(
-                    command, cwd=ROOT, env=self.env(port, server=True), stdout=log, stderr=subprocess.STDOUT,
-                ))
-        for port, process in zip(self.ports, self.processes, strict=True):
-            self._wait_ready(port, process)
-
-    def _wait_ready(self, port: int, process: subprocess.Popen) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log = (self.var_dir / f"daphne-{port}.log").read_text(errors="replace")
-                raise SystemExit(f"daphne on port {port} exited:\n{log[-3000:]}")
-            try:
-                httpx.get(f"http://{HOST}:{port}{MANAGEMENT}/readinessCheck", timeout=2)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise SystemExit(f"daphne on port {port} did not answer within 60 s")
-
-    @property
-    def pids(self) -> list[int]:
-        return [process.pid for process in self.processes]
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.processes = []
-
-    def token(self) -> str:
-        oa2 = next(entry for entry in self.key["messaging"] if "httprest" in entry["protocol"])["oa2"]
-        response = httpx.post(
-            f"http://{HOST}:{self.ports[0]}/oauth/token", data={"grant_type": "client_credentials"},
-            auth=(oa2["clientid"], oa2["clientsecret"]), timeout=30,
-        )
-        response.raise_for_status()
-        return response.json()["access_token"]
-
-    def create_queue(self, token: str) -> None:
-        response = httpx.put(
-            f"http://{HOST}:{self.ports[0]}{MANAGEMENT}/queues/{enc(QUEUE)}",
-            headers={"Authorization": f"Bearer {token}"}, timeout=30,
-        )
-        if response.status_code not in (200, 201):
-            raise SystemExit(f"creating the queue answered {response.status_code}: {response.text}")
-
-    def reset_messages(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE messaging_message")
-            conn.execute("VACUUM ANALYZE messaging_message")
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.var_dir, ignore_errors=True)
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402
+    QUEUE,
+    RESULTS,
+    ROOT,
+    SERVERS,
+    Client,
+    Mesh,
+    Result,
+    _phase,
+    find_py_spy,
+    http_phase,
+    machine_info,
+    raw_insert,
+    save_results,
+    start_py_spy,
+)
 
 # --------------------------------------------------------------------------------------
 # Profiling (optional, --profile): py-spy samples one Daphne process (wall clock, idle
@@ -558,14 +88,6 @@ MAIN_PHASES = [
     ("Django ASGI handler + async middleware", r"^(ASGIHandler|MiddlewareMixin\.__acall__|AsyncToSync\.main_wrap|"
                                                r"SyncToAsync\.__call__|BodyLimitMiddleware)"),
 ]
-
-
-def _phase(frames: list[str], phases: list[tuple[str, str]], default: str) -> str:
-    for frame in reversed(frames):
-        for label, pattern in phases:
-            if re.search(pattern, frame):
-                return label
-    return default
 
 
 def analyze_profile(raw_path: Path, rate: int, requests: int) -> dict[str, Any]:
@@ -610,38 +132,6 @@ def analyze_profile(raw_path: Path, rate: int, requests: int) -> dict[str, Any]:
         "event_loop_thread_us_per_request": {label: per_request(count) for label, count in main.most_common()},
         "other_threads_samples": other,
     }
-
-
-def find_py_spy() -> str | None:
-    py_spy = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
-    if not py_spy:
-        print("--profile: py-spy not found (pip install py-spy into the venv); skipped")
-    return py_spy
-
-
-def start_py_spy(py_spy: str, pid: int, rate: int, raw_path: Path, svg_path: Path,
-                 seconds: float | None = None) -> list[subprocess.Popen]:
-    """Two py-spy samplers of `pid` (all threads, idle ones too): raw samples and a flame graph."""
-    duration = ["--duration", str(seconds)] if seconds else []
-    return [
-        subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid), *duration, "--rate", str(rate), "--idle", "--threads",
-             "--nonblocking", "--format", fmt, "--output", str(path)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for fmt, path in (("raw", raw_path), ("flamegraph", svg_path))
-    ]
-
-
-def save_results(output: dict[str, Any], name: str, stamp: str, print_breakdown: Any, print_profile: Any) -> int:
-    """Write a run's JSON to bench/results and print its breakdown and profile, if any."""
-    path = RESULTS / f"{name}-{stamp}.json"
-    path.write_text(json.dumps(output, indent=2))
-    if output.get("breakdown"):
-        print_breakdown(output["breakdown"])
-    if output.get("profile"):
-        print_profile(output["profile"])
-    print(f"\nresults: {path.relative_to(ROOT)}")
-    return 0
 
 
 async def profile_publish(args: argparse.Namespace, mesh: Mesh, client: Client, stamp: str,
@@ -808,52 +298,6 @@ def print_breakdown(parts: dict[str, Any]) -> None:
         print(f"  {label:<58} {value['wall_us']:>8.0f} {value['cpu_us']:>8.0f} {opens:>10}")
 
 
-# --------------------------------------------------------------------------------------
-# Machine facts and output
-
-
-def machine_info(dsn: str) -> dict[str, Any]:
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = ""
-    with contextlib.suppress(OSError, IndexError):
-        memory = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        pg_version = str((conn.execute("SELECT version()").fetchone() or ("?",))[0])
-        pg_settings: dict[str, str] = dict(conn.execute(
-            "SELECT name, current_setting(name) FROM pg_settings WHERE name IN "
-            "('synchronous_commit', 'fsync', 'wal_sync_method', 'shared_buffers', 'commit_delay', 'max_connections')"
-        ).fetchall())
-    import daphne
-    import django
-
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.rstrip() if done.returncode == 0 else "?"
-
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines()
-               if not line[3:].startswith("bench/") and line[3:] != "docs/performance.md"]
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted_changes_outside_bench": changed,
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "memory": memory,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "django": django.get_version(),
-        "daphne": daphne.__version__,
-        "postgresql": pg_version,
-        "postgresql_settings": pg_settings,
-    }
-
-
 def print_table(results: list[Result], raw: dict[int, float]) -> None:
     header = (f"{'scenario':<12} {'conc':>4} {'daphne':>6} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'x raw':>5} "
               f"{'srv µs/op':>9} {'pg µs/op':>8} {'tx/op':>5} {'conn/op':>7} {'sess':>4} {'cpu%':>5} {'other%':>6} "
@@ -898,7 +342,9 @@ def main() -> int:
     parser.add_argument("--servers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
                         help="comma-separated Daphne process counts to try, one port each (default 1,2)")
     parser.add_argument("--payload", type=int, default=1024, help="message size in bytes (default 1024)")
-    parser.add_argument("--port", type=int, default=8710, help="first Daphne port (default 8710)")
+    parser.add_argument("--port", type=int, default=8710, help="first server port (default 8710)")
+    parser.add_argument("--server", choices=SERVERS, default="daphne",
+                        help="the server under test: daphne (default) or uvicorn")
     parser.add_argument("--access-log", action="store_true",
                         help="keep Daphne's default per-request access log (default: daphne -v 0)")
     parser.add_argument("--profile", action="store_true",
@@ -941,6 +387,7 @@ def main() -> int:
         print("setting up: database, migrate, instance, key ...", flush=True)
         mesh.create_database()
         output["machine"] = machine_info(mesh.dsn)
+        output["server"] = args.server
         m = output["machine"]
         print(f"machine: {m['nproc']} cpus, {m['cpu_model']}, {m['memory']}; {m['postgresql'].split(',')[0]}; "
               f"synchronous_commit={m['postgresql_settings'].get('synchronous_commit')}; code at {m['commit']}"

@@ -60,7 +60,7 @@ import httpx
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import rest_throughput as rt  # noqa: E402  (the REST benchmark: Mesh, CPU readers, machine facts)
+import harness as rt  # noqa: E402  (the shared harness: Mesh, servers, clients, CPU readers, machine facts)
 
 ROOT = rt.ROOT
 RESULTS = rt.RESULTS
