@@ -110,6 +110,13 @@ STORAGES = {
     # (tests, a fresh checkout): see meshsite/staticstorage.py for why.
     "staticfiles": {"BACKEND": "meshsite.staticstorage.StaticStorage"},
 }
+# Source maps are more than half the collected bytes (the API docs' bundles) and are only
+# fetched by a developer's browser tools: compressing them doubled a first collectstatic
+# (measured on a loaded 2-core machine: 66 s with them, 34 s without).
+WHITENOISE_SKIP_COMPRESS_EXTENSIONS = [
+    "jpg", "jpeg", "png", "gif", "webp", "zip", "gz", "tgz", "bz2", "tbz", "xz", "br",
+    "woff", "woff2", "mp4", "webm", "map",
+]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
