@@ -163,10 +163,11 @@ def message_consume(
     with transaction.atomic():
         queue = queue_get(instance=instance, name=name)
         store.hold_exclusive(queue, consumer, now)
-        if qos == 1:
-            store.check_unacked(queue, consumer, now)
         lock_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT) if qos == 1 else None
-        taken = store.claim(queue=queue, qos=qos, consumer=consumer, now=now, lock_until=lock_until)
+        # maxDeliveredUnackedMsgsPerFlow counts what qos 1 holds; a qos-0 consume holds nothing.
+        flow_limit = queue.max_delivered_unacked_msgs_per_flow if qos == 1 else 0
+        taken = store.claim(queue=queue, qos=qos, consumer=consumer, now=now, lock_until=lock_until,
+                            flow_limit=flow_limit)
     if not taken.messages:
         return None
     message = taken.messages[0]

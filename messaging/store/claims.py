@@ -15,6 +15,7 @@ from meshsite.errors import Conflict
 
 from ..models import AccessType, Message
 from . import rules, statements
+from .capacity import check_unacked
 from .deadletter import dead_letter
 from .execute import fetch, fetch_messages, postgres, run
 from .queues import StoredQueue
@@ -30,7 +31,7 @@ class Claim:
 
 def claim(
     *, queue: StoredQueue, qos: int, consumer: str, now: datetime, lock_until: datetime | None = None,
-    limit: int = 1,
+    limit: int = 1, flow_limit: int = 0,
 ) -> Claim:
     """Take up to `limit` available messages, oldest first, in one statement per attempt.
 
@@ -38,14 +39,18 @@ def claim(
     acknowledgement names, so an ack for an earlier delivery is refused); qos 0 removes them.
     Either way the delivery counts (for qos 0 only in the returned message). A message
     whose redeliveries were already exhausted goes to the dead message queue instead, and
-    the claim looks again.
+    the claim looks again. With `flow_limit` (maxDeliveredUnackedMsgsPerFlow, for a consumer
+    that holds messages across requests), a consumer at its limit gets LimitReached, checked
+    in the claim itself: a count of its own is paid only when the claim finds nothing.
     """
     while True:
         statement = statements.claim(
             postgres=postgres(), queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=qos, now=now, limit=limit,
-            lock_until=lock_until, consumer=consumer,
+            lock_until=lock_until, consumer=consumer, flow_limit=flow_limit,
         )
         taken = fetch_messages(statement)
+        if not taken and flow_limit:
+            check_unacked(queue, consumer, now)  # at the limit, or simply nothing there
         full = len(taken) == limit
         if qos == 0:
             for message in taken:

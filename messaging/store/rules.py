@@ -98,6 +98,10 @@ def held_by_q(consumer: str, now: datetime) -> Q:
     return Q(claimed_by=consumer, locked_until__gt=now)
 
 
+def held_by_sql(consumer: str, now: datetime) -> Fragment:
+    return "claimed_by = %s AND locked_until > %s", [consumer, now]
+
+
 def available_in_its_queue_q(now: datetime) -> Q:
     """`available_q` for messages of many queues at once (each under its own respectTtl)."""
     return free_q(now) & (Q(queue__respect_ttl=False) | Q(expires_at__gt=now))

@@ -43,7 +43,7 @@ def _marks(count: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool) -> str:
+def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool, flow: bool) -> str:
     now = datetime.min  # a stand-in: only the text is kept, the parameters come per call
     available, _ = rules.available_sql(now, respect_ttl=respect_ttl)
     # SKIP LOCKED: concurrent consumers each take a different head row instead of queueing on
@@ -55,6 +55,14 @@ def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool) ->
     # `id = (...)` for one row: PostgreSQL runs the subquery once as an InitPlan and then
     # touches one row by primary key; `IN` is the same for a batch.
     where = f"id = ({head})" if single else f"id IN ({head})"
+    if flow:
+        # maxDeliveredUnackedMsgsPerFlow in the same statement: nothing is claimed while the
+        # consumer holds the limit (counting stops there). Uncorrelated, so it runs once.
+        held, _ = rules.held_by_sql("", now)
+        where += (
+            f" AND (SELECT count(*) FROM (SELECT 1 FROM {MESSAGE} WHERE queue_id = %s AND {held} LIMIT %s)"  # noqa: S608
+            " AS held) < %s"
+        )
     returning = ", ".join(MESSAGE_COLUMNS)
     if qos == 0:
         return f"DELETE FROM {MESSAGE} WHERE {where} RETURNING {returning}"  # noqa: S608
@@ -67,14 +75,17 @@ def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool) ->
 
 def claim(
     *, postgres: bool, queue_id: int, respect_ttl: bool, qos: int, now: datetime, limit: int = 1,
-    lock_until: datetime | None = None, consumer: str = "",
+    lock_until: datetime | None = None, consumer: str = "", flow_limit: int = 0,
 ) -> Statement:
     """Take up to `limit` available messages in queue order, in one statement: qos 1 locks
     them to `consumer` until `lock_until` with a fresh claim id and counts the delivery;
-    qos 0 removes them."""
-    text = _claim_text(postgres=postgres, qos=qos, respect_ttl=respect_ttl, single=limit == 1)
+    qos 0 removes them. With `flow_limit`, none while `consumer` holds that many."""
+    text = _claim_text(postgres=postgres, qos=qos, respect_ttl=respect_ttl, single=limit == 1, flow=bool(flow_limit))
     _, available = rules.available_sql(now, respect_ttl=respect_ttl)
     params: list[Any] = [queue_id, *available, limit]
+    if flow_limit:
+        _, held = rules.held_by_sql(consumer, now)
+        params += [queue_id, *held, flow_limit, flow_limit]
     if qos == 1:
         params = [lock_until, consumer, *params]
     return Statement(text, params)
