@@ -9,7 +9,6 @@ separate table, so an abandoned claim needs no cleanup to become available again
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from django.core.validators import MinValueValidator
 from django.db import models
@@ -74,16 +73,6 @@ class Queue(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def has_capacity_limits(self) -> bool:
-        return bool(self.max_queue_size_in_bytes or self.max_queue_message_count)
-
-    def admits_consumer(self, identity: str, now: datetime) -> bool:
-        if self.access_type != AccessType.EXCLUSIVE:
-            return True
-        lease_active = self.exclusive_until is not None and self.exclusive_until > now
-        return not lease_active or self.exclusive_owner == identity
-
 
 class Subscription(models.Model):
     """A queue's subscription to a topic pattern.
@@ -145,17 +134,6 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.uuid} in {self.queue_id}"
-
-    def is_expired(self, now: datetime) -> bool:
-        return self.expires_at <= now
-
-    def is_locked(self, now: datetime) -> bool:
-        return self.locked_until is not None and self.locked_until > now
-
-    def redeliveries_exhausted(self, queue: Queue) -> bool:
-        """Delivered once plus `maxRedeliveryCount` times, and still not acknowledged."""
-        limit = queue.max_redelivery_count
-        return limit > 0 and self.delivery_count > limit
 
 
 class WebhookStatus(models.TextChoices):

@@ -10,6 +10,7 @@ from django.db import transaction
 from meshsite.errors import Invalid
 from meshsite.platform.models import ServiceInstance
 
+from .. import store
 from ..models import Message, Queue
 from ..selectors import queue_get
 
@@ -25,10 +26,7 @@ def dead_letters_requeue(*, instance: ServiceInstance, queue_name: str, message_
     moved = 0
     for message in dead.order_by("id"):
         source, _ = Queue.objects.get_or_create(instance=instance, name=message.dead_from)
-        Message.objects.filter(pk=message.pk).update(
-            queue=source, dead_from="", death_reason="", delivery_count=0, locked_until=None, claim_id=None,
-            claimed_by="",
-        )
+        store.requeue(message=message, target=source)
         moved += 1
     return moved
 

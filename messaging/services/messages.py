@@ -1,10 +1,10 @@
 """Publish, consume and acknowledge: the hot path of the mesh.
 
 A publish is one INSERT (one per matching queue for a topic) after one indexed lookup; a
-consume is one `SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1` plus an UPDATE (qos 1) or a
-DELETE (qos 0). Queue counters are not kept on the queue row: a hot row would serialize
-every publisher on one lock, so capacity limits are checked by counting, and only on queues
-that have a limit.
+consume is one `UPDATE ... WHERE id = (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING ...` (qos 1) or the same DELETE (qos 0). The storage rules (available, claim,
+settle, capacity, the exclusive hold, durability) live in `messaging.store`; this module
+validates, authorizes and chooses the SAP answers.
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from meshsite.errors import Conflict, Forbidden, Gone, Invalid, LimitReached, NotFound, TooLarge
+from meshsite.errors import Forbidden, Gone, Invalid, NotFound, TooLarge
 from meshsite.platform.models import ServiceInstance
 
+from .. import store
 from ..mediatype import MAX_LENGTH, is_media_type
-from ..models import AccessType, Message, Queue
+from ..models import Message, Queue
 from ..names import InvalidName, validate_queue_name, validate_topic
-from ..selectors import queue_get, queues_stats, queues_subscribed_to, rules_for
-from .deadletter import message_dead_letter
+from ..selectors import queue_get, queues_subscribed_to, rules_for
 
 log = logging.getLogger(__name__)
 
@@ -66,42 +65,6 @@ def _expires_at(now: datetime, expiration_ms: int | None) -> datetime:
     return now + timedelta(milliseconds=expiration_ms)
 
 
-def commit_without_flush() -> None:
-    """Let the current transaction's commit return before the WAL is flushed (PostgreSQL):
-    for writes whose loss in a database crash is acceptable, never for an answered publish."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
-
-
-def _relax_durability(qos: int) -> None:
-    # qos 0 promises at-most-once: its commit need not wait for the WAL flush.
-    if qos == 0:
-        commit_without_flush()
-
-
-def _check_message_size(queues: list[Queue], size: int) -> None:
-    for queue in queues:
-        if queue.max_message_size_in_bytes and size > queue.max_message_size_in_bytes:
-            raise TooLarge(f"Message exceeds the maximum message size of queue {queue.name}")
-
-
-def _check_capacity(queues: list[Queue], size: int) -> None:
-    limited = [queue for queue in queues if queue.has_capacity_limits]
-    if not limited:
-        return
-    # Serialize the publishers of limited queues (in id order, so fan-outs cannot deadlock);
-    # NO KEY UPDATE leaves the foreign-key locks of concurrent inserts unblocked.
-    list(Queue.objects.select_for_update(no_key=True).filter(pk__in=[q.pk for q in limited]).order_by("pk"))
-    stats = queues_stats(queues=limited)
-    for queue in limited:
-        current = stats[queue.pk]
-        count_full = queue.max_queue_message_count and current.message_count + 1 > queue.max_queue_message_count
-        size_full = queue.max_queue_size_in_bytes and current.size_in_bytes + size > queue.max_queue_size_in_bytes
-        if count_full or size_full:
-            raise LimitReached(f"Queue {queue.name} is full", headers={"Retry-After": "1"})
-
-
 def _row(queue: Queue, outgoing: Outgoing, address: str, now: datetime, expires_at: datetime) -> Message:
     return Message(
         queue=queue, payload=outgoing.payload, size=len(outgoing.payload),
@@ -133,17 +96,17 @@ def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outg
     now = timezone.now()
     expires_at = _expires_at(now, outgoing.expiration_ms)
     queue = queue_get(instance=instance, name=name)
-    _check_message_size([queue], len(outgoing.payload))
+    store.check_message_size([queue], len(outgoing.payload))
     message = _row(queue, outgoing, f"queue:{name}", now, expires_at)
     try:
-        if outgoing.qos == 1 and not queue.has_capacity_limits:
+        if outgoing.qos == 1 and not store.has_capacity_limits(queue):
             # The common case is one autocommit INSERT: durable when it returns, and one
             # round trip less than BEGIN ... COMMIT.
             message.save(force_insert=True)
         else:
             with transaction.atomic():
-                _relax_durability(outgoing.qos)
-                _check_capacity([queue], len(outgoing.payload))
+                store.relax_for_publish(outgoing.qos)
+                store.check_capacity([queue], len(outgoing.payload))
                 message.save(force_insert=True)
     except IntegrityError:  # the queue was deleted after it was looked up
         raise NotFound("Queue does not exist") from None
@@ -170,11 +133,11 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
     now = timezone.now()
     expires_at = _expires_at(now, outgoing.expiration_ms)
     with transaction.atomic():
-        _relax_durability(outgoing.qos)
+        store.relax_for_publish(outgoing.qos)
         queues = queues_subscribed_to(subaccount_id=instance.subaccount_id, topic=topic)
         if queues:
-            _check_message_size(queues, len(outgoing.payload))
-            _check_capacity(queues, len(outgoing.payload))
+            store.check_message_size(queues, len(outgoing.payload))
+            store.check_capacity(queues, len(outgoing.payload))
             pushed = [q.pk for q in queues if q.has_webhooks]
             if pushed:
                 transaction.on_commit(lambda: _wake(pushed))
@@ -184,40 +147,6 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
             except IntegrityError:  # a subscribed queue was deleted meanwhile: publish to the rest
                 return message_publish_to_topic(instance=instance, topic=topic, outgoing=outgoing)
     return len(queues)
-
-
-def hold_exclusive(queue: Queue, consumer: str, now: datetime) -> None:
-    """Take or renew an EXCLUSIVE queue's consumer lease for `consumer`, or raise Conflict."""
-    locked = Queue.objects.select_for_update(no_key=True).get(pk=queue.pk)
-    if not locked.admits_consumer(consumer, now):
-        raise Conflict(f"Queue {queue.name} is EXCLUSIVE and another consumer is active")
-    lease = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
-    Queue.objects.filter(pk=queue.pk).update(exclusive_owner=consumer, exclusive_until=lease)
-
-
-def _check_unacked(queue: Queue, consumer: str, now: datetime) -> None:
-    limit = queue.max_delivered_unacked_msgs_per_flow
-    if not limit:
-        return
-    held = Message.objects.filter(queue=queue, claimed_by=consumer, locked_until__gt=now)[:limit].count()
-    if held >= limit:
-        raise LimitReached(
-            f"{held} messages are delivered and unacknowledged (maxDeliveredUnackedMsgsPerFlow); "
-            "acknowledge some first"
-        )
-
-
-def _claim_next(queue: Queue, now: datetime) -> Message | None:
-    available = Message.objects.select_for_update(skip_locked=True).filter(
-        Q(locked_until__isnull=True) | Q(locked_until__lte=now), queue=queue
-    )
-    if queue.respect_ttl:
-        available = available.filter(expires_at__gt=now)
-    while True:
-        message = available.order_by("id").first()
-        if message is None or not message.redeliveries_exhausted(queue):
-            return message
-        message_dead_letter(message=message, queue=queue, reason="maxRedeliveryCount exceeded")
 
 
 def message_consume(
@@ -233,32 +162,24 @@ def message_consume(
     now = timezone.now()
     with transaction.atomic():
         queue = queue_get(instance=instance, name=name)
-        if queue.access_type == AccessType.EXCLUSIVE:
-            hold_exclusive(queue, consumer, now)
-        if qos == 1:
-            _check_unacked(queue, consumer, now)
-        message = _claim_next(queue, now)
-        if message is None:
-            return None
-        message.queue = queue
-        # This delivery counts, with either qos (a first delivery is 1); for qos 0 only in
-        # the answer, since the row is gone.
-        message.delivery_count += 1
-        if qos == 0:
-            Message.objects.filter(pk=message.pk).delete()
-            return Delivery(message=message, message_id=str(message.uuid))
-        message.locked_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT)
-        message.claim_id = uuid.uuid4()
-        message.claimed_by = consumer
-        message.save(update_fields=["locked_until", "claim_id", "claimed_by", "delivery_count"])
-        return Delivery(message=message, message_id=str(message.claim_id))
+        store.hold_exclusive(queue, consumer, now)
+        lock_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT) if qos == 1 else None
+        # maxDeliveredUnackedMsgsPerFlow counts what qos 1 holds; a qos-0 consume holds nothing.
+        flow_limit = queue.max_delivered_unacked_msgs_per_flow if qos == 1 else 0
+        taken = store.claim(queue=queue, qos=qos, consumer=consumer, now=now, lock_until=lock_until,
+                            flow_limit=flow_limit)
+    if not taken.messages:
+        return None
+    message = taken.messages[0]
+    message.queue = queue
+    return Delivery(message=message, message_id=str(message.claim_id if qos == 1 else message.uuid))
 
 
 def message_release(*, claim_id: str, delay_seconds: float) -> bool:
     """Give a held qos-1 message back: available again after `delay_seconds` (a retry
     backoff), its delivery count kept, so maxRedeliveryCount still applies."""
     until = timezone.now() + timedelta(seconds=delay_seconds)
-    return bool(Message.objects.filter(claim_id=claim_id).update(locked_until=until))
+    return bool(store.give_back(claim_ids=[uuid.UUID(claim_id)], available_at=until))
 
 
 def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) -> None:
@@ -269,11 +190,7 @@ def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) 
         raise NotFound("Message does not exist or is not held by a consumer") from None
     now = timezone.now()
     # One DELETE settles the common case; only a refusal pays for finding out why.
-    held = Message.objects.filter(
-        queue__instance=instance, queue__name=name, claim_id=claim_id, locked_until__gt=now
-    )
-    deleted, _ = held.delete()
-    if deleted:
+    if store.settle(claim_ids=[claim_id], held_at=now, instance_id=instance.pk, queue_name=name):
         return
     queue = queue_get(instance=instance, name=name)
     if Message.objects.filter(queue=queue, claim_id=claim_id).exists():

@@ -8,24 +8,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import F, Q
 from django.utils import timezone
 
+from .. import store
 from ..models import Message
-from .deadletter import message_dead_letter
+from ..store import rules
 
 
 def queues_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
     now = now or timezone.now()
     moved = 0
-    free = Q(locked_until__isnull=True) | Q(locked_until__lte=now)
     sweeps = (
-        ("message expired (respectTtl)", Q(queue__respect_ttl=True, expires_at__lte=now) & free),
-        (
-            "maxRedeliveryCount exceeded",
-            Q(queue__max_redelivery_count__gt=0, locked_until__lte=now)
-            & Q(delivery_count__gt=F("queue__max_redelivery_count")),
-        ),
+        ("message expired (respectTtl)", rules.expired_q(now)),
+        (store.EXHAUSTED, rules.exhausted_q() & rules.free_q(now)),
     )
     for reason, condition in sweeps:
         with transaction.atomic():
@@ -36,6 +31,6 @@ def queues_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
                 .order_by("id")[:batch]
             )
             for message in rows:
-                message_dead_letter(message=message, queue=message.queue, reason=reason)
+                store.dead_letter(message=message, queue=message.queue, reason=reason)
                 moved += 1
     return moved

@@ -32,23 +32,23 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from meshsite import secretbox
 from meshsite.errors import Conflict
 from meshsite.secretbox import SecretUnreadable
 
-from ..models import AccessType, DeliveryAttempt, Message, Queue, WebhookStatus, WebhookSubscription
-from ..services.deadletter import message_dead_letter
-from ..services.messages import commit_without_flush, hold_exclusive
+from .. import store
+from ..models import AccessType, DeliveryAttempt, Message, WebhookStatus, WebhookSubscription
+from ..store import rules
 from . import netguard, signing
 from .auth import TokenFetchFailed, authorization_for
 
@@ -65,20 +65,6 @@ class Outcome:
     retry_after: float | None = None
     latency_ms: float = 0.0
     excerpt: str = ""
-
-
-@dataclass(frozen=True)
-class Claimed:
-    """A message held by a run: what a push sends, and what its settle refers to."""
-
-    id: int
-    uuid: UUID
-    claim_id: UUID | None  # None for qos 0: the message is already gone from the queue
-    payload: bytes
-    content_type: str
-    address: str
-    delivery_count: int
-    row: tuple[Any, ...] = ()  # qos 0: the whole row, to put an unpushed message back
 
 
 # --- time budgets ------------------------------------------------------------------------
@@ -111,7 +97,7 @@ def _engine_transaction(subscription: WebhookSubscription) -> Iterator[None]:
     outermost = not connection.in_atomic_block
     with transaction.atomic(savepoint=False):
         if outermost and subscription.qos == 1:
-            commit_without_flush()
+            store.commit_without_flush()
         yield
 
 
@@ -163,51 +149,17 @@ def _runner_param(runner: UUID) -> Any:
 def _has_available(subscription: WebhookSubscription) -> bool:
     """Whether the queue holds a message the next claim would take, and no other run holds
     the lease (a run that does will see the message itself, or look again as it ends)."""
-    queue = subscription.queue
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    statement = "SELECT 1 FROM {message} WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= %s)"
-    params = [queue.pk, now]
-    if queue.respect_ttl:
-        statement += " AND expires_at > %s"
-        params.append(now)
-    # A plain read: locking the head row here, even for a moment, would make a concurrent
-    # claim skip it and deliver out of order.
-    statement += " AND NOT EXISTS (SELECT 1 FROM {subscription} WHERE id = %s AND runner_until >= %s) LIMIT 1"
-    params += [subscription.pk, now]
-    with connection.cursor() as cursor:
-        cursor.execute(_sql(statement), params)
-        return cursor.fetchone() is not None
+    now = timezone.now()
+    lease_held = _sql("NOT EXISTS (SELECT 1 FROM {subscription} WHERE id = %s AND runner_until >= %s)")
+    return store.has_available(queue=subscription.queue, now=now, extra=(lease_held, [subscription.pk, now]))
 
 
 # --- claiming ------------------------------------------------------------------------------
 
 
-def _claim_sql(queue: Queue, qos: int) -> str:
-    table = Message._meta.db_table
-    postgres = connection.vendor == "postgresql"
-    available = (
-        f"SELECT id FROM {table} WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= %s)"
-        + (" AND expires_at > %s" if queue.respect_ttl else "")
-        + " ORDER BY id LIMIT %s"
-        + (" FOR UPDATE SKIP LOCKED" if postgres else "")
-    )
-    if qos == 0:
-        return f"DELETE FROM {table} WHERE id IN ({available}) RETURNING *"
-    new_claim = "gen_random_uuid()" if postgres else "lower(hex(randomblob(16)))"
-    return (
-        f"UPDATE {table} SET locked_until = %s, claim_id = {new_claim}, claimed_by = %s,"
-        f" delivery_count = delivery_count + 1 WHERE id IN ({available})"
-        " RETURNING id, uuid, claim_id, payload, content_type, address, delivery_count"
-    )
-
-
-def _as_uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
 @dataclass
 class Round:
-    claimed: list[Claimed]
+    claimed: list[Message]
     full: bool  # took as many as it asked for: the queue may hold more
     lost: bool = False  # the lease is no longer this run's: stop
 
@@ -217,62 +169,23 @@ def _claim(subscription: WebhookSubscription, limit: int, now: datetime, runner:
     them to this webhook (each with a fresh claim id), qos 0 removes them. With `runner`,
     the run's lease is renewed in the same transaction first (fenced on the runner)."""
     queue = subscription.queue
-    unacked_limit = queue.max_delivered_unacked_msgs_per_flow
-    limit = min(limit, unacked_limit) if unacked_limit else limit
-    adapt = connection.ops.adapt_datetimefield_value
-    params: list[Any] = [queue.pk, adapt(now)]
-    if queue.respect_ttl:
-        params.append(adapt(now))
-    params.append(limit)
-    if subscription.qos == 1:
-        until = now + timedelta(seconds=_lease_seconds(subscription))
-        params = [adapt(until), f"webhook:{subscription.pk}", *params]
+    consumer = f"webhook:{subscription.pk}"
+    lock_until = now + timedelta(seconds=_lease_seconds(subscription)) if subscription.qos == 1 else None
     with _engine_transaction(subscription):
         if runner is not None and _renew_lease(subscription, runner) is None:
             return Round([], full=False, lost=True)
-        if queue.access_type == AccessType.EXCLUSIVE:
-            try:
-                hold_exclusive(queue, f"webhook:{subscription.pk}", now)
-            except Conflict:
-                return Round([], full=False)
-        with connection.cursor() as cursor:
-            cursor.execute(_claim_sql(queue, subscription.qos), params)
-            columns = [column[0] for column in cursor.description]
-            rows = cursor.fetchall()
-    if subscription.qos == 0:
-        index = {name: n for n, name in enumerate(columns)}
-        claimed = [
-            Claimed(
-                id=row[index["id"]], uuid=_as_uuid(row[index["uuid"]]), claim_id=None,
-                payload=bytes(row[index["payload"]]), content_type=row[index["content_type"]],
-                address=row[index["address"]], delivery_count=row[index["delivery_count"]] + 1,
-                row=tuple(zip(columns, row, strict=True)),
-            )
-            for row in rows
-        ]
-    else:
-        claimed = [
-            Claimed(id=r[0], uuid=_as_uuid(r[1]), claim_id=_as_uuid(r[2]), payload=bytes(r[3]), content_type=r[4],
-                    address=r[5], delivery_count=r[6])
-            for r in rows
-        ]
-    claimed.sort(key=lambda message: message.id)  # RETURNING promises no order
-    full = len(claimed) == limit
-    if subscription.qos == 1 and queue.max_redelivery_count:
-        # Already delivered once plus maxRedeliveryCount times (by REST consumers whose locks
-        # ran out, say): dead, not pushed again.
-        exhausted = [m for m in claimed if m.delivery_count > queue.max_redelivery_count + 1]
-        if exhausted:
-            with _engine_transaction(subscription):  # they are ours (claimed) until moved
-                for message in exhausted:
-                    held = Message.objects.filter(claim_id=message.claim_id).first()
-                    if held is not None:
-                        message_dead_letter(message=held, queue=queue, reason="maxRedeliveryCount exceeded")
-            claimed = [m for m in claimed if m not in exhausted]
-    return Round(claimed, full)
+        try:
+            store.hold_exclusive(queue, consumer, now)
+        except Conflict:
+            return Round([], full=False)
+        taken = store.claim(
+            queue=queue, qos=subscription.qos, consumer=consumer, now=now, lock_until=lock_until,
+            limit=store.flow_cap(queue, limit),
+        )
+    return Round(taken.messages, taken.full)
 
 
-def _extend_claims(subscription: WebhookSubscription, runner: UUID, claimed: Sequence[Claimed]) -> float | None:
+def _extend_claims(subscription: WebhookSubscription, runner: UUID, claimed: Sequence[Message]) -> float | None:
     """Keep a slow round alive: extend the lease (fenced) and the claims of the whole round,
     the pushed-but-unsettled ones included, and an EXCLUSIVE queue's consumer lease. Returns
     the new expiry (monotonic), or None when the lease is no longer this run's."""
@@ -280,14 +193,11 @@ def _extend_claims(subscription: WebhookSubscription, runner: UUID, claimed: Seq
         until = _renew_lease(subscription, runner)
         if until is None:
             return None
-        claim_ids = [message.claim_id for message in claimed if message.claim_id]
-        if claim_ids:
-            Message.objects.filter(claim_id__in=claim_ids).update(locked_until=until)
-        if subscription.queue.access_type == AccessType.EXCLUSIVE:
-            try:
-                hold_exclusive(subscription.queue, f"webhook:{subscription.pk}", timezone.now())
-            except Conflict:
-                return None
+        store.extend(claim_ids=[message.claim_id for message in claimed if message.claim_id], until=until)
+        try:
+            store.hold_exclusive(subscription.queue, f"webhook:{subscription.pk}", timezone.now())
+        except Conflict:
+            return None
     return time.monotonic() + _lease_seconds(subscription)
 
 
@@ -393,8 +303,8 @@ class _Run:
         subscription, result, claimed = self.subscription, self.result, batch.claimed
         budget = _push_budget(subscription)
         held_until: float | None = time.monotonic() + _lease_seconds(subscription)
-        outcomes: list[tuple[Claimed, Outcome, datetime]] = []
-        in_flight: Claimed | None = None
+        outcomes: list[tuple[Message, Outcome, datetime]] = []
+        in_flight: Message | None = None
         last = True
         try:
             for message in claimed:
@@ -449,7 +359,7 @@ class _Run:
 # --- the push ------------------------------------------------------------------------------
 
 
-def _headers(subscription: WebhookSubscription, message: Claimed) -> dict[str, str]:
+def _headers(subscription: WebhookSubscription, message: Message) -> dict[str, str]:
     headers = {
         "Content-Type": message.content_type or subscription.default_content_type or "application/octet-stream",
         "x-address": message.address,
@@ -459,13 +369,13 @@ def _headers(subscription: WebhookSubscription, message: Claimed) -> dict[str, s
     if subscription.signing_secrets:
         # webhook-id is the message's own id, so it stays the same on every retry.
         headers.update(signing.signature_headers(
-            message_id=str(message.uuid), timestamp=int(time.time()), body=message.payload,
+            message_id=str(message.uuid), timestamp=int(time.time()), body=bytes(message.payload),
             secrets=[secretbox.unseal(sealed) for sealed in subscription.signing_secrets],
         ))
     return headers
 
 
-def push(subscription: WebhookSubscription, message: Claimed, session: netguard.Session | None = None) -> Outcome:
+def push(subscription: WebhookSubscription, message: Message, session: netguard.Session | None = None) -> Outcome:
     """One POST of `message` to the endpoint; a 401 under oauth2 fetches a new token once.
 
     Never raises: whatever goes wrong is an attempt that failed, so it is logged, counted
@@ -486,13 +396,13 @@ def push(subscription: WebhookSubscription, message: Claimed, session: netguard.
         if authorization:
             headers["Authorization"] = authorization
         response = session.request(
-            "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale,
+            "POST", subscription.endpoint, headers=headers, content=bytes(message.payload), retry_stale=retry_stale,
             max_idle=max_idle,
         )
         if response.status_code == 401 and subscription.security.get("type") == "oauth2":
             headers["Authorization"] = authorization_for(subscription, refresh=True) or ""
             response = session.request(
-                "POST", subscription.endpoint, headers=headers, content=message.payload, retry_stale=retry_stale,
+                "POST", subscription.endpoint, headers=headers, content=bytes(message.payload), retry_stale=retry_stale,
                 max_idle=max_idle,
             )
         succeeded = 200 <= response.status_code < 300
@@ -535,8 +445,8 @@ def backoff_seconds(failures: int, retry_after: float | None) -> float:
 
 def _settle(
     subscription: WebhookSubscription,
-    claimed: list[Claimed],
-    outcomes: list[tuple[Claimed, Outcome, datetime]],
+    claimed: list[Message],
+    outcomes: list[tuple[Message, Outcome, datetime]],
     *,
     log: bool = True,
 ) -> None:
@@ -548,23 +458,15 @@ def _settle(
     delivered = [message for message, outcome, _ in outcomes if outcome.succeeded]
     failure = next(((m, o, at) for m, o, at in outcomes if not o.succeeded), None)
     with _engine_transaction(subscription):  # joins the caller's
-        if subscription.qos == 1 and delivered:
-            _delete_claimed(delivered)
+        if subscription.qos == 1:
+            store.settle(claim_ids=[message.claim_id for message in delivered if message.claim_id])
         if log:
             _log_attempts(subscription, outcomes)
-        _give_back_unpushed(subscription, unpushed)
+        store.give_back_unattempted(messages=unpushed, qos=subscription.qos)
         if failure is not None:
             _failed(subscription, *failure)
         elif delivered:
             _succeeded(subscription, outcomes[-1][2])
-
-
-def _message_from_row(row: tuple[Any, ...]) -> Message:
-    values = dict(row)
-    for name, value in values.items():
-        if isinstance(value, datetime) and timezone.is_naive(value):  # SQLite keeps UTC, naive
-            values[name] = timezone.make_aware(value, UTC)
-    return Message(**{field.attname: values[field.column] for field in Message._meta.concrete_fields})
 
 
 _ATTEMPT_COLUMNS = (
@@ -573,7 +475,7 @@ _ATTEMPT_COLUMNS = (
 )
 
 
-def _log_attempts(subscription: WebhookSubscription, outcomes: list[tuple[Claimed, Outcome, datetime]]) -> None:
+def _log_attempts(subscription: WebhookSubscription, outcomes: list[tuple[Message, Outcome, datetime]]) -> None:
     """One multi-row INSERT into the delivery log (the ORM's bulk_create costs more than the
     database does here)."""
     if not outcomes:
@@ -595,26 +497,6 @@ def _log_attempts(subscription: WebhookSubscription, outcomes: list[tuple[Claime
         )
 
 
-def _delete_claimed(messages: list[Claimed]) -> None:
-    prepare = Message._meta.get_field("claim_id").get_db_prep_value
-    claim_ids = [prepare(message.claim_id, connection) for message in messages]
-    with connection.cursor() as cursor:
-        marks = ", ".join(["%s"] * len(claim_ids))
-        cursor.execute(_sql(f"DELETE FROM {{message}} WHERE claim_id IN ({marks})"), claim_ids)  # noqa: S608
-
-
-def _give_back_unpushed(subscription: WebhookSubscription, unpushed: list[Claimed]) -> None:
-    if not unpushed:
-        return
-    if subscription.qos == 0:  # removed by the claim: put back with the same id, so in the same place
-        Message.objects.bulk_create([_message_from_row(message.row) for message in unpushed])
-        return
-    Message.objects.filter(claim_id__in=[message.claim_id for message in unpushed]).update(
-        # Never attempted: this claim does not count as a delivery.
-        locked_until=None, claim_id=None, claimed_by="", delivery_count=F("delivery_count") - 1
-    )
-
-
 def _succeeded(subscription: WebhookSubscription, at: datetime) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
@@ -628,13 +510,14 @@ def _succeeded(subscription: WebhookSubscription, at: datetime) -> None:
     subscription.failing_since = None
 
 
-def _failed(subscription: WebhookSubscription, message: Claimed, outcome: Outcome, at: datetime) -> None:
+def _failed(subscription: WebhookSubscription, message: Message, outcome: Outcome, at: datetime) -> None:
     failures = subscription.consecutive_failures + 1
     # One instant for the message's lock and the subscription's gate, so that the retry
     # finds the failed message available and takes it before the ones behind it.
     retry_at = at + timedelta(seconds=backoff_seconds(failures, outcome.retry_after))
     if subscription.qos == 1:
-        _give_back(subscription, message, outcome, retry_at)
+        reason = f"webhook {subscription.name}: {outcome.error}; {outcome.excerpt}".strip("; ")
+        store.give_back_failed(queue=subscription.queue, message=message, retry_at=retry_at, reason=reason)
     failing_since = subscription.failing_since or at
     paused = (at - failing_since).total_seconds() >= settings.MESH_WEBHOOK_PAUSE_AFTER
     WebhookSubscription.objects.filter(pk=subscription.pk).update(
@@ -646,24 +529,13 @@ def _failed(subscription: WebhookSubscription, message: Claimed, outcome: Outcom
     subscription.failing_since = failing_since
 
 
-def _give_back(subscription: WebhookSubscription, message: Claimed, outcome: Outcome, retry_at: datetime) -> None:
-    queue = subscription.queue
-    if queue.max_redelivery_count and message.delivery_count > queue.max_redelivery_count:
-        held = Message.objects.filter(claim_id=message.claim_id).first()
-        if held is not None:
-            reason = f"webhook {subscription.name}: {outcome.error}; {outcome.excerpt}".strip("; ")
-            message_dead_letter(message=held, queue=queue, reason=reason)
-        return
-    Message.objects.filter(claim_id=message.claim_id).update(locked_until=retry_at)
-
-
 # --- finding work -----------------------------------------------------------------------------
 
 
 def webhooks_due(now: datetime | None = None) -> list[int]:
     """Subscriptions with messages waiting, allowed to deliver, and no run in progress."""
     now = now or timezone.now()
-    available = Message.objects.filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now), queue=OuterRef("queue"))
+    available = Message.objects.filter(rules.available_in_its_queue_q(now), queue=OuterRef("queue"))
     due = WebhookSubscription.objects.filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
         Q(runner_until__isnull=True) | Q(runner_until__lt=now),

@@ -1,0 +1,31 @@
+"""Durability per write: whether a commit waits for the WAL flush.
+
+An answered qos-1 publish must survive a database crash, so it commits durably. qos 0
+promises at most once, and the webhook engine's bookkeeping (claims, acknowledgements, its
+log) only causes a redelivery if lost, so those commits may return before the flush.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+
+from .statements import SKIP_WAL_FLUSH
+
+
+def commit_without_flush() -> None:
+    """Let the current transaction's commit return before the WAL is flushed (PostgreSQL):
+    for writes whose loss in a database crash is acceptable, never for an answered publish."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(SKIP_WAL_FLUSH)
+
+
+def may_skip_flush(qos: int) -> bool:
+    """The publish rule: only at-most-once messages may lose their last commit."""
+    return qos == 0
+
+
+def relax_for_publish(qos: int) -> None:
+    """Inside the publish's transaction: skip the flush where the qos allows it."""
+    if may_skip_flush(qos):
+        commit_without_flush()

@@ -1,0 +1,156 @@
+"""The store's statements as SQL text plus parameters, built from the rules and nothing
+else: no connection, no cursor. `messaging.store.execute` runs them through Django today;
+an async psycopg path can run the same text (psycopg takes `%s` and adapts the datetimes
+and UUIDs given as parameters itself).
+
+The texts depend on a few shape flags only (vendor, qos, respectTtl, how many rows), so each
+shape is built once per process and cached: the hot path pays for no SQL compilation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+from ..models import AccessType, Message, Queue
+from . import rules
+
+MESSAGE = Message._meta.db_table
+QUEUE = Queue._meta.db_table
+# Every column, in model order: a claim returns whole rows, so that a qos-0 message (gone
+# from the table once claimed) can be put back or dead-lettered as it was.
+MESSAGE_COLUMNS: tuple[str, ...] = tuple(str(field.column) for field in Message._meta.concrete_fields)
+
+# Lets the commit return before the WAL is flushed (PostgreSQL only; SQLite has no such
+# switch): see `messaging.store.durability`.
+SKIP_WAL_FLUSH = "SET LOCAL synchronous_commit TO OFF"
+
+
+@dataclass(frozen=True)
+class Statement:
+    sql: str
+    params: list[Any]
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["%s"] * count)
+
+
+# --- claim ---------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=64)
+def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool, flow: bool) -> str:
+    now = datetime.min  # a stand-in: only the text is kept, the parameters come per call
+    available, _ = rules.available_sql(now, respect_ttl=respect_ttl)
+    # SKIP LOCKED: concurrent consumers each take a different head row instead of queueing on
+    # one lock. SQLite has one writer at a time, so there is nothing to skip.
+    head = (
+        f"SELECT id FROM {MESSAGE} WHERE queue_id = %s AND {available} ORDER BY id LIMIT %s"  # noqa: S608
+        + (" FOR UPDATE SKIP LOCKED" if postgres else "")
+    )
+    # `id = (...)` for one row: PostgreSQL runs the subquery once as an InitPlan and then
+    # touches one row by primary key; `IN` is the same for a batch.
+    where = f"id = ({head})" if single else f"id IN ({head})"
+    if flow:
+        # maxDeliveredUnackedMsgsPerFlow in the same statement: nothing is claimed while the
+        # consumer holds the limit (counting stops there). Uncorrelated, so it runs once.
+        held, _ = rules.held_by_sql("", now)
+        where += (
+            f" AND (SELECT count(*) FROM (SELECT 1 FROM {MESSAGE} WHERE queue_id = %s AND {held} LIMIT %s)"  # noqa: S608
+            " AS held) < %s"
+        )
+    returning = ", ".join(MESSAGE_COLUMNS)
+    if qos == 0:
+        return f"DELETE FROM {MESSAGE} WHERE {where} RETURNING {returning}"  # noqa: S608
+    new_claim = "gen_random_uuid()" if postgres else "lower(hex(randomblob(16)))"
+    return (
+        f"UPDATE {MESSAGE} SET locked_until = %s, claim_id = {new_claim}, claimed_by = %s,"  # noqa: S608
+        f" delivery_count = delivery_count + 1 WHERE {where} RETURNING {returning}"
+    )
+
+
+def claim(
+    *, postgres: bool, queue_id: int, respect_ttl: bool, qos: int, now: datetime, limit: int = 1,
+    lock_until: datetime | None = None, consumer: str = "", flow_limit: int = 0,
+) -> Statement:
+    """Take up to `limit` available messages in queue order, in one statement: qos 1 locks
+    them to `consumer` until `lock_until` with a fresh claim id and counts the delivery;
+    qos 0 removes them. With `flow_limit`, none while `consumer` holds that many."""
+    text = _claim_text(postgres=postgres, qos=qos, respect_ttl=respect_ttl, single=limit == 1, flow=bool(flow_limit))
+    _, available = rules.available_sql(now, respect_ttl=respect_ttl)
+    params: list[Any] = [queue_id, *available, limit]
+    if flow_limit:
+        _, held = rules.held_by_sql(consumer, now)
+        params += [queue_id, *held, flow_limit, flow_limit]
+    if qos == 1:
+        params = [lock_until, consumer, *params]
+    return Statement(text, params)
+
+
+# --- settle and give back --------------------------------------------------------------------
+
+
+def settle(*, claim_ids: list[UUID], held_at: datetime | None = None,
+           instance_id: UUID | None = None, queue_name: str | None = None) -> Statement:
+    """Remove settled (acknowledged) messages. With `held_at`, only while the claim's lock
+    still holds then; with an instance and queue name, only in that queue (tenant-safe)."""
+    sql = f"DELETE FROM {MESSAGE} WHERE claim_id IN ({_marks(len(claim_ids))})"  # noqa: S608
+    params: list[Any] = list(claim_ids)
+    if held_at is not None:
+        sql += " AND locked_until > %s"
+        params.append(held_at)
+    if instance_id is not None:
+        sql += f" AND queue_id IN (SELECT id FROM {QUEUE} WHERE instance_id = %s AND name = %s)"  # noqa: S608
+        params += [instance_id, queue_name]
+    return Statement(sql, params)
+
+
+def give_back_counted(*, claim_ids: list[UUID], available_at: datetime) -> Statement:
+    """Back to the queue at `available_at` (a retry backoff), the delivery still counted, so
+    maxRedeliveryCount applies: a release, or a failed delivery."""
+    sql = f"UPDATE {MESSAGE} SET locked_until = %s WHERE claim_id IN ({_marks(len(claim_ids))})"  # noqa: S608
+    return Statement(sql, [available_at, *claim_ids])
+
+
+def give_back_uncounted(*, claim_ids: list[UUID]) -> Statement:
+    """Back to the queue at once, as if never claimed: a claim that was never attempted."""
+    return Statement(
+        f"UPDATE {MESSAGE} SET locked_until = NULL, claim_id = NULL, claimed_by = '',"  # noqa: S608
+        f" delivery_count = delivery_count - 1 WHERE claim_id IN ({_marks(len(claim_ids))})",
+        list(claim_ids),
+    )
+
+
+def extend(*, claim_ids: list[UUID], until: datetime) -> Statement:
+    """Keep claims alive for a consumer that is still working on them."""
+    return give_back_counted(claim_ids=claim_ids, available_at=until)
+
+
+# --- the exclusive-consumer hold ---------------------------------------------------------------
+
+
+def hold_exclusive(*, queue_id: int, consumer: str, now: datetime, until: datetime) -> Statement:
+    """Take or renew an EXCLUSIVE queue's lease for `consumer` in one UPDATE; no row updated
+    means another consumer holds it. (Non-exclusive queues are admitted by the rule too, but
+    callers skip the statement for them: it would write the queue row on every consume.)"""
+    admits, params = rules.admits_consumer_sql(AccessType.EXCLUSIVE.value, consumer, now)
+    return Statement(
+        f"UPDATE {QUEUE} SET exclusive_owner = %s, exclusive_until = %s WHERE id = %s AND {admits}",  # noqa: S608
+        [consumer, until, queue_id, *params],
+    )
+
+
+# --- checks --------------------------------------------------------------------------------------
+
+
+def has_available(*, queue_id: int, respect_ttl: bool, now: datetime) -> Statement:
+    """Whether the next claim would find a message. A plain read: locking the head row, even
+    for a moment, would make a concurrent claim skip it and deliver out of order."""
+    available, params = rules.available_sql(now, respect_ttl=respect_ttl)
+    return Statement(
+        f"SELECT 1 FROM {MESSAGE} WHERE queue_id = %s AND {available}", [queue_id, *params]  # noqa: S608
+    )
