@@ -1,4 +1,4 @@
-"""Hostile input over real HTTP against a live Daphne (the lean API handler, not the test
+"""Hostile input over real HTTP against a live uvicorn and Daphne (the lean API handler, not the test
 client's stack): deeply nested JSON, a Content-Type that is no media type, a grant that is not
 served, and the qos-0 delivery count, each answered in the API's own shape, never a 500."""
 

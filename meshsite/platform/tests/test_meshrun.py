@@ -49,11 +49,11 @@ def children_of(pid: int) -> list[int]:
     return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
-def daphne_child(pid: int) -> int:
+def server_child(pid: int) -> int:
     for child in children_of(pid):
-        if b"daphne" in Path(f"/proc/{child}/cmdline").read_bytes():
+        if b"uvicorn" in Path(f"/proc/{child}/cmdline").read_bytes():
             return child
-    raise AssertionError(f"no daphne among the children of {pid}")
+    raise AssertionError(f"no uvicorn among the children of {pid}")
 
 
 @pytest.fixture
@@ -94,17 +94,20 @@ def test_running_is_printed_once_the_server_answers_after_saying_what_it_does(ru
     # One attempt, no retry: the line must not come before the server answers.
     assert httpx.get(f"http://127.0.0.1:{port}/api/schema/", timeout=30).status_code == 200
     said = "\n".join(lines[:-1]).lower()
-    for step in ("migrating", "seeding", "starting"):
+    for step in ("migrating", "seeding", "starting the web server (uvicorn)"):
         assert step in said, lines
+    # The production server, with the parts the docs promise (not h11 or asyncio by fallback).
+    command = Path(f"/proc/{server_child(process.pid)}/cmdline").read_bytes().split(b"\0")
+    assert b"httptools" in command and b"uvloop" in command and b"--no-proxy-headers" in command, command
 
 
 def test_a_child_that_dies_stops_meshrun_with_a_one_line_reason(running):
     process, _, _ = running
     children = children_of(process.pid)
-    os.kill(daphne_child(process.pid), signal.SIGKILL)
+    os.kill(server_child(process.pid), signal.SIGKILL)
     out, err = process.communicate(timeout=60)
     assert process.returncode not in (0, None)
     last = [line for line in err.splitlines() if line.strip()][-1]
-    assert last.startswith("meshsite stopped: the web server (daphne)"), err
+    assert last.startswith("meshsite stopped: the web server (uvicorn)"), err
     # The worker did not go on half-running without its web server.
     assert not [child for child in children if Path(f"/proc/{child}").exists()]

@@ -1,6 +1,6 @@
 """`make run`: the whole mesh in the foreground, on whatever the settings point at.
 
-Checks the port, migrates, seeds, then runs Daphne (HTTP + WebSocket) and a Celery worker
+Checks the port, migrates, seeds, then runs uvicorn (HTTP + WebSocket) and a Celery worker
 with the beat scheduler embedded as child processes, and says "meshsite is running" once the
 server answers. Ctrl-C (or SIGTERM) stops all of them and exits 0; if a child dies, the other
 is stopped too and meshrun exits non-zero with a one-line reason, so nothing half-runs
@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-# Long enough for a cold start on a slow laptop (Daphne imports the whole project).
+# Long enough for a cold start on a slow laptop (the server imports the whole project).
 STARTUP_TIMEOUT = 120.0
 POLL_INTERVAL = 0.2
 
@@ -42,7 +42,7 @@ class Stopped(Exception):
 
 
 class Command(BaseCommand):
-    help = "Migrate, seed and run Daphne plus a Celery worker (with beat) in the foreground"
+    help = "Migrate, seed and run uvicorn plus a Celery worker (with beat) in the foreground"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -50,7 +50,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:  # type: ignore[no-untyped-def]
         host, port = options["host"], options["port"]
-        # Before anything else: Daphne would otherwise log a CRITICAL among the start-up
+        # Before anything else: the server would otherwise log an error among the start-up
         # lines and exit, long after "running" was printed.
         problem = bind_problem(host, port)
         if problem:
@@ -61,7 +61,7 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         self.say("Seeding the default subaccount…")
         call_command("meshseed")
-        self.say(f"Starting the web server (Daphne) on {host}:{port} and a Celery worker with beat…")
+        self.say(f"Starting the web server (uvicorn) on {host}:{port} and a Celery worker with beat…")
         signal.signal(signal.SIGTERM, _interrupt)
         children = start_children(host, port)
         reason = None
@@ -90,14 +90,14 @@ def _interrupt(*_: object) -> None:
 
 
 def bind_problem(host: str, port: int) -> str | None:
-    """Why Daphne could not listen on host:port, in one line with what to do; None if it can."""
+    """Why the server could not listen on host:port, in one line with what to do; None if it can."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as error:
         return f"Cannot listen on {host}: {error.strerror}; pick another host with `make run HOST=127.0.0.1`"
     with socket.socket(family, kind, proto) as sock:
-        # Twisted (Daphne) sets SO_REUSEADDR too, so a port with only closing connections
-        # left is free for it, and must not be reported as taken here.
+        # uvicorn (and Twisted under Daphne) set SO_REUSEADDR too, so a port with only
+        # closing connections left is free for them, and must not be reported as taken here.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(address)
@@ -117,13 +117,33 @@ def _bind_error(host: str, port: int, error: OSError) -> str:
     return f"Cannot listen on {host}:{port}: {error.strerror}"
 
 
+def web_server_command(server: str, host: str, port: int) -> list[str]:
+    """The production command line of either supported ASGI server (the live tests run both).
+
+    uvicorn gets its fast parts by name, so that a missing extra fails at start instead of
+    quietly falling back: httptools, because h11 answers a request head over 16 KiB with a
+    plain-text 400 before meshsite/headerlimit.py can answer its JSON 431; uvloop; websockets.
+    --no-proxy-headers: uvicorn trusts X-Forwarded-* from 127.0.0.1 by default, which would
+    make a plain-HTTP request "secure" behind MESH_TRUST_X_FORWARDED_PROTO's back.
+    --ws-max-size: one limit for a WebSocket message and an HTTP body (uvicorn: 16 MiB by
+    default, Daphne: 1 MiB fixed).
+    """
+    if server == "daphne":
+        return [_bin("daphne"), "-b", host, "-p", str(port), "meshsite.asgi:application"]
+    return [_bin("uvicorn"), "--host", host, "--port", str(port), "--http", "httptools", "--loop", "uvloop",
+            "--ws", "websockets", "--ws-max-size", str(settings.MESH_MAX_REQUEST_BODY), "--no-proxy-headers",
+            "meshsite.asgi:application"]
+
+
+def _bin(name: str) -> str:
+    return os.path.join(os.path.dirname(sys.executable), name)
+
+
 def start_children(host: str, port: int) -> list[Child]:
-    bin_dir = os.path.dirname(sys.executable)
     return [
-        Child("the web server (daphne)", subprocess.Popen(
-            [os.path.join(bin_dir, "daphne"), "-b", host, "-p", str(port), "meshsite.asgi:application"])),
+        Child("the web server (uvicorn)", subprocess.Popen(web_server_command("uvicorn", host, port))),
         Child("the Celery worker", subprocess.Popen(
-            [os.path.join(bin_dir, "celery"), "-A", "meshsite", "worker", "--beat", "--pool=threads",
+            [_bin("celery"), "-A", "meshsite", "worker", "--beat", "--pool=threads",
              "--concurrency=4", "--loglevel=INFO", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")])),
     ]
 
