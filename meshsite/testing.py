@@ -101,9 +101,10 @@ def mesh_client_for(instance: ServiceInstance, key_name: str = "key") -> MeshCli
 
 @pytest.fixture
 def fast_hashing(settings: Any) -> None:
-    # Client secrets are checked with the production hasher everywhere else; tests that
-    # fetch many tokens would otherwise spend seconds in PBKDF2.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # People's passwords (the admin's) are hashed with MD5 here, not PBKDF2, for speed; client
+    # secrets keep their production hasher, HMAC, which is fast already.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "meshsite.platform.hashers.HMACSecretHasher"]
 
 
 @pytest.fixture
