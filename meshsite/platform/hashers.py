@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from functools import lru_cache
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.hashers import BasePasswordHasher, mask_hash
@@ -74,9 +75,11 @@ class HMACSecretHasher(BasePasswordHasher):
     def must_update(self, encoded: str) -> bool:
         return self.decode(encoded)["salt"] != _keys()[0][0]
 
-    def safe_summary(self, encoded: str) -> dict[str, str]:
+    def safe_summary(self, encoded: str) -> dict[Any, Any]:
         decoded = self.decode(encoded)
-        return {_("algorithm"): decoded["algorithm"], _("key id"): decoded["salt"], _("hash"): mask_hash(decoded["hash"])}
+        return {
+            _("algorithm"): decoded["algorithm"], _("key id"): decoded["salt"], _("hash"): mask_hash(decoded["hash"]),
+        }
 
     def harden_runtime(self, password: str, encoded: str) -> None:
         pass  # one cost for every hash: there is no work factor to even out

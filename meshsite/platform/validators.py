@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.hashers import check_password, get_hasher, make_password
+from django.contrib.auth.hashers import check_password, make_password
 from oauth2_provider.models import get_application_model
 from oauth2_provider.oauth2_validators import OAuth2Validator
 from oauth2_provider.settings import oauth2_settings
@@ -27,7 +27,7 @@ class MeshOAuth2Validator(OAuth2Validator):
 
     def _check_secret(self, provided_secret: str, stored_secret: str) -> bool:
         self._secret_checked = True
-        preferred = get_hasher(oauth2_settings.CLIENT_SECRET_HASHER)
+        preferred: str = oauth2_settings.CLIENT_SECRET_HASHER
 
         def upgrade(raw: str) -> None:
             # Conditional on the old hash: a concurrent upgrade or a new secret is not undone.
