@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,3 +118,13 @@ def mesh(db: None, fast_hashing: None) -> Callable[..., MeshClient]:
         return mesh_client_for(make_instance(name, namespace, **descriptor))
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(settings: Any) -> None:
+    # A key prefix per test: the token endpoint's failure counters (and anything else in the
+    # cache) start at zero in every test, on the real backend (Redis with REDIS_URL), without
+    # clearing a Redis database the channel layer and broker share.
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{secrets.token_hex(6)}"} for name, config in settings.CACHES.items()
+    }
