@@ -17,6 +17,7 @@ from django.test import Client as DjangoClient
 
 from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.models import ServiceInstance
+from meshsite.platform.ratelimit import forget_refusals
 from meshsite.platform.services import instance_create, service_key_create, subaccount_default
 
 MANAGEMENT = "/hub/rest/api/v1/management/messaging"
@@ -128,3 +129,4 @@ def _fresh_cache(settings: Any) -> None:
     settings.CACHES = {
         name: {**config, "KEY_PREFIX": f"test-{secrets.token_hex(6)}"} for name, config in settings.CACHES.items()
     }
+    forget_refusals()

@@ -3,6 +3,7 @@ address: 429 with Retry-After in RFC 6749's error shape, while nobody else's suc
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from typing import Any
@@ -12,6 +13,7 @@ from django.db import connection
 from django.test import Client as DjangoClient
 from django.test.utils import CaptureQueriesContext
 
+from meshsite.platform.ratelimit import TokenFloodGuard
 from meshsite.platform.services import service_key_create
 from meshsite.testing import make_instance
 
@@ -113,3 +115,41 @@ def test_an_unreachable_cache_lets_token_requests_through(key, limits, settings)
                                    "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2}}}
     assert token(key.key.application.client_id, key.client_secret).status_code == 200
     assert token(key.key.application.client_id, "wrong").status_code == 401
+
+
+def _asgi_token_request(address: str) -> tuple[list[dict], list[str]]:
+    """Through TokenFloodGuard in front of an app that records what reached it."""
+    reached: list[str] = []
+    sent: list[dict] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "path": "/oauth/token", "client": (address, 50000), "headers": []}
+    asyncio.run(TokenFloodGuard(app)(scope, receive, send))
+    return sent, reached
+
+
+def test_a_refused_address_is_answered_before_django_until_its_window_ends(key, limits, monkeypatch):
+    clock = [2_000_000.0]
+    monkeypatch.setattr("meshsite.platform.ratelimit.time.time", lambda: clock[0])
+    assert _asgi_token_request("203.0.113.8")[1] == ["/oauth/token"]  # nothing refused yet: passed on
+    for n in range(5):
+        token(f"sb-guess-{n}", "wrong", "203.0.113.8")
+    assert_too_many(token(key.key.application.client_id, key.client_secret, "203.0.113.8"),
+                    "temporarily_unavailable")
+    sent, reached = _asgi_token_request("203.0.113.8")
+    assert reached == []
+    assert sent[0]["status"] == 429
+    headers = dict(sent[0]["headers"])
+    assert 1 <= int(headers[b"retry-after"]) <= 60 and headers[b"cache-control"] == b"no-store"
+    assert json.loads(sent[1]["body"])["error"] == "temporarily_unavailable"
+    assert _asgi_token_request("203.0.113.9")[1] == ["/oauth/token"]  # other addresses pass
+    clock[0] += 60
+    assert _asgi_token_request("203.0.113.8")[1] == ["/oauth/token"]  # a new window: passed on again
