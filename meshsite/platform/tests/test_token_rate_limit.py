@@ -153,3 +153,10 @@ def test_a_refused_address_is_answered_before_django_until_its_window_ends(key, 
     assert _asgi_token_request("203.0.113.9")[1] == ["/oauth/token"]  # other addresses pass
     clock[0] += 60
     assert _asgi_token_request("203.0.113.8")[1] == ["/oauth/token"]  # a new window: passed on again
+
+
+def test_the_openapi_document_describes_the_429(db):
+    schema = json.loads(DjangoClient().get("/api/schema/", {"format": "json"}, HTTP_ACCEPT="application/json").content)
+    for method in ("get", "post"):
+        answer = schema["paths"]["/oauth/token"][method]["responses"]["429"]
+        assert "Retry-After" in answer["headers"]
