@@ -7,7 +7,7 @@ such.
 
 Failed client authentications are limited per address and per client id (ratelimit.py);
 the address is REMOTE_ADDR, which is the proxy's behind a proxy unless the server is told to
-take it from X-Forwarded-For (docs/api.md).
+take it from X-Forwarded-For (docs/configuration.md, "Token endpoint").
 """
 
 from __future__ import annotations
