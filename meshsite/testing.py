@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from django.test import Client as DjangoClient
 
 from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.models import ServiceInstance
+from meshsite.platform.ratelimit import forget_refusals
 from meshsite.platform.services import instance_create, service_key_create, subaccount_default
 
 MANAGEMENT = "/hub/rest/api/v1/management/messaging"
@@ -101,9 +103,10 @@ def mesh_client_for(instance: ServiceInstance, key_name: str = "key") -> MeshCli
 
 @pytest.fixture
 def fast_hashing(settings: Any) -> None:
-    # Client secrets are checked with the production hasher everywhere else; tests that
-    # fetch many tokens would otherwise spend seconds in PBKDF2.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # People's passwords (the admin's) are hashed with MD5 here, not PBKDF2, for speed; client
+    # secrets keep their production hasher, HMAC, which is fast already.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "meshsite.platform.hashers.HMACSecretHasher"]
 
 
 @pytest.fixture
@@ -116,3 +119,14 @@ def mesh(db: None, fast_hashing: None) -> Callable[..., MeshClient]:
         return mesh_client_for(make_instance(name, namespace, **descriptor))
 
     return factory
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(settings: Any) -> None:
+    # A key prefix per test: the token endpoint's failure counters (and anything else in the
+    # cache) start at zero in every test, on the real backend (Redis with REDIS_URL), without
+    # clearing a Redis database the channel layer and broker share.
+    settings.CACHES = {
+        name: {**config, "KEY_PREFIX": f"test-{secrets.token_hex(6)}"} for name, config in settings.CACHES.items()
+    }
+    forget_refusals()

@@ -51,6 +51,8 @@ def _token_responses() -> dict[str, Any]:
         "200": _json("Token", "A bearer token for the service key's instance"),
         "400": _json("OAuthError", "RFC 6749 5.2: invalid_request, unsupported_grant_type, invalid_scope, ..."),
         "401": _json("OAuthError", "Unknown client or wrong secret", challenge),
+        "429": _json("OAuthError", "Too many failed authentications: for this client id (invalid_client; "
+                     "its right secret is still served) or from this address (temporarily_unavailable)", retry),
         "503": _json("OAuthError", "The store is unavailable (temporarily_unavailable)", retry),
     }
 

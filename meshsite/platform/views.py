@@ -4,13 +4,17 @@ Both forms of the contract are served: the standard POST form, and the GET form 
 uses (`?grant_type=client_credentials&response_type=token` with HTTP Basic). oauthlib
 only accepts POST with the parameters in the body, so the GET form is handed to it as
 such.
+
+Failed client authentications are limited per address and per client id (ratelimit.py);
+the address is REMOTE_ADDR, which is the proxy's behind a proxy unless the server is told to
+take it from X-Forwarded-For (docs/configuration.md, "Token endpoint").
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, QueryDict
@@ -18,6 +22,8 @@ from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from oauth2_provider.oauth2_backends import get_oauthlib_core
+
+from . import ratelimit
 
 TOKEN_PARAMETERS = ("grant_type", "client_id", "client_secret", "scope")
 
@@ -36,6 +42,18 @@ class TokenView(View):
         refusal = _grant_refusal(params)
         if refusal is not None:
             return refusal
+        address = request.META.get("REMOTE_ADDR") or ""
+        limited = ratelimit.address_refusal(address)
+        if limited is not None:
+            return _too_many(limited)
+        response = self._authenticate(request, params)
+        if response.status_code == 401:
+            limited = ratelimit.failure_record(client_id=_client_id(request, params), address=address)
+            if limited is not None:
+                return _too_many(limited)
+        return response
+
+    def _authenticate(self, request: HttpRequest, params: QueryDict) -> HttpResponse:
         if _has_control_characters(request, params):
             return _invalid_client()
         core = get_oauthlib_core()
@@ -71,12 +89,29 @@ def _grant_refusal(params: QueryDict) -> HttpResponse | None:
     return None
 
 
-def _oauth_error(error: str, description: str) -> HttpResponse:
+def _oauth_error(error: str, description: str, status: int = 400) -> HttpResponse:
     body = json.dumps({"error": error, "error_description": description})
-    response = HttpResponse(body, status=400, content_type="application/json")
+    response = HttpResponse(body, status=status, content_type="application/json")
     response["Cache-Control"] = "no-store"  # RFC 6749 5.1, which oauthlib's own errors follow
     response["Pragma"] = "no-cache"
     return response
+
+
+def _too_many(refusal: ratelimit.Refusal) -> HttpResponse:
+    response = _oauth_error(refusal.error, refusal.description, status=429)
+    response["Retry-After"] = str(refusal.retry_after)
+    return response
+
+
+def _client_id(request: HttpRequest, params: QueryDict) -> str:
+    """The client id a request authenticates as, read as django-oauth-toolkit reads it."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:6].lower() == "basic ":
+        try:
+            return unquote_plus(base64.b64decode(auth[6:]).decode("utf-8").split(":", 1)[0])
+        except (ValueError, UnicodeDecodeError):
+            return ""
+    return params.get("client_id", "")
 
 
 def _has_control_characters(request: HttpRequest, params: QueryDict) -> bool:

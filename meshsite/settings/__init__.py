@@ -6,6 +6,7 @@ layer and a file-system Celery broker, so `make run` needs no server.
 
 from .base import *  # noqa: F403
 from .broker import *  # noqa: F403
+from .cache import *  # noqa: F403
 from .database import *  # noqa: F403
 from .mesh import *  # noqa: F403
 from .oauth import *  # noqa: F403
