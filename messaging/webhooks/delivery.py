@@ -46,7 +46,7 @@ from meshsite import secretbox
 from meshsite.errors import Conflict
 from meshsite.secretbox import SecretUnreadable
 
-from .. import store
+from .. import dispatch, store
 from ..models import AccessType, DeliveryAttempt, Message, WebhookStatus, WebhookSubscription
 from ..store import rules
 from . import netguard, signing
@@ -563,8 +563,6 @@ def wake_webhooks(queue_ids: list[int]) -> None:
     """After a publish commits: start a run for the active webhooks of these queues that
     have none and whose gate is open. A run looks for work again after giving up its lease,
     so a message published while it finished is not left behind."""
-    from ..tasks import webhook_deliver  # tasks import this module
-
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     marks = ", ".join(["%s"] * len(queue_ids))
     with connection.cursor() as cursor:
@@ -578,4 +576,4 @@ def wake_webhooks(queue_ids: list[int]) -> None:
         )
         idle = [row[0] for row in cursor.fetchall()]
     for subscription_id in idle:
-        webhook_deliver.delay(subscription_id)
+        dispatch.webhook_deliver(subscription_id)
