@@ -115,3 +115,20 @@ def test_eager_mode_refuses_a_name_no_task_has(monkeypatch):
     monkeypatch.setitem(celery_app.conf, "task_always_eager", True)
     with pytest.raises(KeyError):
         dispatch.send("messaging.tasks.no_such_task", 1)
+
+
+def test_delivery_is_a_package_by_stage_that_keeps_its_names():
+    from messaging.webhooks import delivery
+    from messaging.webhooks.delivery import claim, lease, pushing, run, settle
+
+    # Each stage imports only the stages before it, so the package has no cycle either.
+    stages = {"lease": set(), "pushing": set(), "claim": {"lease"}, "settle": {"lease", "pushing"},
+              "run": {"lease", "pushing", "claim", "settle"}}
+    for module in (lease, pushing, claim, settle, run):
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        siblings = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert siblings == stages[module.__name__.rsplit(".", 1)[1]], module.__name__
+    # What tests, tasks and bench/ take from the package is the stages' own object.
+    assert delivery.push is pushing.push and delivery._claim is claim._claim and delivery._settle is settle._settle
+    assert delivery.webhook_deliver_batch is run.webhook_deliver_batch and delivery.wake_webhooks is run.wake_webhooks
+    assert set(delivery.__all__) <= set(dir(delivery))
