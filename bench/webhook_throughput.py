@@ -927,7 +927,7 @@ plain.close()
 # 6. The publish side: the wake-up every publish to a queue with webhooks sends (in Daphne,
 # from the request's own short-lived thread).
 from messaging.webhooks.delivery import wake_webhooks
-from messaging.tasks import webhook_deliver
+from messaging import dispatch
 
 
 def in_new_thread(fn):
@@ -939,11 +939,11 @@ def in_new_thread(fn):
     thread.join()
 
 
-repeat("publish side", "wake_webhooks (subscription SELECT + Celery delay), same thread",
+repeat("publish side", "wake_webhooks (subscription SELECT + Celery send), same thread",
        lambda: wake_webhooks([queue.pk]))
 repeat("publish side", "wake_webhooks from a new thread each time (as under Daphne)",
        lambda: in_new_thread(lambda: wake_webhooks([queue.pk])))
-repeat("publish side", "Celery webhook_deliver.delay() alone, same thread", lambda: webhook_deliver.delay(0))
+repeat("publish side", "Celery send of webhook_deliver by name alone, same thread", lambda: dispatch.webhook_deliver(0))
 Message.objects.filter(queue=queue).delete()
 print(json.dumps(results))
 """

@@ -3,6 +3,7 @@
 from celery import shared_task
 from django.utils import timezone
 
+from . import dispatch
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
@@ -31,11 +32,11 @@ def webhook_deliver(subscription_id: int, idle_runs: int = 0) -> int:
     # (its wake-up was not sent). A closed retry gate ends the chain; the sweep resumes it.
     if result.paced_until is not None:
         countdown = max((result.paced_until - timezone.now()).total_seconds(), 0.0)
-        webhook_deliver.apply_async((subscription_id,), countdown=countdown)
+        dispatch.webhook_deliver(subscription_id, countdown=countdown)
     elif result.more:
         idle = 0 if result.delivered else idle_runs + 1
         if idle <= IDLE_RUNS:
-            webhook_deliver.delay(subscription_id, idle)
+            dispatch.webhook_deliver(subscription_id, idle)
     return result.delivered
 
 
@@ -45,6 +46,6 @@ def sweep_webhooks() -> int:
     and keep the delivery log within its retention."""
     due = webhooks_due()
     for subscription_id in due:
-        webhook_deliver.delay(subscription_id)
+        dispatch.webhook_deliver(subscription_id)
     attempts_prune()
     return len(due)

@@ -26,6 +26,7 @@ from ..mediatype import MAX_LENGTH, is_media_type
 from ..models import Message, Queue
 from ..names import InvalidName, validate_queue_name, validate_topic
 from ..selectors import queue_get, queues_subscribed_to, rules_for
+from ..webhooks.waker import wake_after_publish
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,6 @@ def _row(queue: Queue, outgoing: Outgoing, address: str, now: datetime, expires_
 def _wake(queue_ids: list[int]) -> None:
     # A wake-up only, sent without waiting: if the broker is down the publish still stands,
     # and the periodic sweep starts the delivery instead.
-    from ..webhooks.waker import wake_after_publish
-
     wake_after_publish(queue_ids)
 
 

@@ -15,7 +15,10 @@ from meshsite.platform.auth import client_for_token
 from meshsite.testing import REST, enc
 from messaging.models import DeliveryAttempt, Message, WebhookSubscription
 from messaging.tests.conftest import Handler, Q, hook, publish_numbered, run, set_state
-from messaging.webhooks.delivery import backoff_seconds, webhook_deliver_batch, webhooks_due
+
+# With the stage modules (lease, pushing, run): a test replaces a name where it is read.
+from messaging.webhooks.delivery import backoff_seconds, lease, pushing, webhook_deliver_batch, webhooks_due
+from messaging.webhooks.delivery import run as delivery_run
 
 
 def test_push_carries_the_message_its_headers_and_basic_auth(client, receiver):
@@ -248,8 +251,6 @@ def _qos0_rows():
 def test_a_qos0_message_claimed_but_not_yet_pushed_goes_back_in_place_when_the_run_breaks(
     client, receiver, monkeypatch
 ):
-    from messaging.webhooks import delivery
-
     subscription = hook(client, receiver.url(), qos=0)
     publish_numbered(client, 2)
     before = _qos0_rows()
@@ -257,8 +258,8 @@ def test_a_qos0_message_claimed_but_not_yet_pushed_goes_back_in_place_when_the_r
     def broken(*args, **kwargs):
         raise RuntimeError("the database went away before the push")
 
-    monkeypatch.setattr(delivery, "LOCK_MARGIN", -3600.0)  # every push first extends the claims ...
-    monkeypatch.setattr(delivery, "_extend_claims", broken)  # ... which breaks
+    monkeypatch.setattr(lease, "LOCK_MARGIN", -3600.0)  # every push first extends the claims ...
+    monkeypatch.setattr(delivery_run, "_extend_claims", broken)  # ... which breaks
     with pytest.raises(RuntimeError):
         run(subscription)
     assert _qos0_rows() == before  # removed by the claim, restored as it was, in its place
@@ -268,20 +269,18 @@ def test_a_qos0_message_claimed_but_not_yet_pushed_goes_back_in_place_when_the_r
 
 
 def test_a_qos0_message_the_run_broke_off_pushing_is_never_pushed_again(client, receiver, monkeypatch):
-    from messaging.webhooks import delivery
-
     subscription = hook(client, receiver.url(), qos=0)
     client.publish("queues", Q, b"once at most")
-    real = delivery.push
+    real = delivery_run.push
 
     def push_then_die(*args, **kwargs):
         real(*args, **kwargs)  # it reached the receiver ...
         raise SystemExit("... and the worker is shutting down")
 
-    monkeypatch.setattr(delivery, "push", push_then_die)
+    monkeypatch.setattr(delivery_run, "push", push_then_die)
     with pytest.raises(SystemExit):
         run(subscription)
-    monkeypatch.setattr(delivery, "push", real)
+    monkeypatch.setattr(delivery_run, "push", real)
     assert run(subscription) == 0
     assert [p["body"] for p in receiver.pushes] == [b"once at most"]
     assert not Message.objects.exists()
@@ -382,15 +381,13 @@ def test_an_unusable_retry_after_still_closes_the_gate_and_counts_the_attempt(cl
 
 
 def test_an_unexpected_error_in_a_push_is_a_failed_attempt_not_a_loop(client, receiver, monkeypatch):
-    from messaging.webhooks import delivery
-
     subscription = hook(client, receiver.url())
     client.publish("queues", Q)
 
     def broken(*args, **kwargs):
         raise KeyError("a bug")
 
-    monkeypatch.setattr(delivery, "_headers", broken)
+    monkeypatch.setattr(pushing, "_headers", broken)
     assert run(subscription) == 0
     attempt = DeliveryAttempt.objects.get()
     assert not attempt.succeeded and attempt.error.startswith("internal error: KeyError")
@@ -400,9 +397,7 @@ def test_an_unexpected_error_in_a_push_is_a_failed_attempt_not_a_loop(client, re
 
 
 def _after_first_push(monkeypatch, change) -> None:
-    from messaging.webhooks import delivery
-
-    real, calls = delivery.push, []
+    real, calls = delivery_run.push, []
 
     def push(*args, **kwargs):
         outcome = real(*args, **kwargs)
@@ -411,7 +406,7 @@ def _after_first_push(monkeypatch, change) -> None:
             change()
         return outcome
 
-    monkeypatch.setattr(delivery, "push", push)
+    monkeypatch.setattr(delivery_run, "push", push)
 
 
 def test_a_run_that_lost_its_lease_stops_and_leaves_the_new_runners_lease_alone(
@@ -444,15 +439,13 @@ def test_a_subscription_paused_mid_run_stops_after_the_round_in_hand(client, rec
 
 
 def test_runs_on_one_thread_share_a_kept_alive_connection_until_it_idles_out(client, receiver, monkeypatch):
-    from messaging.webhooks import delivery
-
-    monkeypatch.setattr(delivery, "_local", threading.local())  # a fresh worker thread's state
+    monkeypatch.setattr(pushing, "_local", threading.local())  # a fresh worker thread's state
     subscription = hook(client, receiver.url())
     for n in range(3):
         client.publish("queues", Q, f"m{n}".encode())
         assert run(subscription) == 1  # a run per message, as at low rates
     assert receiver.connections == 1
-    delivery._thread_session().max_idle = 0.0  # from now on, every connection has idled out
+    pushing._thread_session().max_idle = 0.0  # from now on, every connection has idled out
     client.publish("queues", Q, b"after a pause")
     assert run(subscription) == 1
     assert receiver.connections == 2

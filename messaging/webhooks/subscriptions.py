@@ -21,6 +21,7 @@ from meshsite import secretbox
 from meshsite.errors import Conflict, Forbidden, Invalid, LimitReached, NotFound
 from meshsite.platform.models import ServiceInstance
 
+from .. import dispatch
 from ..mediatype import MAX_LENGTH, is_media_type
 from ..models import HandshakeStatus, Queue, WebhookStatus, WebhookSubscription
 from ..names import InvalidName, validate_queue_name
@@ -192,17 +193,13 @@ def webhook_handshake_request(*, instance: ServiceInstance, name: str) -> Webhoo
 
 
 def _schedule_handshake(subscription: WebhookSubscription) -> None:
-    from ..tasks import webhook_handshake  # tasks import services: import here, not at module load
-
-    transaction.on_commit(lambda: webhook_handshake.delay(subscription.pk))
+    transaction.on_commit(lambda: dispatch.webhook_handshake(subscription.pk))
 
 
 def _schedule_delivery(subscription_id: int) -> None:
-    from ..tasks import webhook_deliver
-
     def wake() -> None:
         try:
-            webhook_deliver.delay(subscription_id)
+            dispatch.webhook_deliver(subscription_id)
         except Exception:  # noqa: BLE001 - the broker is only a wake-up; the sweep follows
             log.warning("could not wake delivery of webhook %s; the sweep will", subscription_id)
 

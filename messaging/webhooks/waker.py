@@ -20,6 +20,8 @@ import threading
 from django.conf import settings
 from django.db import close_old_connections
 
+from . import delivery  # delivery.wake_webhooks is looked up per call: tests replace it
+
 log = logging.getLogger(__name__)
 
 
@@ -46,8 +48,6 @@ class _Waker:
                 self._thread.start()
 
     def _run(self) -> None:
-        from . import delivery  # looked up per call: tests replace wake_webhooks
-
         while True:
             queue_ids = set(self._pending.get())
             while not self._pending.empty():  # merge what arrived meanwhile into one lookup
@@ -68,8 +68,6 @@ def wake_after_publish(queue_ids: list[int]) -> None:
     if settings.MESH_WEBHOOK_WAKE_IN_BACKGROUND:
         _waker.wake(queue_ids)
         return
-    from . import delivery
-
     try:
         delivery.wake_webhooks(queue_ids)
     except Exception:  # noqa: BLE001 - any broker failure: the publish stands, the sweep delivers
