@@ -95,17 +95,22 @@ def _proc_cpu(pid: int | str) -> float:
         return 0.0
 
 
-def _postgres_cpu() -> dict[int, float]:
+def processes_cpu(command: str) -> dict[int, float]:
+    """CPU seconds of every process whose command name is `command` (postgres, redis-server)."""
     cpu = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() == "postgres":
+                    if handle.read().strip() == command:
                         cpu[int(entry)] = _proc_cpu(entry)
             except OSError:
                 pass
     return cpu
+
+
+def _postgres_cpu() -> dict[int, float]:
+    return processes_cpu("postgres")
 
 
 def snapshot(server_pids: list[int], dsn: str) -> Snapshot:

@@ -176,19 +176,6 @@ class Snap:
     db_sessions: int
 
 
-def _redis_cpu() -> dict[int, float]:
-    cpu = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/comm") as handle:
-                    if handle.read().strip() == "redis-server":
-                        cpu[int(entry)] = rt._proc_cpu(entry)
-            except OSError:
-                pass
-    return cpu
-
-
 def take_snapshot(pids: dict[str, list[int]], dsn: str) -> Snap:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
@@ -201,7 +188,7 @@ def take_snapshot(pids: dict[str, list[int]], dsn: str) -> Snap:
     return Snap(
         roles={role: {pid: rt._proc_cpu(pid) for pid in role_pids} for role, role_pids in pids.items()},
         postgres=rt._postgres_cpu(),
-        redis=_redis_cpu(),
+        redis=rt.processes_cpu("redis-server"),
         own=times.user + times.system,
         busy=(sum(values[:8]) - idle) / rt.TICK,
         total=sum(values[:8]) / rt.TICK,
