@@ -1,4 +1,5 @@
-"""ASGI entry point: HTTP through the header and body-size guards into Django, WebSocket
+"""ASGI entry point: HTTP through the header and body-size guards into the messaging hot path
+(publish, consume, acknowledge) or Django, WebSocket
 through the origin check into the protocol routes (filled by the messaging consumers)."""
 
 import os
@@ -17,6 +18,7 @@ from meshsite.apihandler import ApiASGIHandler, is_api_path  # noqa: E402
 from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
 from meshsite.headerlimit import HeaderLimitMiddleware  # noqa: E402
 from meshsite.platform.ratelimit import TokenFloodGuard  # noqa: E402
+from messaging.hotpath import HotPath  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
 daphnelimits.install()
@@ -32,7 +34,7 @@ websocket_routes: list = []
 application = ProtocolTypeRouter(
     {
         "http": HeaderLimitMiddleware(
-            BodyLimitMiddleware(TokenFloodGuard(http_app), limit=settings.MESH_MAX_REQUEST_BODY)
+            BodyLimitMiddleware(TokenFloodGuard(HotPath(http_app)), limit=settings.MESH_MAX_REQUEST_BODY)
         ),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
     }

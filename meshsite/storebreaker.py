@@ -41,6 +41,8 @@ class Breaker:
         self._open = False
         self._last_attempt = 0.0
         self._probing = False
+        # How many outages ended: a pool that counted fewer holds connections of before one.
+        self.recoveries = 0
 
     @property
     def is_open(self) -> bool:
@@ -48,6 +50,8 @@ class Breaker:
 
     def record(self, *, ok: bool) -> None:
         with self._lock:
+            if self._open and ok:
+                self.recoveries += 1
             self._open = not ok
             self._last_attempt = self.clock()
 

@@ -10,6 +10,8 @@ class MessagingConfig(AppConfig):
         from meshsite.platform.models import Service
         from meshsite.platform.registry import register_parameters
 
+        from . import topology
         from .descriptor import normalize_descriptor
 
         register_parameters(Service.EVENT_MESH, "default", normalize_descriptor)
+        topology.connect()

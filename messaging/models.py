@@ -239,3 +239,14 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_uuid} -> {self.status_code or self.error}"
+
+
+class Topology(models.Model):
+    """One row whose version goes up after every committed change to queues, topic
+    subscriptions or webhook subscriptions (messaging.topology), so that processes that
+    cache them (the hot path's catalog) can tell, with one indexed read, that theirs is stale."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"topology v{self.version}"

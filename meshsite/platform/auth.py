@@ -80,12 +80,23 @@ def forget_cached_tokens() -> None:
     _cache.clear()
 
 
-def client_for_token(raw_token: str) -> Client | None:
-    checksum = hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
+def _checksum(raw_token: str) -> str:
+    return hashlib.sha256(raw_token.encode("utf-8")).hexdigest()
+
+
+def cached_client(raw_token: str) -> Client | None:
+    """The client of a token resolved within MESH_TOKEN_CACHE_SECONDS, without a query
+    (safe on an event loop); None means "ask client_for_token"."""
     ttl = settings.MESH_TOKEN_CACHE_SECONDS
-    cached = _cache.get(checksum, ttl) if ttl else None
+    return _cache.get(_checksum(raw_token), ttl) if ttl else None
+
+
+def client_for_token(raw_token: str) -> Client | None:
+    cached = cached_client(raw_token)
     if cached is not None:
         return cached
+    checksum = _checksum(raw_token)
+    ttl = settings.MESH_TOKEN_CACHE_SECONDS
     token = (
         get_access_token_model()
         .objects.select_related("application__service_key__instance")

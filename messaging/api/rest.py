@@ -13,11 +13,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.request import Request
 
-from meshsite.errors import Invalid
-
 from .. import services
-from ..services import Outgoing
-from . import openapi
+from . import headers, openapi
 from .base import SapView
 
 TAG = ["Event Mesh messaging"]
@@ -52,35 +49,14 @@ DELIVERY_HEADERS = [
 ]
 
 
-def _qos(request: Request) -> int:
-    raw = request.headers.get("x-qos")
-    if raw not in ("0", "1"):
-        raise Invalid("x-qos is invalid")
-    return int(raw)
-
-
-def _expiration(request: Request) -> int | None:
-    raw = request.headers.get("x-message-expiration")
-    if raw is None:
-        return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
-        raise Invalid("x-message-expiration is invalid")
-    return int(raw)
-
-
-def _outgoing(request: Request) -> Outgoing:
-    content_type = request.headers.get("content-type", "")
-    if not content_type:
-        raise Invalid("Content-Type is missing")
-    return Outgoing(
-        payload=request.body, content_type=content_type, qos=_qos(request), expiration_ms=_expiration(request)
-    )
+def _header(request: Request) -> headers.Header:
+    return request.headers.get
 
 
 class QueuePublishView(SapView):
     @extend_schema(summary="Publish a message to a queue", parameters=[openapi.QUEUE, QOS, EXPIRATION], **PUBLISH)
     def post(self, request: Request, queue: str) -> HttpResponse:
-        outgoing = _outgoing(request)
+        outgoing = headers.outgoing(_header(request), request.body)
         services.message_publish_to_queue(instance=self.client.instance, queue_name=queue, outgoing=outgoing)
         return HttpResponse(status=204)
 
@@ -89,7 +65,7 @@ class TopicPublishView(SapView):
     @extend_schema(summary="Publish a message to a topic (fanned out to subscribed queues)",
                    parameters=[openapi.TOPIC, QOS, EXPIRATION], **PUBLISH)
     def post(self, request: Request, topic: str) -> HttpResponse:
-        outgoing = _outgoing(request)
+        outgoing = headers.outgoing(_header(request), request.body)
         services.message_publish_to_topic(instance=self.client.instance, topic=topic, outgoing=outgoing)
         return HttpResponse(status=204)
 
@@ -108,8 +84,9 @@ class ConsumeView(SapView):
         ),
     )
     def post(self, request: Request, queue: str) -> HttpResponse:
+        qos = headers.qos(_header(request))
         delivery = services.message_consume(
-            instance=self.client.instance, queue_name=queue, qos=_qos(request), consumer=self.client.identity
+            instance=self.client.instance, queue_name=queue, qos=qos, consumer=self.client.identity
         )
         if delivery is None:
             return HttpResponse(status=204)

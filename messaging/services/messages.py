@@ -13,6 +13,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -87,13 +88,29 @@ def _queue_name(name: str) -> str:
         raise Invalid(str(error)) from None
 
 
-def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outgoing: Outgoing) -> Message:
+@dataclass(frozen=True)
+class Accepted:
+    """A publish that passed every check that needs no queue: where to, and its times."""
+
+    name: str
+    now: datetime
+    expires_at: datetime
+
+
+def publish_to_queue_accepted(*, instance: ServiceInstance, queue_name: str, outgoing: Outgoing) -> Accepted:
+    """The checks of a queue publish before the queue is looked up, in the order (and with
+    the answers) every path gives: name, message, the descriptor's rules, expiration."""
     name = _queue_name(queue_name)
     _validated(outgoing)
     if not rules_for(instance).allows("queueRules", "publishFilter", name):
         raise Forbidden(f"The instance's queue rules do not allow publishing to {name!r}")
     now = timezone.now()
-    expires_at = _expires_at(now, outgoing.expiration_ms)
+    return Accepted(name, now, _expires_at(now, outgoing.expiration_ms))
+
+
+def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outgoing: Outgoing) -> Message:
+    accepted = publish_to_queue_accepted(instance=instance, queue_name=queue_name, outgoing=outgoing)
+    name, now, expires_at = accepted.name, accepted.now, accepted.expires_at
     queue = queue_get(instance=instance, name=name)
     store.check_message_size([queue], len(outgoing.payload))
     message = _row(queue, outgoing, f"queue:{name}", now, expires_at)
@@ -115,13 +132,8 @@ def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outg
     return message
 
 
-def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing: Outgoing) -> int:
-    """Fan a message out to every queue of the subaccount subscribed to `topic`.
-
-    Topics are not persistent: with no matching subscription the message is dropped. The
-    fan-out is all or nothing, so a publish answered 2xx is in every matching queue.
-    Returns the number of queues it went to.
-    """
+def publish_to_topic_accepted(*, instance: ServiceInstance, topic: str, outgoing: Outgoing) -> Accepted:
+    """The checks of a topic publish before its subscribers are looked up."""
     try:
         validate_topic(topic)
     except InvalidName as error:
@@ -130,7 +142,18 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
     if not rules_for(instance).allows("topicRules", "publishFilter", topic):
         raise Forbidden(f"The instance's topic rules do not allow publishing to {topic!r}")
     now = timezone.now()
-    expires_at = _expires_at(now, outgoing.expiration_ms)
+    return Accepted(topic, now, _expires_at(now, outgoing.expiration_ms))
+
+
+def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing: Outgoing) -> int:
+    """Fan a message out to every queue of the subaccount subscribed to `topic`.
+
+    Topics are not persistent: with no matching subscription the message is dropped. The
+    fan-out is all or nothing, so a publish answered 2xx is in every matching queue.
+    Returns the number of queues it went to.
+    """
+    accepted = publish_to_topic_accepted(instance=instance, topic=topic, outgoing=outgoing)
+    now, expires_at = accepted.now, accepted.expires_at
     with transaction.atomic():
         store.relax_for_publish(outgoing.qos)
         queues = queues_subscribed_to(subaccount_id=instance.subaccount_id, topic=topic)
@@ -148,25 +171,33 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
     return len(queues)
 
 
-def message_consume(
-    *, instance: ServiceInstance, queue_name: str, qos: int, consumer: str, lock_seconds: float | None = None
-) -> Delivery | None:
-    """Take the oldest available message: qos 0 removes it, qos 1 locks it to `consumer`
-    until acknowledged or until `lock_seconds` (default MESH_ACK_TIMEOUT) pass."""
+def consume_accepted(*, instance: ServiceInstance, queue_name: str, qos: int) -> str:
+    """The checks of a consume before the queue is looked up; returns the queue name."""
     if qos not in (0, 1):
         raise Invalid("x-qos is invalid")
     name = _queue_name(queue_name)
     if not rules_for(instance).allows("queueRules", "subscribeFilter", name):
         raise Forbidden(f"The instance's queue rules do not allow consuming from {name!r}")
+    return name
+
+
+def lock_until(now: datetime, qos: int, lock_seconds: float | None = None) -> datetime | None:
+    """Until when a consumed message is held: qos 1 for MESH_ACK_TIMEOUT, qos 0 not at all."""
+    return now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT) if qos == 1 else None
+
+
+def message_consume(
+    *, instance: ServiceInstance, queue_name: str, qos: int, consumer: str, lock_seconds: float | None = None
+) -> Delivery | None:
+    """Take the oldest available message: qos 0 removes it, qos 1 locks it to `consumer`
+    until acknowledged or until `lock_seconds` (default MESH_ACK_TIMEOUT) pass."""
+    name = consume_accepted(instance=instance, queue_name=queue_name, qos=qos)
     now = timezone.now()
     with transaction.atomic():
         queue = queue_get(instance=instance, name=name)
         store.hold_exclusive(queue, consumer, now)
-        lock_until = now + timedelta(seconds=lock_seconds or settings.MESH_ACK_TIMEOUT) if qos == 1 else None
-        # maxDeliveredUnackedMsgsPerFlow counts what qos 1 holds; a qos-0 consume holds nothing.
-        flow_limit = queue.max_delivered_unacked_msgs_per_flow if qos == 1 else 0
-        taken = store.claim(queue=queue, qos=qos, consumer=consumer, now=now, lock_until=lock_until,
-                            flow_limit=flow_limit)
+        taken = store.claim(queue=queue, qos=qos, consumer=consumer, now=now,
+                            lock_until=lock_until(now, qos, lock_seconds), flow_limit=store.flow_limit(queue, qos))
     if not taken.messages:
         return None
     message = taken.messages[0]
@@ -182,16 +213,30 @@ def message_release(*, claim_id: str, delay_seconds: float) -> bool:
 
 
 def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) -> None:
-    name = _queue_name(queue_name)
-    try:
-        claim_id = uuid.UUID(message_id)
-    except ValueError:
-        raise NotFound("Message does not exist or is not held by a consumer") from None
+    name, claim_id = ack_accepted(queue_name=queue_name, message_id=message_id)
     now = timezone.now()
     # One DELETE settles the common case; only a refusal pays for finding out why.
     if store.settle(claim_ids=[claim_id], held_at=now, instance_id=instance.pk, queue_name=name):
         return
     queue = queue_get(instance=instance, name=name)
-    if Message.objects.filter(queue=queue, claim_id=claim_id).exists():
+    ack_refused(still_queued=Message.objects.filter(queue=queue, claim_id=claim_id).exists())
+
+
+NOT_HELD = "Message does not exist or is not held by a consumer"
+
+
+def ack_accepted(*, queue_name: str, message_id: str) -> tuple[str, uuid.UUID]:
+    """The checks of an acknowledgement before the store: the queue name and the claim id."""
+    name = _queue_name(queue_name)
+    try:
+        return name, uuid.UUID(message_id)
+    except ValueError:
+        raise NotFound(NOT_HELD) from None
+
+
+def ack_refused(*, still_queued: bool) -> NoReturn:
+    """Why an acknowledgement settled nothing: the lock ran out (the message is back in the
+    queue under its old claim id) or there is no such held message."""
+    if still_queued:
         raise Gone("The message lock expired and the message returned to the queue")
-    raise NotFound("Message does not exist or is not held by a consumer")
+    raise NotFound(NOT_HELD)

@@ -11,21 +11,32 @@ Django's connection in the caller's transaction. An async path can run `statemen
 through psycopg without the rest.
 """
 
-from .capacity import check_capacity, check_message_size, check_unacked, flow_cap, has_capacity_limits
+from .capacity import (
+    check_capacity,
+    check_message_size,
+    check_unacked,
+    flow_cap,
+    flow_limit,
+    has_capacity_limits,
+    unacked_refusal,
+)
 from .claims import (
     EXHAUSTED,
     Claim,
     claim,
+    dead_letter_exhausted,
+    exclusive_until,
     extend,
     give_back,
     give_back_failed,
     give_back_unattempted,
     has_available,
     hold_exclusive,
+    redeliveries_exhausted,
     settle,
 )
 from .deadletter import dead_letter, requeue
-from .durability import commit_without_flush, relax_for_publish
+from .durability import commit_without_flush, may_skip_flush, relax_for_publish
 from .execute import adapt, message_from_row
 from .queues import StoredQueue
 
@@ -40,16 +51,22 @@ __all__ = [
     "claim",
     "commit_without_flush",
     "dead_letter",
+    "dead_letter_exhausted",
+    "exclusive_until",
     "extend",
     "flow_cap",
+    "flow_limit",
     "give_back",
     "give_back_failed",
     "give_back_unattempted",
     "has_available",
     "has_capacity_limits",
+    "may_skip_flush",
     "hold_exclusive",
     "message_from_row",
+    "redeliveries_exhausted",
     "relax_for_publish",
     "requeue",
     "settle",
+    "unacked_refusal",
 ]

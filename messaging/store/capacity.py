@@ -51,6 +51,22 @@ def check_capacity(queues: Sequence[StoredQueue], size: int) -> None:
             raise LimitReached(f"Queue {queue.name} is full", headers={"Retry-After": "1"})
 
 
+def flow_limit(queue: StoredQueue, qos: int) -> int:
+    """maxDeliveredUnackedMsgsPerFlow for a claim: it counts what qos 1 holds; a qos-0
+    consume holds nothing."""
+    return queue.max_delivered_unacked_msgs_per_flow if qos == 1 else 0
+
+
+def unacked_refusal(held: int, limit: int) -> LimitReached | None:
+    """The answer to a consumer that holds `held` of at most `limit` unacknowledged messages."""
+    if not limit or held < limit:
+        return None
+    return LimitReached(
+        f"{held} messages are delivered and unacknowledged (maxDeliveredUnackedMsgsPerFlow); "
+        "acknowledge some first"
+    )
+
+
 def check_unacked(queue: StoredQueue, consumer: str, now: datetime) -> None:
     """maxDeliveredUnackedMsgsPerFlow for a consumer that may hold messages across requests
     (REST): refuse another delivery while it holds the limit."""
@@ -58,11 +74,9 @@ def check_unacked(queue: StoredQueue, consumer: str, now: datetime) -> None:
     if not limit:
         return
     held = Message.objects.filter(rules.held_by_q(consumer, now), queue_id=queue.pk)[:limit].count()
-    if held >= limit:
-        raise LimitReached(
-            f"{held} messages are delivered and unacknowledged (maxDeliveredUnackedMsgsPerFlow); "
-            "acknowledge some first"
-        )
+    refusal = unacked_refusal(held, limit)
+    if refusal is not None:
+        raise refusal
 
 
 def flow_cap(queue: StoredQueue, wanted: int) -> int:

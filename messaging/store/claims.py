@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from django.conf import settings
+from django.db import transaction
 
 from meshsite.errors import Conflict
 
@@ -57,14 +58,32 @@ def claim(
                 message.delivery_count += 1
         live = []
         for message in taken:
-            # Counted before this delivery: delivered once plus maxRedeliveryCount times.
-            if rules.exhausted(message.delivery_count - 1, queue.max_redelivery_count):
+            if redeliveries_exhausted(message, queue):
                 dead_letter(message=message, queue=queue, reason=EXHAUSTED, removed=qos == 0)
             else:
                 live.append(message)
         if live or not full:
             live.sort(key=lambda message: message.pk)  # RETURNING promises no order
             return Claim(live, full)
+
+
+def redeliveries_exhausted(message: Message, queue: StoredQueue) -> bool:
+    """Whether a message just claimed (its delivery_count includes this delivery) had
+    already been delivered once plus maxRedeliveryCount times: it goes to the dead message
+    queue instead of the consumer."""
+    return rules.exhausted(message.delivery_count - 1, queue.max_redelivery_count)
+
+
+def dead_letter_exhausted(*, message: Message, queue: StoredQueue, removed: bool) -> None:
+    """For a claim made outside a transaction (the hot path): dead-letter what
+    `redeliveries_exhausted` found, in a transaction of its own."""
+    with transaction.atomic():
+        dead_letter(message=message, queue=queue, reason=EXHAUSTED, removed=removed)
+
+
+def exclusive_until(now: datetime) -> datetime:
+    """How long an EXCLUSIVE queue's consumer lease lasts without a consume: MESH_ACK_TIMEOUT."""
+    return now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
 
 
 def settle(*, claim_ids: Sequence[UUID], held_at: datetime | None = None,
@@ -122,7 +141,7 @@ def hold_exclusive(queue: StoredQueue, consumer: str, now: datetime) -> None:
     Non-exclusive queues need nothing (and get no write)."""
     if queue.access_type != AccessType.EXCLUSIVE:
         return
-    until = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
+    until = exclusive_until(now)
     if not run(statements.hold_exclusive(queue_id=queue.pk, consumer=consumer, now=now, until=until)):
         raise Conflict(f"Queue {queue.name} is EXCLUSIVE and another consumer is active")
 

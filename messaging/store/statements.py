@@ -154,3 +154,47 @@ def has_available(*, queue_id: int, respect_ttl: bool, now: datetime) -> Stateme
     return Statement(
         f"SELECT 1 FROM {MESSAGE} WHERE queue_id = %s AND {available}", [queue_id, *params]  # noqa: S608
     )
+
+
+def held_count(*, queue_id: int, consumer: str, now: datetime, limit: int) -> Statement:
+    """How many messages of the queue `consumer` holds unacknowledged, counting up to `limit`."""
+    held, params = rules.held_by_sql(consumer, now)
+    return Statement(
+        f"SELECT count(*) FROM (SELECT 1 FROM {MESSAGE} WHERE queue_id = %s AND {held} LIMIT %s) AS held",  # noqa: S608
+        [queue_id, *params, limit],
+    )
+
+
+def claim_in_queue(*, queue_id: int, claim_id: UUID) -> Statement:
+    """Whether a claim id is still on a message of the queue (its lock ran out, say)."""
+    return Statement(f"SELECT 1 FROM {MESSAGE} WHERE queue_id = %s AND claim_id = %s", [queue_id, claim_id])  # noqa: S608
+
+
+# --- publish -----------------------------------------------------------------------------------
+
+# What a publish supplies per row, in this order; every other column starts empty: not held,
+# never delivered, not dead.
+NEW_MESSAGE_COLUMNS = ("queue_id", "uuid", "payload", "size", "content_type", "address", "qos", "created_at",
+                       "expires_at")
+_FRESH = {"delivery_count": "0", "claimed_by": "''", "death_reason": "''", "dead_from": "''"}
+_TYPES = ("bigint", "uuid", "bytea", "integer", "text", "text", "smallint", "timestamptz", "timestamptz")
+
+
+def insert_message() -> str:
+    """One new message: NEW_MESSAGE_COLUMNS as parameters (run once per row, or executemany)."""
+    columns = ", ".join((*NEW_MESSAGE_COLUMNS, *_FRESH))
+    values = ", ".join((*["%s"] * len(NEW_MESSAGE_COLUMNS), *_FRESH.values()))
+    return f"INSERT INTO {MESSAGE} ({columns}) VALUES ({values})"  # noqa: S608
+
+
+def insert_messages_unnest() -> str:
+    """Any number of new messages in one PostgreSQL statement: one array parameter per
+    column of NEW_MESSAGE_COLUMNS, rows in array order (the group commit's batch insert; one
+    text whatever the batch size, so it is prepared once per connection)."""
+    columns = ", ".join((*NEW_MESSAGE_COLUMNS, *_FRESH))
+    arrays = ", ".join(f"%s::{kind}[]" for kind in _TYPES)
+    names = ", ".join(f"c{n}" for n in range(len(NEW_MESSAGE_COLUMNS)))
+    return (
+        f"INSERT INTO {MESSAGE} ({columns}) SELECT {names}, {', '.join(_FRESH.values())}"  # noqa: S608
+        f" FROM unnest({arrays}) AS r({names})"
+    )

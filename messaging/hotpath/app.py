@@ -1,0 +1,96 @@
+"""The hot path as ASGI middleware: POSTs to the messaging REST addresses are served here,
+on the event loop; every other request goes on to Django unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from django.conf import settings
+
+from meshsite.errors import MeshError
+from meshsite.platform.auth import Client, cached_client, client_for_token
+
+from .database import executor, run_sync, unavailable
+from .endpoints import Endpoints
+from .http import Answer, Receive, Request, Responder, Scope, Send, read_body, read_headers, sap_error
+from .routes import Route, match
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = sap_error(503, "The message store is unavailable; retry shortly", {"Retry-After": "5"})
+INTERNAL = sap_error(500, "Internal error")
+OPTION = "messagingrest"
+
+
+def _unauthorized(message: str) -> Answer:
+    return sap_error(401, message, {"WWW-Authenticate": 'Bearer realm="meshsite"'})
+
+
+class HotPath:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.enabled = settings.MESH_HOT_PATH
+        self.responder = Responder()
+        # Connections and the writer belong to one event loop (a test may run several).
+        self._endpoints: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Endpoints] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def endpoints(self) -> Endpoints:
+        loop = asyncio.get_running_loop()
+        endpoints = self._endpoints.get(loop)
+        if endpoints is None:
+            endpoints = self._endpoints[loop] = Endpoints(executor())
+        return endpoints
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = match(scope) if self.enabled and scope["type"] == "http" and scope["method"] == "POST" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope, scope["raw_path"].decode("latin-1"), read_headers(scope))
+        if not self.responder.host_allowed(request):
+            await self.app(scope, receive, send)  # Django refuses it, in its own words
+            return
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away before it sent its message: nothing to do
+        request.body = body
+        await self.responder.send(send, request, await self.answer(route, request))
+
+    async def answer(self, route: Route, request: Request) -> Answer:
+        try:
+            client = await self.authenticate(request)
+            if isinstance(client, Answer):
+                return client
+            if not client.instance.option_enabled(OPTION):
+                return sap_error(403, f"The '{OPTION}' option is disabled in the instance's service descriptor")
+            endpoints = self.endpoints()
+            if route.action == "ack":
+                return await endpoints.ack(client, request, route.name, route.message_id)
+            handler = getattr(endpoints, route.action)
+            return await handler(client, request, route.name)  # type: ignore[no-any-return]
+        except MeshError as error:
+            return sap_error(error.status_code, error.message, error.headers)
+        except Exception as error:
+            if unavailable(error):
+                return UNAVAILABLE
+            log.exception("hot path: %s %s failed", route.action, request.raw_path)
+            return INTERNAL
+
+    @staticmethod
+    async def authenticate(request: Request) -> Client | Answer:
+        """ServiceKeyAuthentication's answers, with the token cache looked up on the loop."""
+        parts = request.headers.get("authorization", "").encode("latin-1").split()
+        if not parts or parts[0].lower() != b"bearer":
+            return _unauthorized("Bearer token required")
+        if len(parts) != 2 or len(parts[1]) > 4096:
+            return _unauthorized("Malformed bearer token")
+        token = parts[1].decode("ascii", errors="replace")
+        client = cached_client(token)
+        if client is None:
+            client = await run_sync(client_for_token, token)
+        return client if client is not None else _unauthorized("Token is invalid or expired")

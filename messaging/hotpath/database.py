@@ -1,0 +1,189 @@
+"""The hot path's way to the store: async psycopg on PostgreSQL, one writer thread on SQLite.
+
+Both run the store's own statement texts (messaging.store.statements). On PostgreSQL an
+`AsyncConnectionPool` per event loop, in autocommit, sized and timed like Django's pool, its
+connection attempts reported to the store breaker like Django's (meshsite.storebreaker), so
+an outage is answered at once on either path. On SQLite, which has one writer at a time
+anyway, every statement runs on one dedicated thread through Django's own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
+
+import psycopg
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import IntegrityError as DjangoIntegrityError
+from django.db import InterfaceError as DjangoInterfaceError
+from django.db import OperationalError as DjangoOperationalError
+from django.db import close_old_connections, connection, transaction
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from meshsite.storebreaker import BREAKER, is_outage
+from messaging.store import adapt
+from messaging.store.statements import SKIP_WAL_FLUSH, Statement, insert_message, insert_messages_unnest
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+async def run_sync(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """A sync (ORM) call off the event loop, for the rare paths (a cache miss, a dead
+    letter, a limited queue's checked publish); its connection goes back to the pool after."""
+
+    def call() -> T:
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=False)()
+
+
+class Executor(Protocol):
+    postgres: bool
+
+    async def fetch(self, statement: Statement) -> list[Row]: ...
+
+    async def run(self, statement: Statement) -> int: ...
+
+    async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
+        """New messages (NEW_MESSAGE_COLUMNS per row) in one transaction."""
+
+
+class BreakerAsyncConnection(psycopg.AsyncConnection):
+    """Reports each connection attempt to the store breaker, like meshsite.dbbackend's."""
+
+    @classmethod
+    async def connect(cls, *args: Any, **kwargs: Any) -> Any:
+        try:
+            conn = await super().connect(*args, **kwargs)
+        except psycopg.OperationalError as error:
+            if is_outage(error):
+                BREAKER.record(ok=False)
+            raise
+        BREAKER.record(ok=True)
+        return conn
+
+
+def _conninfo() -> dict[str, Any]:
+    db = settings.DATABASES["default"]
+    # What libpq takes of Django's OPTIONS (connect_timeout, sslmode, ...), not Django's own keys.
+    django_only = ("pool", "isolation_level", "server_side_binding", "assume_role")
+    options = {k: v for k, v in db.get("OPTIONS", {}).items() if k not in django_only}
+    info = {"dbname": db["NAME"], "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
+            "host": db.get("HOST") or None, "port": db.get("PORT") or None, **options}
+    return {k: v for k, v in info.items() if v is not None}
+
+
+class PostgresExecutor:
+    postgres = True
+
+    def __init__(self) -> None:
+        pool_options = settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {})
+        self.timeout = float(pool_options.get("timeout", 2))
+        self.pool = AsyncConnectionPool(
+            kwargs={**_conninfo(), "autocommit": True}, connection_class=BreakerAsyncConnection,
+            min_size=1, max_size=settings.MESH_HOT_PATH_POOL_SIZE, timeout=self.timeout,
+            reconnect_timeout=float(pool_options.get("reconnect_timeout", 5.0)), open=False,
+            name="meshsite-hotpath",
+        )
+        self._opened = False
+        self.recoveries = BREAKER.recoveries
+
+    async def _admit(self) -> None:
+        if not self._opened:
+            self._opened = True
+            await self.pool.open(wait=False)
+        if BREAKER.is_open:
+            # One probe per interval, off the loop (a connect may take its whole timeout).
+            await run_sync(BREAKER.admit, self._probe)
+        if self.recoveries != BREAKER.recoveries:
+            # The store is back (whoever noticed): connections pooled before the outage are
+            # dead; drop them now rather than meeting them one 503 at a time.
+            self.recoveries = BREAKER.recoveries
+            await self.pool.check()
+
+    @staticmethod
+    def _probe() -> None:
+        psycopg.Connection.connect(**_conninfo()).close()
+
+    async def fetch(self, statement: Statement) -> list[Row]:
+        await self._admit()
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(statement.sql, statement.params)
+            return await cursor.fetchall() if cursor.description else []
+
+    async def run(self, statement: Statement) -> int:
+        await self._admit()
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(statement.sql, statement.params)
+            return cursor.rowcount
+
+    async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
+        await self._admit()
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        async with self.pool.connection() as conn, conn.transaction():
+            if not durable:
+                await conn.execute(SKIP_WAL_FLUSH)
+            await conn.execute(INSERT_MANY, columns)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+INSERT_MANY = insert_messages_unnest()
+INSERT_ONE = insert_message()
+
+
+class DjangoExecutor:
+    """SQLite (or any other backend): Django's connection on one thread of its own."""
+
+    def __init__(self) -> None:
+        self.postgres = connection.vendor == "postgresql"
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meshsite-hotpath-db")
+
+    async def _call(self, func: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, func)
+
+    @staticmethod
+    def _execute(statement: Statement, *, fetch: bool) -> Any:
+        with connection.cursor() as cursor:
+            cursor.execute(statement.sql, [adapt(value) for value in statement.params])
+            return cursor.fetchall() if fetch else cursor.rowcount
+
+    async def fetch(self, statement: Statement) -> list[Row]:
+        return await self._call(functools.partial(self._execute, statement, fetch=True))
+
+    async def run(self, statement: Statement) -> int:
+        return await self._call(functools.partial(self._execute, statement, fetch=False))
+
+    async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
+        def write() -> None:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.executemany(INSERT_ONE, [[adapt(value) for value in row] for row in rows])
+
+        await self._call(write)
+
+    async def close(self) -> None:
+        self.thread.shutdown(wait=False)
+
+
+def unavailable(error: BaseException) -> bool:
+    """A failure of the store itself (down, restarting, pool exhausted, SQLite busy): 503."""
+    return isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout,
+                              DjangoOperationalError, DjangoInterfaceError))
+
+
+def queue_gone(error: BaseException) -> bool:
+    """A row refused because its queue was deleted after it was looked up."""
+    return isinstance(error, (psycopg.errors.ForeignKeyViolation, DjangoIntegrityError))
+
+
+def executor() -> Executor:
+    return PostgresExecutor() if connection.vendor == "postgresql" else DjangoExecutor()

@@ -1,0 +1,185 @@
+"""Publish (queue and topic), consume and acknowledge on the hot path.
+
+Each runs the same checks as the service it stands in for (messaging.services.messages:
+the same functions, so the same order and words), then the store's own statements through
+the async executor: a publish through the group-commit writer, a consume as one claim
+statement, an acknowledgement as one DELETE. What is rare or needs the ORM goes to the
+services on a thread: publishes to queues with capacity limits (their check serializes on
+the queue row), dead-lettering a message whose redeliveries are exhausted.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from django.conf import settings
+from django.utils import timezone
+
+from meshsite.errors import Conflict, NotFound
+from meshsite.platform.auth import Client
+from messaging import services, store
+from messaging.api import headers
+from messaging.models import AccessType
+from messaging.services.messages import (
+    ack_accepted,
+    ack_refused,
+    consume_accepted,
+    lock_until,
+    publish_to_queue_accepted,
+    publish_to_topic_accepted,
+)
+from messaging.store import statements
+from messaging.webhooks.waker import wake_after_publish
+
+from .catalog import CachedQueue, Catalog
+from .database import Executor, Row, queue_gone, run_sync
+from .flow import FlowGate
+from .http import Answer, Request
+from .writer import GroupWriter
+
+NO_CONTENT = Answer(204)
+OK = Answer(200)
+
+
+class Endpoints:
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self.catalog = Catalog(executor)
+        self.writer = GroupWriter(executor)
+        self.flow = FlowGate()
+
+    # --- publish -------------------------------------------------------------------------------
+
+    async def queue_publish(self, client: Client, request: Request, name: str) -> Answer:
+        outgoing = headers.outgoing(request.header, request.body)
+        accepted = publish_to_queue_accepted(instance=client.instance, queue_name=name, outgoing=outgoing)
+        queue = await self.catalog.queue(client.instance, accepted.name)
+        store.check_message_size([queue], len(outgoing.payload))
+        if store.has_capacity_limits(queue):
+            await run_sync(services.message_publish_to_queue, instance=client.instance, queue_name=name,
+                           outgoing=outgoing)
+            return NO_CONTENT
+        row = _row(queue, outgoing, f"queue:{accepted.name}", accepted.now, accepted.expires_at)
+        try:
+            await self.writer.write([row], durable=not store.may_skip_flush(outgoing.qos))
+        except Exception as error:
+            if queue_gone(error):
+                self.catalog.forget()
+                raise NotFound("Queue does not exist") from None
+            raise
+        await _wake([queue])
+        return NO_CONTENT
+
+    async def topic_publish(self, client: Client, request: Request, topic: str) -> Answer:
+        outgoing = headers.outgoing(request.header, request.body)
+        accepted = publish_to_topic_accepted(instance=client.instance, topic=topic, outgoing=outgoing)
+        for _attempt in range(3):
+            queues = await self.catalog.subscribed(client.instance.subaccount_id, topic)
+            if not queues:
+                return NO_CONTENT  # topics are not persistent: nobody subscribed, nothing kept
+            store.check_message_size(queues, len(outgoing.payload))
+            if any(store.has_capacity_limits(queue) for queue in queues):
+                await run_sync(services.message_publish_to_topic, instance=client.instance, topic=topic,
+                               outgoing=outgoing)
+                return NO_CONTENT
+            rows = [_row(queue, outgoing, f"topic:{topic}", accepted.now, accepted.expires_at) for queue in queues]
+            try:
+                await self.writer.write(rows, durable=not store.may_skip_flush(outgoing.qos))
+            except Exception as error:
+                if not queue_gone(error):
+                    raise
+                self.catalog.forget()  # a subscribed queue was deleted meanwhile: publish to the rest
+                continue
+            await _wake(queues)
+            return NO_CONTENT
+        # Queues deleted under three lookups in a row: let the service settle it in one transaction.
+        await run_sync(services.message_publish_to_topic, instance=client.instance, topic=topic, outgoing=outgoing)
+        return NO_CONTENT
+
+    # --- consume and acknowledge -------------------------------------------------------------
+
+    async def consume(self, client: Client, request: Request, name: str) -> Answer:
+        qos = headers.qos(request.header)
+        queue_name = consume_accepted(instance=client.instance, queue_name=name, qos=qos)
+        queue = await self.catalog.queue(client.instance, queue_name)
+        consumer = client.identity
+        while True:
+            now = timezone.now()
+            if queue.access_type == AccessType.EXCLUSIVE:
+                await self._hold(queue, consumer, now)
+            flow_limit = await self._flow_limit(queue, consumer, qos, now)
+            rows = await self.executor.fetch(statements.claim(
+                postgres=self.executor.postgres, queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=qos, now=now,
+                lock_until=lock_until(now, qos), consumer=consumer, flow_limit=flow_limit,
+            ))
+            if not rows:
+                if flow_limit:
+                    await self._check_unacked(queue, consumer, now, flow_limit)
+                return NO_CONTENT
+            self.flow.claimed(queue.pk, consumer)
+            message = store.message_from_row(rows[0])
+            if qos == 0:
+                message.delivery_count += 1  # the row is gone; the answer still counts this delivery
+            if not store.redeliveries_exhausted(message, queue):
+                break
+            await run_sync(store.dead_letter_exhausted, message=message, queue=queue, removed=qos == 0)
+        message_id = str(message.claim_id if qos == 1 else message.uuid)
+        return Answer(200, bytes(message.payload), [
+            (b"content-type", message.content_type.encode("latin-1")),
+            (b"x-message-id", message_id.encode()),
+            (b"x-address", message.address.encode("latin-1")),
+            (b"x-delivery-count", str(message.delivery_count).encode()),
+        ])
+
+    async def _hold(self, queue: CachedQueue, consumer: str, now: datetime) -> None:
+        until = store.exclusive_until(now)
+        if not await self.executor.run(statements.hold_exclusive(queue_id=queue.pk, consumer=consumer, now=now,
+                                                                 until=until)):
+            raise Conflict(f"Queue {queue.name} is EXCLUSIVE and another consumer is active")
+
+    async def _flow_limit(self, queue: CachedQueue, consumer: str, qos: int, now: datetime) -> int:
+        """The flow limit the claim statement must check: none while the consumer is known to
+        be far below it (messaging.hotpath.flow), the queue's own near it."""
+        limit = store.flow_limit(queue, qos)
+        if not limit or not self.flow.needs_check(queue.pk, consumer, limit):
+            return 0
+        held = await self._check_unacked(queue, consumer, now, limit)
+        self.flow.counted(queue.pk, consumer, held)
+        return limit if self.flow.needs_check(queue.pk, consumer, limit) else 0
+
+    async def _check_unacked(self, queue: CachedQueue, consumer: str, now: datetime, limit: int) -> int:
+        """What `consumer` holds of the queue; LimitReached at `limit`."""
+        rows = await self.executor.fetch(statements.held_count(queue_id=queue.pk, consumer=consumer, now=now,
+                                                               limit=limit))
+        refusal = store.unacked_refusal(rows[0][0], limit)
+        if refusal is not None:
+            raise refusal
+        return int(rows[0][0])
+
+    async def ack(self, client: Client, request: Request, name: str, message_id: str) -> Answer:
+        queue_name, claim_id = ack_accepted(queue_name=name, message_id=message_id)
+        settled = await self.executor.run(statements.settle(
+            claim_ids=[claim_id], held_at=timezone.now(), instance_id=client.instance.pk, queue_name=queue_name,
+        ))
+        if settled:
+            return OK
+        queue = await self.catalog.queue(client.instance, queue_name)
+        held = await self.executor.fetch(statements.claim_in_queue(queue_id=queue.pk, claim_id=claim_id))
+        ack_refused(still_queued=bool(held))
+
+
+def _row(queue: CachedQueue, outgoing: services.Outgoing, address: str, now: datetime, expires_at: datetime) -> Row:
+    payload = outgoing.payload
+    return (queue.pk, uuid.uuid4(), payload, len(payload), outgoing.content_type, address, outgoing.qos, now,
+            expires_at)
+
+
+async def _wake(queues: tuple[CachedQueue, ...] | list[CachedQueue]) -> None:
+    pushed = [queue.pk for queue in queues if queue.has_webhooks]
+    if not pushed:
+        return
+    if settings.MESH_WEBHOOK_WAKE_IN_BACKGROUND:
+        wake_after_publish(pushed)  # a hand-over to the waker thread: no waiting
+    else:
+        await run_sync(wake_after_publish, pushed)
