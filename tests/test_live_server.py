@@ -51,6 +51,7 @@ class LiveServer:
     log: Path
     server: str
     pid: int
+    env: dict[str, str]
 
     @property
     def oa2(self) -> dict[str, str]:
@@ -154,12 +155,28 @@ def live_server(var_dir: Path, extra_env: dict[str, str] | None = None, *, serve
             process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         wait_until_serving(base, process, log)
-        yield LiveServer(base=base, key=key, log=log, server=server, pid=process.pid)
+        yield LiveServer(base=base, key=key, log=log, server=server, pid=process.pid, env=env)
     finally:
         if process is not None:
             stop(process)
         if database is not None:
             database.drop()
+
+
+@contextmanager
+def another_process(live: LiveServer, *, server: str = "uvicorn") -> Iterator[str]:
+    """A second server process on the same database and settings as `live`; yields its base URL."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = live.log.with_name(f"{server}-{port}.log")
+    with log.open("wb") as out:
+        process = subprocess.Popen(web_server_command(server, "127.0.0.1", port), cwd=BASE_DIR, env=live.env,
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_serving(base, process, log)
+        yield base
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="module", params=SERVERS)
