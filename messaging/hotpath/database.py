@@ -128,10 +128,16 @@ class PostgresExecutor:
     async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
         await self._admit()
         columns = [list(column) for column in zip(*rows, strict=True)]
-        async with self.pool.connection() as conn, conn.transaction():
-            if not durable:
+        async with self.pool.connection() as conn:
+            if durable:
+                # One statement in autocommit is its own transaction: one round trip, and
+                # durable when it returns.
+                await conn.execute(INSERT_MANY, columns)
+                return
+            # BEGIN, SET LOCAL, INSERT, COMMIT in one round trip.
+            async with conn.pipeline(), conn.transaction():
                 await conn.execute(SKIP_WAL_FLUSH)
-            await conn.execute(INSERT_MANY, columns)
+                await conn.execute(INSERT_MANY, columns)
 
     async def close(self) -> None:
         await self.pool.close()
