@@ -1,7 +1,9 @@
 """The one place that shapes API errors.
 
 meshsite-native endpoints answer `{"detail", "code", "extra"}`; the SAP-compatible endpoints
-(views with `error_shape = "sap"`) answer SAP's own `{"message": ...}`, which clients parse.
+(views with `error_shape = "sap"`) answer SAP's own `{"message": ...}`, which clients parse,
+and SAP's webhook subscriptions API (`error_shape = "sap-webhooks"`) answers a name that
+exists as SAP's does there: 409 `{"error": {"code": "CONFLICT", "message": ...}}`.
 """
 
 from __future__ import annotations
@@ -113,9 +115,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
-    view = context.get("view")
-    if getattr(view, "error_shape", "native") == "sap":
-        response.data = {"message": flatten_detail(response.data)}
+    shape = getattr(context.get("view"), "error_shape", "native")
+    if shape in SAP_SHAPES:
+        response.data = sap_body(flatten_detail(response.data), status_code=response.status_code, shape=shape)
     else:
         code = getattr(getattr(exc, "detail", None), "code", None) or _default_code(exc)
         response.data = {
@@ -128,6 +130,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return response
 
 
+SAP_SHAPES = ("sap", "sap-webhooks")
+
+
+def sap_body(message: str, *, status_code: int, shape: str = "sap") -> dict[str, Any]:
+    """An error body in SAP's shape for views of `shape` (one of SAP_SHAPES)."""
+    if shape == "sap-webhooks" and status_code == status.HTTP_409_CONFLICT:
+        return {"error": {"code": "CONFLICT", "message": message}}
+    return {"message": message}
+
+
 def _default_code(exc: Exception) -> str:
     return getattr(exc, "default_code", "error")
 
@@ -137,7 +149,7 @@ def _extra(data: Any) -> Any:
 
 
 def json_error(message: str, status_code: int) -> JsonResponse:
-    return JsonResponse({"message": message}, status=status_code)
+    return JsonResponse(sap_body(message, status_code=status_code), status=status_code)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None):

@@ -1,4 +1,5 @@
-"""Reads for the messaging API: queues of an instance with their counters."""
+"""Reads for the messaging API: queues of an instance with their counters, and webhook
+subscriptions with their delivery log."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from meshsite.errors import Invalid, NotFound
 from meshsite.platform.models import ServiceInstance
 
 from .descriptor import Rules
-from .models import Message, Queue, Subscription
+from .models import DeliveryAttempt, Message, Queue, Subscription, WebhookSubscription
 from .names import InvalidName, prefixes, validate_queue_name
 
 
@@ -77,3 +78,19 @@ def queues_subscribed_to(*, subaccount_id: int, topic: str) -> list[Queue]:
 def messages_browse(*, queue: Queue, limit: int = 100) -> list[Message]:
     """The oldest messages of a queue, without consuming them (a meshsite extension)."""
     return list(Message.objects.filter(queue=queue).defer("payload").order_by("id")[:limit])
+
+
+def webhook_get(*, instance: ServiceInstance, name: str) -> WebhookSubscription:
+    subscription = WebhookSubscription.objects.select_related("queue").filter(instance=instance, name=name).first()
+    if subscription is None:
+        raise NotFound("Subscription does not exist")
+    return subscription
+
+
+def webhooks_list(*, instance: ServiceInstance) -> list[WebhookSubscription]:
+    return list(WebhookSubscription.objects.filter(instance=instance).select_related("queue").order_by("name"))
+
+
+def webhook_attempts(*, subscription: WebhookSubscription, limit: int) -> list[DeliveryAttempt]:
+    """The subscription's latest push attempts, newest first (the delivery log)."""
+    return list(subscription.attempts.order_by("-attempted_at", "-id")[:limit])

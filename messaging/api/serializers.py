@@ -1,4 +1,6 @@
-"""The SAP JSON shapes: queue objects, subscriptions and the writable queue attributes."""
+"""The SAP JSON shapes: queue objects, subscriptions and the writable queue attributes; webhook
+subscriptions (the request body read into a WebhookSpec, the subscription object, the
+delivery log)."""
 
 from __future__ import annotations
 
@@ -7,9 +9,12 @@ from typing import Any
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
-from ..models import AccessType, Queue, Subscription
+from meshsite.errors import Invalid
+
+from ..models import AccessType, DeliveryAttempt, Queue, Subscription, WebhookSubscription
 from ..selectors import QueueStats
-from ..services import QueueAttributes
+from ..services import QueueAttributes, WebhookSpec
+from ..webhooks.auth import SEALED_FIELDS
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -124,3 +129,102 @@ class SubscriptionSerializer(serializers.Serializer):
     @staticmethod
     def of(subscription: Subscription) -> dict[str, str]:
         return {"queueName": subscription.queue.name, "topicPattern": subscription.pattern}
+
+
+# --- webhook subscriptions ---------------------------------------------------------------
+# Read and written by hand, not by DRF serializers: the SAP body is refused with SAP's
+# sentences (`qos must be a int`), and answers are built on every list and get. Their
+# OpenAPI descriptions are the Webhook* serializers in openapi.py.
+
+WEBHOOK_KEYS = {"name", "address", "qos", "pushConfig"}
+PUSH_KEYS = {"type", "endpoint", "exemptHandshake", "defaultContentType", "securitySchema", "signatureSecrets"}
+
+
+def _typed(value: Any, kind: type, where: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise Invalid(f"{where} must be a {kind.__name__}")
+    return value
+
+
+def _unknown(data: dict, allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise Invalid(f"Unknown attribute(s) in {where}: {', '.join(unknown)}")
+
+
+def webhook_spec(data: Any) -> WebhookSpec:
+    """The create body (SAP's subscription object) as a WebhookSpec; the service checks the values."""
+    _unknown(_typed(data, dict, "The body"), WEBHOOK_KEYS, "the body")
+    address = _typed(data.get("address"), str, "address")
+    if not address.startswith("queue:"):
+        raise Invalid("address must be 'queue:<queue name>'")
+    push = _typed(data.get("pushConfig"), dict, "pushConfig")
+    _unknown(push, PUSH_KEYS, "pushConfig")
+    if push.get("type", "webhook") != "webhook":
+        raise Invalid("pushConfig.type must be 'webhook'")
+    security = _typed(push.get("securitySchema") or {}, dict, "pushConfig.securitySchema")
+    for key, value in security.items():
+        _typed(value, str, f"securitySchema.{key}")
+    secrets = _typed(push.get("signatureSecrets") or [], list, "pushConfig.signatureSecrets")
+    return WebhookSpec(
+        name=_typed(data.get("name"), str, "name"),
+        queue_name=address.removeprefix("queue:"),
+        qos=_typed(data.get("qos", 1), int, "qos"),
+        endpoint=_typed(push.get("endpoint"), str, "pushConfig.endpoint"),
+        exempt_handshake=_typed(push.get("exemptHandshake", False), bool, "pushConfig.exemptHandshake"),
+        default_content_type=_typed(push.get("defaultContentType") or "", str, "pushConfig.defaultContentType"),
+        security=security,
+        signature_secrets=secrets,
+    )
+
+
+def webhook_action(data: Any) -> str:
+    """The state body, `{"action": ...}`; the service checks the value."""
+    _unknown(_typed(data, dict, "The body"), {"action"}, "the body")
+    return str(_typed(data.get("action"), str, "action"))
+
+
+def _stamp(value: Any) -> str | None:
+    return value.isoformat() if value else None
+
+
+def webhook_data(subscription: WebhookSubscription) -> dict[str, Any]:
+    """The SAP subscription object; credentials are never returned."""
+    security = {key: value for key, value in subscription.security.items() if key not in SEALED_FIELDS}
+    return {
+        "name": subscription.name,
+        "address": f"queue:{subscription.queue.name}",
+        "qos": subscription.qos,
+        "pushConfig": {
+            "type": "webhook",
+            "endpoint": subscription.endpoint,
+            "exemptHandshake": subscription.exempt_handshake,
+            "defaultContentType": subscription.default_content_type or None,
+            **({"securitySchema": security} if security else {}),
+            "signed": bool(subscription.signing_secrets),
+        },
+        "subscriptionStatus": subscription.status,
+        "handshakeStatus": subscription.handshake_status,
+        "handshakeFailureReason": subscription.handshake_reason or None,
+        "lastSuccessfulDelivery": _stamp(subscription.last_successful_delivery),
+        "lastFailedDelivery": _stamp(subscription.last_failed_delivery),
+        "lastFailedDeliveryReason": subscription.last_failed_delivery_reason or None,
+        # meshsite extensions: endpoint health
+        "consecutiveFailures": subscription.consecutive_failures,
+        "failingSince": _stamp(subscription.failing_since),
+        "nextAttemptAt": _stamp(subscription.next_attempt_at),
+        "createdAt": _stamp(subscription.created_at),
+    }
+
+
+def attempt_data(attempt: DeliveryAttempt) -> dict[str, Any]:
+    """One entry of the delivery log (a meshsite extension)."""
+    return {
+        "messageId": str(attempt.message_uuid),
+        "attemptedAt": attempt.attempted_at.isoformat(),
+        "succeeded": attempt.succeeded,
+        "statusCode": attempt.status_code,
+        "latencyMs": round(attempt.latency_ms, 2),
+        "error": attempt.error or None,
+        "responseExcerpt": attempt.response_excerpt or None,
+    }

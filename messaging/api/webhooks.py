@@ -1,18 +1,17 @@
 """Webhook subscriptions API: `/messagingrest/v1/subscriptions` in SAP's shapes (a duplicate
-name answers 409 with SAP's `{"error": {"code": "CONFLICT", ...}}` body)."""
+name answers 409 with SAP's `{"error": {"code": "CONFLICT", ...}}` body, shaped in
+meshsite/errors.py). Each view parses, calls a service or selector, and serializes."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from meshsite.errors import Conflict, Invalid
+from meshsite.errors import Invalid
 
-from ..webhooks import subscriptions as webhooks
+from .. import selectors, services
 from .base import SapView
 from .openapi import (
     BODY_ERRORS,
@@ -27,55 +26,20 @@ from .openapi import (
     error,
     responses,
 )
+from .serializers import attempt_data, webhook_action, webhook_data, webhook_spec
 
 TAG = ["Event Mesh webhooks"]
-BODY_KEYS = {"name", "address", "qos", "pushConfig"}
-PUSH_KEYS = {"type", "endpoint", "exemptHandshake", "defaultContentType", "securitySchema", "signatureSecrets"}
 
 
-def _typed(value: Any, kind: type, where: str) -> Any:
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise Invalid(f"{where} must be a {kind.__name__}")
-    return value
+class WebhookView(SapView):
+    error_shape = "sap-webhooks"
 
 
-def _unknown(data: dict, allowed: set[str], where: str) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise Invalid(f"Unknown attribute(s) in {where}: {', '.join(unknown)}")
-
-
-def parse_spec(data: Any) -> webhooks.WebhookSpec:
-    _unknown(_typed(data, dict, "The body"), BODY_KEYS, "the body")
-    address = _typed(data.get("address"), str, "address")
-    if not address.startswith("queue:"):
-        raise Invalid("address must be 'queue:<queue name>'")
-    push = _typed(data.get("pushConfig"), dict, "pushConfig")
-    _unknown(push, PUSH_KEYS, "pushConfig")
-    if push.get("type", "webhook") != "webhook":
-        raise Invalid("pushConfig.type must be 'webhook'")
-    security = _typed(push.get("securitySchema") or {}, dict, "pushConfig.securitySchema")
-    for key, value in security.items():
-        _typed(value, str, f"securitySchema.{key}")
-    secrets = _typed(push.get("signatureSecrets") or [], list, "pushConfig.signatureSecrets")
-    return webhooks.WebhookSpec(
-        name=_typed(data.get("name"), str, "name"),
-        queue_name=address.removeprefix("queue:"),
-        qos=_typed(data.get("qos", 1), int, "qos"),
-        endpoint=_typed(push.get("endpoint"), str, "pushConfig.endpoint"),
-        exempt_handshake=_typed(push.get("exemptHandshake", False), bool, "pushConfig.exemptHandshake"),
-        default_content_type=_typed(push.get("defaultContentType") or "", str, "pushConfig.defaultContentType"),
-        security=security,
-        signature_secrets=secrets,
-    )
-
-
-class SubscriptionListView(SapView):
+class SubscriptionListView(WebhookView):
     @extend_schema(tags=TAG, operation_id="webhook_subscriptions_list", summary="List the webhook subscriptions",
                    responses=responses({200: WebhookSubscriptionSerializer(many=True)}))
     def get(self, request: Request) -> Response:
-        subscriptions = self.client.instance.webhooks.select_related("queue").order_by("name")
-        return Response([webhooks.webhook_json(subscription) for subscription in subscriptions])
+        return Response([webhook_data(hook) for hook in selectors.webhooks_list(instance=self.client.instance)])
 
     @extend_schema(
         tags=TAG, operation_id="webhook_subscription_create", request=WebhookSubscriptionCreateSerializer,
@@ -86,68 +50,51 @@ class SubscriptionListView(SapView):
         ),
     )
     def post(self, request: Request) -> Response:
-        spec = parse_spec(request.data)
-        try:
-            subscription = webhooks.webhook_create(instance=self.client.instance, spec=spec)
-        except Conflict as error:
-            return Response({"error": {"code": "CONFLICT", "message": error.message}}, status=409)
-        return Response(webhooks.webhook_json(subscription), status=status.HTTP_201_CREATED)
+        subscription = services.webhook_create(instance=self.client.instance, spec=webhook_spec(request.data))
+        return Response(webhook_data(subscription), status=status.HTTP_201_CREATED)
 
 
-class SubscriptionView(SapView):
+class SubscriptionView(WebhookView):
     @extend_schema(tags=TAG, operation_id="webhook_subscription_get", parameters=[WEBHOOK],
                    responses=responses({200: WebhookSubscriptionSerializer}, NAME_ERRORS))
     def get(self, request: Request, name: str) -> Response:
-        return Response(webhooks.webhook_json(webhooks.webhook_get(instance=self.client.instance, name=name)))
+        return Response(webhook_data(selectors.webhook_get(instance=self.client.instance, name=name)))
 
     @extend_schema(tags=TAG, operation_id="webhook_subscription_delete", parameters=[WEBHOOK],
                    responses=responses({204: OpenApiResponse(description="Deleted")}, NAME_ERRORS))
     def delete(self, request: Request, name: str) -> Response:
-        webhooks.webhook_delete(instance=self.client.instance, name=name)
+        services.webhook_delete(instance=self.client.instance, name=name)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class HandshakeView(SapView):
+class HandshakeView(WebhookView):
     @extend_schema(tags=TAG, operation_id="webhook_subscription_handshake", request=None, parameters=[WEBHOOK],
                    summary="Repeat the CloudEvents handshake (asynchronously)",
                    responses=responses({202: WebhookSubscriptionSerializer}, NAME_ERRORS))
     def post(self, request: Request, name: str) -> Response:
-        subscription = webhooks.webhook_handshake_request(instance=self.client.instance, name=name)
-        return Response(webhooks.webhook_json(subscription), status=status.HTTP_202_ACCEPTED)
+        subscription = services.webhook_handshake_request(instance=self.client.instance, name=name)
+        return Response(webhook_data(subscription), status=status.HTTP_202_ACCEPTED)
 
 
-class StateView(SapView):
+class StateView(WebhookView):
     @extend_schema(tags=TAG, operation_id="webhook_subscription_state", request=WebhookStateSerializer,
                    parameters=[WEBHOOK], summary="Pause or resume deliveries",
                    responses=responses({200: WebhookSubscriptionSerializer}, NAME_ERRORS, BODY_ERRORS))
     def put(self, request: Request, name: str) -> Response:
-        body = _typed(request.data, dict, "The body")
-        _unknown(body, {"action"}, "the body")
-        action = _typed(body.get("action"), str, "action")
-        subscription = webhooks.webhook_set_state(instance=self.client.instance, name=name, action=action)
-        return Response(webhooks.webhook_json(subscription))
+        action = webhook_action(request.data)
+        subscription = services.webhook_set_state(instance=self.client.instance, name=name, action=action)
+        return Response(webhook_data(subscription))
 
 
-class DeliveryLogView(SapView):
+class DeliveryLogView(WebhookView):
     """meshsite extension: the subscription's latest push attempts, newest first."""
 
     @extend_schema(tags=TAG, operation_id="webhook_subscription_deliveries", parameters=[WEBHOOK, LIMIT],
                    responses=responses({200: DeliveryAttemptSerializer(many=True)}, NAME_ERRORS))
     def get(self, request: Request, name: str) -> Response:
-        subscription = webhooks.webhook_get(instance=self.client.instance, name=name)
+        subscription = selectors.webhook_get(instance=self.client.instance, name=name)
         raw = request.query_params.get("limit", "100")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
             raise Invalid("limit must be between 1 and 1000")
-        attempts = subscription.attempts.order_by("-attempted_at", "-id")[: int(raw)]
-        return Response([
-            {
-                "messageId": str(attempt.message_uuid),
-                "attemptedAt": attempt.attempted_at.isoformat(),
-                "succeeded": attempt.succeeded,
-                "statusCode": attempt.status_code,
-                "latencyMs": round(attempt.latency_ms, 2),
-                "error": attempt.error or None,
-                "responseExcerpt": attempt.response_excerpt or None,
-            }
-            for attempt in attempts
-        ])
+        attempts = selectors.webhook_attempts(subscription=subscription, limit=int(raw))
+        return Response([attempt_data(attempt) for attempt in attempts])

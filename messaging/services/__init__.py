@@ -19,6 +19,14 @@ from .queues import (
     subscription_put,
 )
 from .sweep import queues_sweep
+from .webhooks import (
+    WebhookSpec,
+    webhook_create,
+    webhook_delete,
+    webhook_handshake_request,
+    webhook_handshake_run,
+    webhook_set_state,
+)
 
 __all__ = [
     "dead_letters_requeue",
@@ -35,4 +43,10 @@ __all__ = [
     "queues_sweep",
     "subscription_delete",
     "subscription_put",
+    "WebhookSpec",
+    "webhook_create",
+    "webhook_delete",
+    "webhook_handshake_request",
+    "webhook_handshake_run",
+    "webhook_set_state",
 ]

@@ -116,8 +116,18 @@ def test_duplicate_name_answers_sap_conflict_body(client, receiver, capture):
     _create(client, _body(receiver.url), capture)
     response = _create(client, _body(receiver.url), capture)
     assert response.status_code == 409
-    assert response.json()["error"]["code"] == "CONFLICT"
+    assert response.json() == {"error": {"code": "CONFLICT", "message": "Subscription a/b/c/hook1 already exists"}}
     assert WebhookSubscription.objects.count() == 1
+
+
+def test_other_refusals_of_the_webhooks_api_keep_sap_message_body(client, receiver, capture):
+    # Only a name that exists answers in the {"error": ...} shape; a 404 or 400 there is SAP's {"message"}.
+    missing = client.call("GET", f"{HOOKS}/{enc('a/b/c/none')}")
+    assert (missing.status_code, missing.json()) == (404, {"message": "Subscription does not exist"})
+    body = _body(receiver.url)
+    body["qos"] = 7
+    refused = _create(client, body, capture)
+    assert (refused.status_code, refused.json()) == (400, {"message": "qos must be 0 or 1"})
 
 
 def test_receiver_credentials_are_sealed_at_rest_and_never_returned(client, receiver, capture):

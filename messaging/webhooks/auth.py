@@ -15,14 +15,16 @@ import threading
 import time
 from urllib.parse import urlencode
 
+from django.conf import settings
 from oauth2_provider.oauth2_backends import get_oauthlib_core
 
 from meshsite import jsonlimit, secretbox
 
 from ..models import WebhookSubscription
 from . import netguard
-from .subscriptions import own_token_url
 
+# The securitySchema fields sealed at rest (messaging/secretbox) and never answered.
+SEALED_FIELDS = frozenset({"password", "clientSecret"})
 EXPIRY_MARGIN = 60.0  # seconds before a token's expiry at which it is fetched again
 
 # (subscription, credentials fingerprint) -> (token, monotonic time to fetch anew): changed
@@ -33,6 +35,11 @@ _lock = threading.Lock()
 
 class TokenFetchFailed(Exception):
     pass
+
+
+def own_token_url() -> str:
+    """meshsite's own token endpoint: a tokenUrl equal to it is served in-process."""
+    return f"{settings.MESH_PUBLIC_URL}/oauth/token"
 
 
 def authorization_for(subscription: WebhookSubscription, *, refresh: bool = False) -> str | None:
