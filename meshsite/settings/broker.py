@@ -46,6 +46,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 
 MESH_SWEEP_INTERVAL = env_int("MESH_SWEEP_INTERVAL", 5, minimum=1)
+# Messages one sweep statement moves (its own short transaction); a sweep runs batches until
+# done or for MESH_SWEEP_INTERVAL.
+MESH_SWEEP_BATCH = env_int("MESH_SWEEP_BATCH", 1000, minimum=1)
 
 CELERY_BEAT_SCHEDULE = {
     "messaging-sweep": {

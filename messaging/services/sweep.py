@@ -1,36 +1,42 @@
 """The periodic sweep: moves expired messages (on respectTtl queues) and messages whose
 redeliveries are exhausted to their dead message queue. Claims treat an expired lock as
 free, so nothing here is needed for redelivery itself; the sweep keeps counters honest and
-dead-letters what nobody consumes any more."""
+dead-letters what nobody consumes any more.
+
+Queue by queue, in batches of MESH_SWEEP_BATCH, each its own short transaction (see
+`messaging.store.cleanup`), until a queue has nothing left or the sweep has run for
+MESH_SWEEP_INTERVAL: a backlog larger than that is worked off by the next sweeps, and a
+sweep never overlaps the next one for long.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 
-from django.db import transaction
+from django.conf import settings
 from django.utils import timezone
 
-from .. import store
-from ..models import Message
-from ..store import rules
+from ..models import Queue
+from ..store import cleanup
+
+Batch = Callable[..., int]
 
 
-def queues_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
+def queues_sweep(*, now: datetime | None = None, batch: int | None = None) -> int:
     now = now or timezone.now()
+    limit = batch or settings.MESH_SWEEP_BATCH
+    deadline = time.monotonic() + settings.MESH_SWEEP_INTERVAL
     moved = 0
-    sweeps = (
-        ("message expired (respectTtl)", rules.expired_q(now)),
-        (store.EXHAUSTED, rules.exhausted_q() & rules.free_q(now)),
+    work: tuple[tuple[Batch, Queue], ...] = (
+        *((cleanup.expire_batch, queue) for queue in Queue.objects.filter(respect_ttl=True)),
+        *((cleanup.exhaust_batch, queue) for queue in Queue.objects.filter(max_redelivery_count__gt=0)),
     )
-    for reason, condition in sweeps:
-        with transaction.atomic():
-            rows = (
-                Message.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("queue")
-                .filter(condition)
-                .order_by("id")[:batch]
-            )
-            for message in rows:
-                store.dead_letter(message=message, queue=message.queue, reason=reason)
-                moved += 1
+    for step, queue in work:
+        while time.monotonic() < deadline:
+            done = step(queue=queue, now=now, limit=limit)
+            moved += done
+            if done < limit:
+                break
     return moved

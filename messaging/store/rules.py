@@ -58,6 +58,12 @@ def expired_q(now: datetime) -> Q:
     return Q(queue__respect_ttl=True, expires_at__lte=now) & free_q(now)
 
 
+def expired_sql(now: datetime) -> Fragment:
+    """`expired_q` for the messages of one queue known to be respectTtl."""
+    free, params = free_sql(now)
+    return f"expires_at <= %s AND {free}", [now, *params]
+
+
 # --- redelivery: when a message is dead, not delivered again --------------------------------
 
 
@@ -68,6 +74,13 @@ def exhausted(delivery_count: int, max_redelivery_count: int) -> bool:
 
 def exhausted_q() -> Q:
     return Q(queue__max_redelivery_count__gt=0, delivery_count__gt=F("queue__max_redelivery_count"))
+
+
+def exhausted_sql(max_redelivery_count: int) -> Fragment:
+    """`exhausted_q` for the messages of one queue with this limit (> 0). `delivery_count > 1`
+    holds for every exhausted message and lets the planner use the partial index
+    `message_redelivered`, which holds only redelivered messages."""
+    return "delivery_count > 1 AND delivery_count > %s", [max_redelivery_count]
 
 
 # --- the exclusive-consumer hold ---------------------------------------------------------------

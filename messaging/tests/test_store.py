@@ -158,3 +158,15 @@ def test_the_claim_text_is_built_once_per_shape():
     assert "WHERE id = (SELECT id" in first.sql and "FOR UPDATE SKIP LOCKED" in first.sql
     sqlite = statements.claim(postgres=False, queue_id=1, respect_ttl=True, qos=0, now=timezone.now(), limit=5)
     assert "SKIP LOCKED" not in sqlite.sql and "id IN (SELECT id" in sqlite.sql and "expires_at > %s" in sqlite.sql
+
+
+def test_the_per_queue_cleanup_rules_in_sql_match_their_orm_form(rows, now):
+    for queue in rows:
+        messages = Message.objects.filter(queue=queue)
+        if queue.respect_ttl:
+            by_orm = set(messages.filter(rules.expired_q(now)).values_list("pk", flat=True))
+            assert by_orm and _ids_by_sql(*rules.expired_sql(now), queue=queue) == by_orm
+        if queue.max_redelivery_count:
+            by_orm = set(messages.filter(rules.exhausted_q()).values_list("pk", flat=True))
+            by_sql = _ids_by_sql(*rules.exhausted_sql(queue.max_redelivery_count), queue=queue)
+            assert by_orm and by_sql == by_orm
