@@ -17,6 +17,7 @@ from meshsite.apihandler import ApiASGIHandler, is_api_path  # noqa: E402
 from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
 from meshsite.headerlimit import HeaderLimitMiddleware  # noqa: E402
 from meshsite.platform.ratelimit import TokenFloodGuard  # noqa: E402
+from meshsite.platform.tokenpath import TokenFastPath  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
 daphnelimits.install()
@@ -32,7 +33,7 @@ websocket_routes: list = []
 application = ProtocolTypeRouter(
     {
         "http": HeaderLimitMiddleware(
-            BodyLimitMiddleware(TokenFloodGuard(http_app), limit=settings.MESH_MAX_REQUEST_BODY)
+            BodyLimitMiddleware(TokenFloodGuard(TokenFastPath(http_app)), limit=settings.MESH_MAX_REQUEST_BODY)
         ),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
     }
