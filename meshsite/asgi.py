@@ -18,6 +18,7 @@ from meshsite.apihandler import ApiASGIHandler, is_api_path  # noqa: E402
 from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
 from meshsite.headerlimit import HeaderLimitMiddleware  # noqa: E402
 from meshsite.platform.ratelimit import TokenFloodGuard  # noqa: E402
+from meshsite.platform.tokenpath import TokenFastPath  # noqa: E402
 from messaging.hotpath import HotPath  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
@@ -34,7 +35,9 @@ websocket_routes: list = []
 application = ProtocolTypeRouter(
     {
         "http": HeaderLimitMiddleware(
-            BodyLimitMiddleware(TokenFloodGuard(HotPath(http_app)), limit=settings.MESH_MAX_REQUEST_BODY)
+            BodyLimitMiddleware(
+                TokenFloodGuard(TokenFastPath(HotPath(http_app))), limit=settings.MESH_MAX_REQUEST_BODY
+            )
         ),
         "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
     }

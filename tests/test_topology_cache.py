@@ -24,13 +24,12 @@ TOPIC = "a%2Fb%2Fc%2Ftopo%2Fevents"
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    with live_server(tmp_path_factory.mktemp("topology"), {"MESH_TOPOLOGY_CHECK_MS": str(CHECK_MS)}) as first:
-        with another_process(first) as second_base:
-            token = _token(first)
-            headers = {"Authorization": f"Bearer {token}"}
-            with httpx.Client(base_url=first.base, headers=headers, timeout=10) as a, \
-                    httpx.Client(base_url=second_base, headers=headers, timeout=10) as b:
-                yield a, b
+    settings = {"MESH_TOPOLOGY_CHECK_MS": str(CHECK_MS)}
+    with live_server(tmp_path_factory.mktemp("topology"), settings) as first, another_process(first) as second_base:
+        headers = {"Authorization": f"Bearer {_token(first)}"}
+        with httpx.Client(base_url=first.base, headers=headers, timeout=10) as a, \
+                httpx.Client(base_url=second_base, headers=headers, timeout=10) as b:
+            yield a, b
 
 
 def _token(live: LiveServer) -> str:

@@ -22,6 +22,7 @@ must not take the token endpoint down with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -83,14 +84,10 @@ def _increment(key: str) -> int:
 
 def address_refusal(address: str) -> Refusal | None:
     """A refusal for an address that failed too often in this window, before any work."""
-    limit = settings.MESH_TOKEN_FAILURES_PER_ADDRESS
+    if not settings.MESH_TOKEN_FAILURES_PER_ADDRESS:
+        return None
     window, retry_after = _window()
-    if limit and _count(_key("address", address, window)) >= limit:
-        _remember(address, time.time() + retry_after)
-        return Refusal("temporarily_unavailable",
-                       f"Too many failed client authentications from this address; retry in {retry_after} s",
-                       retry_after)
-    return None
+    return _address_verdict(address, _count(_key("address", address, window)), retry_after)
 
 
 def failure_record(*, client_id: str, address: str) -> Refusal | None:
@@ -98,12 +95,98 @@ def failure_record(*, client_id: str, address: str) -> Refusal | None:
     window, retry_after = _window()
     if settings.MESH_TOKEN_FAILURES_PER_ADDRESS:
         _increment(_key("address", address, window))
-    limit = settings.MESH_TOKEN_FAILURES_PER_CLIENT
-    if limit and _increment(_key("client", client_id, window)) > limit:
-        return Refusal("invalid_client",
-                       f"Too many failed authentications for this client id; retry in {retry_after} s",
-                       retry_after)
-    return None
+    if not settings.MESH_TOKEN_FAILURES_PER_CLIENT:
+        return None
+    return _client_verdict(_increment(_key("client", client_id, window)), retry_after)
+
+
+def _address_verdict(address: str, count: int, retry_after: int) -> Refusal | None:
+    if count < settings.MESH_TOKEN_FAILURES_PER_ADDRESS:
+        return None
+    _remember(address, time.time() + retry_after)
+    return Refusal("temporarily_unavailable",
+                   f"Too many failed client authentications from this address; retry in {retry_after} s",
+                   retry_after)
+
+
+def _client_verdict(count: int, retry_after: int) -> Refusal | None:
+    if count <= settings.MESH_TOKEN_FAILURES_PER_CLIENT:
+        return None
+    return Refusal("invalid_client",
+                   f"Too many failed authentications for this client id; retry in {retry_after} s",
+                   retry_after)
+
+
+# The same two rules for callers in the event loop (tokenpath.py). A cache in this process
+# (local memory) is asked directly: it does no I/O. Redis is asked through redis.asyncio with
+# the cache's own keys and value format (Django's Redis cache stores integers as such), so
+# both kinds of caller count in the same place; a blocking call would stall the whole loop
+# for up to the socket timeout when Redis hangs.
+
+
+async def address_refusal_async(address: str) -> Refusal | None:
+    counts = _redis()
+    if counts is None:
+        return address_refusal(address)
+    if not settings.MESH_TOKEN_FAILURES_PER_ADDRESS:
+        return None
+    window, retry_after = _window()
+    return _address_verdict(address, await _acount(counts, _key("address", address, window)), retry_after)
+
+
+async def failure_record_async(*, client_id: str, address: str) -> Refusal | None:
+    counts = _redis()
+    if counts is None:
+        return failure_record(client_id=client_id, address=address)
+    window, retry_after = _window()
+    if settings.MESH_TOKEN_FAILURES_PER_ADDRESS:
+        await _aincrement(counts, _key("address", address, window))
+    if not settings.MESH_TOKEN_FAILURES_PER_CLIENT:
+        return None
+    return _client_verdict(await _aincrement(counts, _key("client", client_id, window)), retry_after)
+
+
+_redis_clients: dict[tuple[asyncio.AbstractEventLoop, str], Any] = {}
+
+
+def _redis() -> Any:
+    """This loop's redis.asyncio client for the cache's Redis, or None for another cache."""
+    config = settings.CACHES["default"]
+    if config["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
+        return None
+    location = config["LOCATION"] if isinstance(config["LOCATION"], str) else config["LOCATION"][0]
+    key = (asyncio.get_running_loop(), location)
+    client = _redis_clients.get(key)
+    if client is None:
+        import redis.asyncio
+
+        for stale in [other for other in _redis_clients if other[0].is_closed()]:
+            del _redis_clients[stale]
+        options = {name: value for name, value in config.get("OPTIONS", {}).items()
+                   if name not in ("serializer", "pool_class", "parser_class")}  # Django's own
+        client = _redis_clients[key] = redis.asyncio.Redis.from_url(location, **options)
+    return client
+
+
+async def _acount(client: Any, key: str) -> int:
+    try:
+        return int(await client.get(cache.make_and_validate_key(key)) or 0)
+    except Exception:  # noqa: BLE001 - any cache failure: fail open
+        log.warning("token rate limit: cache unavailable, not limiting", exc_info=True)
+        return 0
+
+
+async def _aincrement(client: Any, key: str) -> int:
+    # One round trip, atomic: the window's count is created with its expiry, then counted.
+    try:
+        async with client.pipeline(transaction=True) as pipe:
+            full = cache.make_and_validate_key(key)
+            pipe.set(full, 0, ex=settings.MESH_TOKEN_FAILURE_WINDOW + 1, nx=True)
+            pipe.incr(full)
+            return int((await pipe.execute())[1])
+    except Exception:  # noqa: BLE001 - any cache failure: fail open
+        log.warning("token rate limit: cache unavailable, not counting", exc_info=True)
+        return 0
 
 
 def forget_refusals() -> None:
@@ -155,7 +238,7 @@ class TokenFloodGuard:
 
 
 async def _send_refusal(send: Callable[[Any], Awaitable[None]], retry_after: int) -> None:
-    # The same answer as the view's (views._too_many), without the trip through Django.
+    # The same answer as the view's (views.too_many), without the trip through Django.
     body = json.dumps({"error": "temporarily_unavailable", "error_description":
                        f"Too many failed client authentications from this address; retry in {retry_after} s"}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),

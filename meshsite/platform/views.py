@@ -39,23 +39,23 @@ class TokenView(View):
         return self._token(request, request.POST)
 
     def _token(self, request: HttpRequest, params: QueryDict) -> HttpResponse:
-        refusal = _grant_refusal(params)
+        refusal = grant_refusal(params)
         if refusal is not None:
             return refusal
-        address = request.META.get("REMOTE_ADDR") or ""
+        address = request_address(request)
         limited = ratelimit.address_refusal(address)
         if limited is not None:
-            return _too_many(limited)
+            return too_many(limited)
         response = self._authenticate(request, params)
         if response.status_code == 401:
             limited = ratelimit.failure_record(client_id=_client_id(request, params), address=address)
             if limited is not None:
-                return _too_many(limited)
+                return too_many(limited)
         return response
 
     def _authenticate(self, request: HttpRequest, params: QueryDict) -> HttpResponse:
-        if _has_control_characters(request, params):
-            return _invalid_client()
+        if has_control_characters(request, params):
+            return invalid_client()
         core = get_oauthlib_core()
         headers = core.extract_headers(request)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
@@ -64,19 +64,19 @@ class TokenView(View):
         try:
             response_headers, content, status = core.server.create_token_response(uri, "POST", body, headers)
         except (OperationalError, InterfaceError):
-            return _store_unavailable()
+            return store_unavailable()
         response = HttpResponse(content=content, status=status, content_type="application/json")
         for name, value in response_headers.items():
             response[name] = value
         if status == 200:
-            response.content = json.dumps(_sap_token_body(json.loads(content))).encode()
+            response.content = json.dumps(sap_token_body(json.loads(content))).encode()
         elif status == 401:
             # RFC 6749 5.2: challenge with the scheme the client authenticates with.
             response["WWW-Authenticate"] = 'Basic realm="meshsite"'
         return response
 
 
-def _grant_refusal(params: QueryDict) -> HttpResponse | None:
+def grant_refusal(params: QueryDict) -> HttpResponse | None:
     """RFC 6749 5.2 for a grant that is not served, answered before oauthlib: its server
     knows every grant, and would ask a password grant for its username as if it were served."""
     grants = params.getlist("grant_type")
@@ -97,10 +97,14 @@ def _oauth_error(error: str, description: str, status: int = 400) -> HttpRespons
     return response
 
 
-def _too_many(refusal: ratelimit.Refusal) -> HttpResponse:
+def too_many(refusal: ratelimit.Refusal) -> HttpResponse:
     response = _oauth_error(refusal.error, refusal.description, status=429)
     response["Retry-After"] = str(refusal.retry_after)
     return response
+
+
+def request_address(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR") or ""
 
 
 def _client_id(request: HttpRequest, params: QueryDict) -> str:
@@ -114,7 +118,7 @@ def _client_id(request: HttpRequest, params: QueryDict) -> str:
     return params.get("client_id", "")
 
 
-def _has_control_characters(request: HttpRequest, params: QueryDict) -> bool:
+def has_control_characters(request: HttpRequest, params: QueryDict) -> bool:
     """Credentials no client can hold (PostgreSQL text even refuses NUL): refuse them here."""
     values = [value for key in TOKEN_PARAMETERS for value in params.getlist(key)]
     auth = request.headers.get("Authorization", "")
@@ -126,7 +130,16 @@ def _has_control_characters(request: HttpRequest, params: QueryDict) -> bool:
     return any(not value.isprintable() for value in values)
 
 
-def _invalid_client() -> HttpResponse:
+def client_refused() -> HttpResponse:
+    """django-oauth-toolkit's answer to a client it could not authenticate."""
+    response = HttpResponse(json.dumps({"error": "invalid_client"}), status=401, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    response["WWW-Authenticate"] = 'Basic realm="meshsite"'
+    return response
+
+
+def invalid_client() -> HttpResponse:
     response = HttpResponse(
         json.dumps({"error": "invalid_client"}), status=401, content_type="application/json"
     )
@@ -134,7 +147,7 @@ def _invalid_client() -> HttpResponse:
     return response
 
 
-def _store_unavailable() -> HttpResponse:
+def store_unavailable() -> HttpResponse:
     response = HttpResponse(
         json.dumps({"error": "temporarily_unavailable"}), status=503, content_type="application/json"
     )
@@ -142,7 +155,7 @@ def _store_unavailable() -> HttpResponse:
     return response
 
 
-def _sap_token_body(body: dict) -> dict:
+def sap_token_body(body: dict) -> dict:
     body["token_type"] = "bearer"
     body.pop("refresh_token", None)
     return body

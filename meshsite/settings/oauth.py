@@ -1,6 +1,6 @@
 from django.conf import global_settings
 
-from .env import env_int
+from .env import env_bool, env_int
 
 # Service keys are OAuth2 client-credentials applications. Client secrets are 256 random bits,
 # stored as HMAC-SHA256 under a key derived from SECRET_KEY (meshsite/platform/hashers.py says
@@ -9,6 +9,10 @@ from .env import env_int
 MESH_TOKEN_LIFETIME = env_int("MESH_TOKEN_LIFETIME", 12 * 3600, minimum=60)
 # Seconds a process keeps a token's resolution (0 = look it up on every request).
 MESH_TOKEN_CACHE_SECONDS = env_int("MESH_TOKEN_CACHE_SECONDS", 5)
+
+# Answer service keys' client-credentials requests in the event loop, without oauthlib or the
+# ORM (meshsite/platform/tokenpath.py); off, every request goes to django-oauth-toolkit.
+MESH_TOKEN_FAST_PATH = env_bool("MESH_TOKEN_FAST_PATH", True)
 
 # Failed client authentications at /oauth/token, counted per window (0 = no limit). Past the
 # per-address limit an address is refused before any work; past the per-client limit a wrong

@@ -24,7 +24,8 @@ from django.db import OperationalError as DjangoOperationalError
 from django.db import close_old_connections, connection, transaction
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from meshsite.storebreaker import BREAKER, is_outage
+from meshsite.platform.asyncdb import BreakerAsyncConnection, connect_kwargs, pool_timeout
+from meshsite.storebreaker import BREAKER
 from messaging.store import adapt
 from messaging.store.statements import SKIP_WAL_FLUSH, Statement, insert_message, insert_messages_unnest
 
@@ -55,42 +56,18 @@ class Executor(Protocol):
     async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
         """New messages (NEW_MESSAGE_COLUMNS per row) in one transaction."""
 
-
-class BreakerAsyncConnection(psycopg.AsyncConnection):
-    """Reports each connection attempt to the store breaker, like meshsite.dbbackend's."""
-
-    @classmethod
-    async def connect(cls, *args: Any, **kwargs: Any) -> Any:
-        try:
-            conn = await super().connect(*args, **kwargs)
-        except psycopg.OperationalError as error:
-            if is_outage(error):
-                BREAKER.record(ok=False)
-            raise
-        BREAKER.record(ok=True)
-        return conn
-
-
-def _conninfo() -> dict[str, Any]:
-    db = settings.DATABASES["default"]
-    # What libpq takes of Django's OPTIONS (connect_timeout, sslmode, ...), not Django's own keys.
-    django_only = ("pool", "isolation_level", "server_side_binding", "assume_role")
-    options = {k: v for k, v in db.get("OPTIONS", {}).items() if k not in django_only}
-    info = {"dbname": db["NAME"], "user": db.get("USER") or None, "password": db.get("PASSWORD") or None,
-            "host": db.get("HOST") or None, "port": db.get("PORT") or None, **options}
-    return {k: v for k, v in info.items() if v is not None}
+    async def close(self) -> None: ...
 
 
 class PostgresExecutor:
     postgres = True
 
     def __init__(self) -> None:
-        pool_options = settings.DATABASES["default"].get("OPTIONS", {}).get("pool", {})
-        self.timeout = float(pool_options.get("timeout", 2))
+        # A pool of its own (not the token endpoint's, meshsite.platform.asyncdb): publishes
+        # waiting for their group commit must not make token requests wait, or the other way.
         self.pool = AsyncConnectionPool(
-            kwargs={**_conninfo(), "autocommit": True}, connection_class=BreakerAsyncConnection,
-            min_size=1, max_size=settings.MESH_HOT_PATH_POOL_SIZE, timeout=self.timeout,
-            reconnect_timeout=float(pool_options.get("reconnect_timeout", 5.0)), open=False,
+            kwargs=connect_kwargs(), connection_class=BreakerAsyncConnection, min_size=1,
+            max_size=settings.MESH_HOT_PATH_POOL_SIZE, timeout=pool_timeout(), reconnect_timeout=5.0, open=False,
             name="meshsite-hotpath",
         )
         self._opened = False
@@ -111,7 +88,9 @@ class PostgresExecutor:
 
     @staticmethod
     def _probe() -> None:
-        psycopg.Connection.connect(**_conninfo()).close()
+        kwargs = connect_kwargs()
+        kwargs.pop("autocommit")
+        psycopg.Connection.connect(**kwargs).close()
 
     async def fetch(self, statement: Statement) -> list[Row]:
         await self._admit()

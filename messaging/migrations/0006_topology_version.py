@@ -11,7 +11,7 @@ def first_version(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0004_check_constraints_on_limits_and_counts'),
+        ('messaging', '0005_message_indexes_for_large_queues'),
     ]
 
     operations = [
