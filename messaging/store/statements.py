@@ -56,7 +56,6 @@ def _in_queue(queue_id: int) -> list[Any]:
     return [queue_id, queue_id]
 
 
-
 @lru_cache(maxsize=64)
 def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool, flow: bool) -> str:
     now = datetime.min  # a stand-in: only the text is kept, the parameters come per call
