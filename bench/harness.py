@@ -308,9 +308,9 @@ def build_request(method: str, path: str, headers: dict[str, str], body: bytes =
 
 
 class Client:
-    def __init__(self, token: str, payload: bytes) -> None:
+    def __init__(self, token: str, payload: bytes, queue: str = QUEUE) -> None:
         self.auth = {"Authorization": f"Bearer {token}"}
-        base = f"{REST}/queues/{enc(QUEUE)}/messages"
+        base = f"{REST}/queues/{enc(queue)}/messages"
         self.ack_prefix = f"{base}/"
         self.publish_raw = build_request(
             "POST", base, {**self.auth, "x-qos": "1", "Content-Type": "application/octet-stream"}, payload
@@ -516,9 +516,9 @@ class Mesh:
         response.raise_for_status()
         return response.json()["access_token"]
 
-    def create_queue(self, token: str) -> None:
+    def create_queue(self, token: str, name: str = QUEUE) -> None:
         response = httpx.put(
-            f"http://{HOST}:{self.ports[0]}{MANAGEMENT}/queues/{enc(QUEUE)}",
+            f"http://{HOST}:{self.ports[0]}{MANAGEMENT}/queues/{enc(name)}",
             headers={"Authorization": f"Bearer {token}"}, timeout=30,
         )
         if response.status_code not in (200, 201):
@@ -528,6 +528,17 @@ class Mesh:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute("TRUNCATE messaging_message")
             conn.execute("VACUUM ANALYZE messaging_message")
+
+    def django(self, code: str, extra_env: dict[str, str] | None = None, timeout: float = 600) -> str:
+        """Run `code` in a Django process with the servers' settings and environment; its stdout."""
+        env = {**self.env(server=True), **(extra_env or {})}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+        env.setdefault("DJANGO_SETTINGS_MODULE", "meshsite.settings")
+        done = subprocess.run([sys.executable, "-c", "import django; django.setup()\n" + code], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        if done.returncode != 0:
+            raise SystemExit(f"Django code failed:\n{done.stderr[-3000:]}")
+        return done.stdout
 
     def close(self) -> None:
         self.stop()

@@ -56,7 +56,6 @@ def _in_queue(queue_id: int) -> list[Any]:
     return [queue_id, queue_id]
 
 
-
 @lru_cache(maxsize=64)
 def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool, flow: bool) -> str:
     now = datetime.min  # a stand-in: only the text is kept, the parameters come per call
@@ -190,9 +189,11 @@ def has_available(*, queue_id: int, respect_ttl: bool, now: datetime) -> Stateme
     """Whether the next claim would find a message. A plain read: locking the head row, even
     for a moment, would make a concurrent claim skip it and deliver out of order."""
     available, params = rules.available_sql(now, respect_ttl=respect_ttl)
-    return Statement(
-        f"SELECT 1 FROM {MESSAGE} WHERE {_IN_QUEUE} AND {available}", [*_in_queue(queue_id), *params]  # noqa: S608
-    )
+    # The head in queue order, as the claim reads it: a bare `SELECT 1 ... LIMIT 1` lets the
+    # planner scan the table from its start when one queue holds most of it (114 ms at 1M).
+    # Callers may append `AND <condition>` and `LIMIT 1`.
+    head = f"SELECT id FROM {MESSAGE} WHERE {_IN_QUEUE} AND {available} ORDER BY {_QUEUE_ORDER} LIMIT 1"  # noqa: S608
+    return Statement(f"SELECT 1 FROM {MESSAGE} WHERE id = ({head})", [*_in_queue(queue_id), *params])  # noqa: S608
 
 
 def held_count(*, queue_id: int, consumer: str, now: datetime, limit: int) -> Statement:
