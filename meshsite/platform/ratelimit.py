@@ -151,7 +151,7 @@ _redis_clients: dict[tuple[asyncio.AbstractEventLoop, str], Any] = {}
 
 def _redis() -> Any:
     """This loop's redis.asyncio client for the cache's Redis, or None for another cache."""
-    config = settings.CACHES["default"]
+    config: dict[str, Any] = settings.CACHES["default"]
     if config["BACKEND"] != "django.core.cache.backends.redis.RedisCache":
         return None
     location = config["LOCATION"] if isinstance(config["LOCATION"], str) else config["LOCATION"][0]

@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 from functools import cache
 
 import psycopg
+import psycopg_pool
 from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 from oauth2_provider.scopes import get_scopes_backend
@@ -94,6 +95,23 @@ def _scope() -> str:
     return " ".join(get_scopes_backend().get_default_scopes())
 
 
+async def _run(params: dict) -> tuple | None:
+    pool = await asyncdb.pool()
+    for attempt in (1, 2):
+        conn: psycopg.AsyncConnection | None = None
+        try:
+            async with pool.connection() as conn:
+                return await (await conn.execute(_statement(), params, prepare=True)).fetchone()
+        except psycopg.OperationalError as error:
+            # A connection pooled before an outage is dead once the store is back: the pool
+            # drops it on return; drop its dead siblings too and try once more on a fresh one.
+            # (A statement that died mid-way and is sent again can at worst leave an unused token.)
+            if attempt == 2 or isinstance(error, psycopg_pool.PoolTimeout) or conn is None or not conn.closed:
+                raise
+            await pool.check()
+    return None
+
+
 async def token_issue(*, client_id: str, client_secret: str, now: datetime | None = None) -> Issued:
     """Raises psycopg.OperationalError when the store cannot be reached."""
     digest = hashers.HMACSecretHasher().encode(client_secret, "")
@@ -108,8 +126,7 @@ async def token_issue(*, client_id: str, client_secret: str, now: datetime | Non
         "stored_token": "" if oauth2_settings.COMPLIANT_BCP_RFC9700_TOKEN_STORAGE else raw,
     }
     try:
-        async with (await asyncdb.pool()).connection() as conn:
-            row = await (await conn.execute(_statement(), params, prepare=True)).fetchone()
+        row = await _run(params)
     except psycopg.errors.ForeignKeyViolation:  # the key was deleted while the statement ran
         return Issued(Outcome.REFUSED)
     if row is None:

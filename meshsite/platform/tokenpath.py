@@ -38,14 +38,13 @@ from meshsite.apiguard import ApiGuard
 from meshsite.storebreaker import BREAKER
 
 from . import asyncdb, ratelimit, views
+from .ratelimit import ASGIApp, Scope
 from .tokenissue import Outcome, token_issue
 
 log = logging.getLogger(__name__)
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
 
 CREDENTIAL_FIELDS = ("client_id", "client_secret")
 
@@ -131,7 +130,7 @@ def _credentials(request: HttpRequest, params: QueryDict) -> tuple[str, str] | N
     auth = request.headers.get("Authorization")
     if auth is None:
         if all(len(params.getlist(field)) == 1 for field in CREDENTIAL_FIELDS):
-            return params["client_id"], params["client_secret"]
+            return str(params["client_id"]), str(params["client_secret"])
         return None
     scheme, _, encoded = auth.partition(" ")
     if scheme != "Basic" or not encoded or any(field in params for field in CREDENTIAL_FIELDS):

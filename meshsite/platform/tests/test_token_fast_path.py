@@ -15,6 +15,7 @@ import asyncio
 import base64
 import hashlib
 import json
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -22,13 +23,14 @@ import psycopg
 import pytest
 from django.contrib.auth import hashers as django_hashers
 from django.contrib.auth.hashers import make_password
+from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model
 
 from meshsite.asgi import application
 from meshsite.platform import asyncdb, tokenissue
 from meshsite.platform.auth import client_for_token, forget_cached_tokens
 from meshsite.platform.ratelimit import forget_refusals
-from meshsite.platform.services import service_key_create, service_key_delete
+from meshsite.platform.services import access_tokens_expired_delete, service_key_create, service_key_delete
 from meshsite.testing import MANAGEMENT, make_instance
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,3 +259,14 @@ def test_an_unreachable_store_is_a_503_with_retry_after(key, monkeypatch):
                        headers={"Authorization": basic(key.key.application.client_id, key.client_secret)})
     assert response.status_code == 503 and response.headers["Retry-After"] == "5"
     assert response.json() == {"error": "temporarily_unavailable"}
+
+
+def test_expired_tokens_are_deleted_in_batches_and_live_ones_kept(key):
+    form = {"grant_type": "client_credentials"}
+    auth = {"Authorization": basic(key.key.application.client_id, key.client_secret)}
+    raws = [request("POST", data=form, headers=auth).json()["access_token"] for _ in range(5)]
+    ids = list(get_access_token_model().objects.order_by("id").values_list("pk", flat=True))
+    get_access_token_model().objects.filter(pk__in=ids[:3]).update(expires=timezone.now() - timedelta(seconds=1))
+    assert access_tokens_expired_delete(batch_size=2) == 3
+    assert list(get_access_token_model().objects.order_by("id").values_list("pk", flat=True)) == ids[3:]
+    assert client_for_token(raws[-1]) is not None
