@@ -12,20 +12,17 @@ never touched. The bounds are asserted against the configured settings with a wi
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.pgcluster import PrivateCluster
 from tests.test_live_server import BASE_DIR, BIN, free_port, manage, stop, wait_until_serving
 
 QUEUE_NAME = "a/b/c/outage/q"
@@ -37,68 +34,6 @@ PUBLISH = {"x-qos": "1", "Content-Type": "text/plain"}
 POOL_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 2.0
 BOUND = max(POOL_TIMEOUT, CONNECT_TIMEOUT)
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        pytest.fail(f"{name} not found: the outage tests need PostgreSQL's server binaries")
-    return found[-1]
-
-
-def _as_cluster_owner() -> dict:
-    # initdb and postgres refuse to run as root; as root (a container), run them as the
-    # postgres account the server package created.
-    if os.geteuid() != 0:
-        return {}
-    return {"user": "postgres", "group": "postgres"}
-
-
-def _cluster_root() -> Path:
-    # Not under pytest's tmp_path: its parent is private to the user running the tests,
-    # which the cluster owner may not be.
-    root = Path(tempfile.mkdtemp(prefix="meshsite-outage-"))
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-    return root
-
-
-class PrivateCluster:
-    """A PostgreSQL cluster of the test's own, on loopback, that it may stop and start."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.data = root / "pgdata"
-        self.socket_dir = root / "sock"
-        self.log = root / "postgres.log"
-        self.port = free_port()
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/meshsite"
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
-        self._run("mkdir", str(self.socket_dir))
-        self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "meshsite")
-
-    def _run(self, program: str, *args: str, check: bool = True) -> None:
-        path = program if program == "mkdir" else _pg_bin(program)
-        done = subprocess.run([path, *args], capture_output=True, text=True, timeout=120, **_as_cluster_owner())
-        if check and done.returncode != 0:
-            pytest.fail(f"{program} failed: {done.stderr}")
-
-    def start(self) -> None:
-        # fsync off: this cluster holds nothing worth keeping, and it makes migrate faster.
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.socket_dir} -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def ensure_stopped(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop", check=False)
 
 
 @dataclass
@@ -137,7 +72,7 @@ CALLS: dict[str, tuple[str, str, dict[str, str]]] = {
 @pytest.fixture(scope="module")
 def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
     root = tmp_path_factory.mktemp("outage")
-    cluster = PrivateCluster(_cluster_root())
+    cluster = PrivateCluster()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_URL", "MESH_"))}
@@ -171,9 +106,7 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
     finally:
         if process is not None:
             stop(process)
-        if cluster.data.exists():
-            cluster.ensure_stopped()
-        shutil.rmtree(cluster.root, ignore_errors=True)
+        cluster.remove()
 
 
 @pytest.fixture
