@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,6 +51,7 @@ class LiveServer:
     log: Path
     server: str
     pid: int
+    env: dict[str, str] = field(default_factory=dict)  # the server's own, for manage() against its database
 
     @property
     def oa2(self) -> dict[str, str]:
@@ -154,7 +155,7 @@ def live_server(var_dir: Path, extra_env: dict[str, str] | None = None, *, serve
             process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=out, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         wait_until_serving(base, process, log)
-        yield LiveServer(base=base, key=key, log=log, server=server, pid=process.pid)
+        yield LiveServer(base=base, key=key, log=log, server=server, pid=process.pid, env=env)
     finally:
         if process is not None:
             stop(process)
