@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -51,7 +51,7 @@ class LiveServer:
     log: Path
     server: str
     pid: int
-    env: dict[str, str]
+    env: dict[str, str] = field(default_factory=dict)  # the server's own, for manage() against its database
 
     @property
     def oa2(self) -> dict[str, str]:

@@ -99,7 +99,9 @@ class Responder:
         return bool(domain) and validate_host(domain, self.allowed_hosts)
 
     async def send(self, send: Send, request: Request, answer: Answer) -> None:
-        headers = [*answer.headers, ALLOW, *self.fixed, (b"content-length", str(len(answer.body)).encode())]
+        headers = [*answer.headers, ALLOW, *self.fixed]
+        if answer.status != 204:  # RFC 9110 8.6: a 204 carries no Content-Length (nor does Django's)
+            headers.append((b"content-length", str(len(answer.body)).encode()))
         if self.hsts and request.secure:
             headers.append((b"strict-transport-security", self.hsts))
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
