@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 import threading
 import time
@@ -37,7 +36,18 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import NAMESPACE, QUEUE, RESULTS, SERVERS, Client, Mesh, Result, http_phase, machine_info  # noqa: E402
+from harness import (  # noqa: E402
+    NAMESPACE,
+    QUEUE,
+    RESULTS,
+    SERVERS,
+    Client,
+    Mesh,
+    Result,
+    http_phase,
+    machine_info,
+    stop_on_signals,
+)
 
 BACKLOG = f"{NAMESPACE}/backlog"
 OTHER = f"{NAMESPACE}/other"
@@ -193,14 +203,7 @@ def main() -> int:
     parser.add_argument("--keep-db", action="store_true")
     args = parser.parse_args()
     args.server_env, args.db_url_query = [], ""  # what Mesh reads
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = os.urandom(args.payload)
     mesh = Mesh(args)

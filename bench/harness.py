@@ -631,3 +631,15 @@ def machine_info(dsn: str) -> dict[str, Any]:
     }
 
 
+def stop_on_signals() -> threading.Event:
+    """An event set on SIGTERM or SIGINT (which then interrupt the main thread), so a
+    benchmark stopped midway still drops its scratch database and servers."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (background job)
+    return stop

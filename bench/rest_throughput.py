@@ -31,7 +31,6 @@ import collections
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -58,6 +57,7 @@ from harness import (  # noqa: E402
     raw_insert,
     save_results,
     start_py_spy,
+    stop_on_signals,
 )
 
 # --------------------------------------------------------------------------------------
@@ -369,14 +369,7 @@ def main() -> int:
     if any("=" not in item for item in args.server_env):
         parser.error("--server-env takes NAME=VALUE")
 
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (background job)
+    stop = stop_on_signals()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     payload = os.urandom(args.payload)

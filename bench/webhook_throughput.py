@@ -637,14 +637,7 @@ def main() -> int:
     if args.serve_receiver:
         serve_receiver(args.serve_receiver)
         return 0
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = rt.stop_on_signals()
     rt.RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     mesh = HookMesh(args)

@@ -82,3 +82,16 @@ async def send_json_error(send: Send, status: int, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Receive) -> bytes | None:
+    """A request's whole body (behind BodyLimitMiddleware, already capped), or None if the
+    client went away first: for ASGI paths that answer without Django's handler."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)

@@ -87,3 +87,12 @@ class Breaker:
 
 # One per process, shared by its threads: the pool it guards is per process too.
 BREAKER = Breaker(probe_interval=1.0)
+
+
+def record_connect(error: BaseException | None) -> None:
+    """What a connection attempt tells the breaker: success closes it, an outage opens it
+    (the sync and async connection classes both report through this)."""
+    if error is None:
+        BREAKER.record(ok=True)
+    elif is_outage(error):
+        BREAKER.record(ok=False)

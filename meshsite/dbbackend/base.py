@@ -10,7 +10,7 @@ import psycopg
 from django.conf import settings
 from django.db.backends.postgresql import base as postgresql
 
-from meshsite.storebreaker import BREAKER, is_outage
+from meshsite.storebreaker import BREAKER, record_connect
 
 
 class BreakerConnection(psycopg.Connection):
@@ -22,10 +22,9 @@ class BreakerConnection(psycopg.Connection):
         try:
             conn = super().connect(*args, **kwargs)
         except psycopg.OperationalError as error:
-            if is_outage(error):
-                BREAKER.record(ok=False)
+            record_connect(error)
             raise
-        BREAKER.record(ok=True)
+        record_connect(None)
         return conn
 
 

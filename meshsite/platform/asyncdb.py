@@ -21,7 +21,7 @@ import psycopg
 from django.db import connections
 from psycopg_pool import AsyncConnectionPool
 
-from meshsite.storebreaker import BREAKER, is_outage
+from meshsite.storebreaker import record_connect
 
 # One connection per statement in flight: a token waits for its commit's WAL flush (~3 ms on this
 # machine's disk), and PostgreSQL flushes concurrent commits together, so more connections than
@@ -37,10 +37,9 @@ class BreakerAsyncConnection(psycopg.AsyncConnection):
         try:
             conn = await super().connect(*args, **kwargs)
         except psycopg.OperationalError as error:
-            if is_outage(error):
-                BREAKER.record(ok=False)
+            record_connect(error)
             raise
-        BREAKER.record(ok=True)
+        record_connect(None)
         return conn
 
 

@@ -35,6 +35,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.utils.log import log_response
 
 from meshsite.apiguard import ApiGuard
+from meshsite.bodylimit import read_body
 from meshsite.storebreaker import BREAKER
 
 from . import asyncdb, ratelimit, views
@@ -60,7 +61,7 @@ class TokenFastPath:
         if not _serves(scope):
             await self.app(scope, receive, send)
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return  # the client went away
         request = ASGIRequest(scope, io.BytesIO(body))
@@ -149,17 +150,6 @@ def _token_response(access_token: str, expires_in: int, scope: str) -> HttpRespo
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
     return response
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -10,12 +10,13 @@ from typing import Any
 
 from django.conf import settings
 
+from meshsite.bodylimit import read_body
 from meshsite.errors import MeshError
 from meshsite.platform.auth import Client, cached_client, client_for_token
 
 from .database import executor, run_sync, unavailable
 from .endpoints import Endpoints
-from .http import Answer, Receive, Request, Responder, Scope, Send, read_body, read_headers, sap_error
+from .http import Answer, Receive, Request, Responder, Scope, Send, read_headers, sap_error
 from .routes import Route, match
 
 log = logging.getLogger(__name__)

@@ -49,19 +49,6 @@ def read_headers(scope: Scope) -> dict[str, str]:
     return headers
 
 
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole body (meshsite.bodylimit has capped it already), or None if the client
-    went away first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 @dataclass
 class Answer:
     status: int
