@@ -21,6 +21,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -44,14 +45,75 @@ MANAGEMENT = "/hub/rest/api/v1/management/messaging"
 HOST = "127.0.0.1"
 
 
+APP = "meshsite.asgi:application"
+ZERO_APP = "bench.harness:zero_app"  # importable from ROOT, the servers' working directory
+
+
+async def zero_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The least an ASGI app can do: what is left is the server's own cost per request."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cert))
+
+
+def self_signed(directory: Path) -> TLSFiles:
+    """A fresh P-256 key and a certificate for IP 127.0.0.1, valid for a day: what TLS costs
+    the server and the client is measured with the handshake done once per keep-alive
+    connection, as with a real client."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(HOST))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    files = TLSFiles(cert=directory / "bench-cert.pem", key=directory / "bench-key.pem")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
+
+
 # The server commands under test, by name (--server). Each gets the port and keeps its
 # access log off unless asked: a log line per request costs the server measurable CPU.
-def server_command(server: str, port: int, access_log: bool = False) -> list[str]:
+# With `tls`, the server itself terminates TLS (uvicorn --ssl-*, a Twisted ssl: endpoint).
+def server_command(server: str, port: int, access_log: bool = False, tls: TLSFiles | None = None,
+                   app: str = APP) -> list[str]:
     if server == "daphne":
-        command = [str(BIN / "daphne"), "-b", HOST, "-p", str(port)]
-        return command + ([] if access_log else ["-v", "0"]) + ["meshsite.asgi:application"]
+        if tls is None:
+            command = [str(BIN / "daphne"), "-b", HOST, "-p", str(port)]
+        else:
+            command = [str(BIN / "daphne"), "-e",
+                       f"ssl:{port}:interface={HOST}:privateKey={tls.key}:certKey={tls.cert}"]
+        return command + ([] if access_log else ["-v", "0"]) + [app]
     if server == "uvicorn":
-        command = [str(BIN / "uvicorn"), "meshsite.asgi:application", "--host", HOST, "--port", str(port)]
+        command = [str(BIN / "uvicorn"), app, "--host", HOST, "--port", str(port)]
+        if tls is not None:
+            command += ["--ssl-keyfile", str(tls.key), "--ssl-certfile", str(tls.cert)]
         return command + ([] if access_log else ["--no-access-log"])
     raise SystemExit(f"unknown server {server!r} (daphne or uvicorn)")
 
@@ -258,13 +320,14 @@ REQUEST_TIMEOUT = 30.0  # seconds; a request that takes longer counts as an erro
 
 
 class Connection:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
+        self.tls = tls
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port, ssl=self.tls)
         sock = self.writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
@@ -321,6 +384,11 @@ class Client:
         status, _, body = await conn.request(self.publish_raw)
         return None if status == 204 else f"publish {status} {body[:200]!r}"
 
+    async def zero(self, conn: Connection) -> str | None:
+        # Against the zero-work app: any request, answered 200 without work.
+        status, _, body = await conn.request(self.consume_raw)
+        return None if status == 200 else f"zero {status} {body[:200]!r}"
+
     async def consume_ack(self, conn: Connection) -> str | None:
         status, headers, body = await conn.request(self.consume_raw)
         if status == 204:
@@ -337,7 +405,8 @@ async def http_phase(
     scenario: str, op_name: str, client: Client, ports: list[int], concurrency: int, warmup: float,
     duration: float, mesh: Mesh, stop: threading.Event,
 ) -> Result:
-    connections = [Connection(ports[slot % len(ports)]) for slot in range(concurrency)]
+    tls = mesh.tls.client_context() if mesh.tls else None
+    connections = [Connection(ports[slot % len(ports)], tls) for slot in range(concurrency)]
     await asyncio.gather(*(conn.open() for conn in connections))
     loop = asyncio.get_running_loop()
     measure_from = loop.time() + warmup
@@ -413,7 +482,7 @@ async def http_phase(
 
 class Mesh:
     """A scratch database, the CLI-created instance and key, and N server processes
-    (`args.server`: daphne, the default, or uvicorn)."""
+    (`server`: daphne, the default, or uvicorn; with `tls`, speaking HTTPS)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -424,6 +493,15 @@ class Mesh:
         self.ports: list[int] = []
         self.key: dict[str, Any] = {}
         self.server: str = getattr(args, "server", "daphne")
+        self.tls: TLSFiles | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def verify(self) -> str | bool:
+        return str(self.tls.cert) if self.tls else True
 
     def env(self, port: int | None = None, server: bool = False) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DJANGO_SETTINGS_MODULE")}
@@ -433,7 +511,7 @@ class Mesh:
         env.update(
             DATABASE_URL=url,
             MESH_VAR_DIR=str(self.var_dir),
-            MESH_PUBLIC_URL=f"http://{HOST}:{port or self.args.port}",
+            MESH_PUBLIC_URL=f"{self.scheme}://{HOST}:{port or self.args.port}",
             LOG_LEVEL="WARNING",
             PYTHONUNBUFFERED="1",
         )
@@ -466,11 +544,11 @@ class Mesh:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.args.db_name}" WITH (FORCE)')
 
-    def start(self, count: int) -> None:
+    def start(self, count: int, app: str = APP) -> None:
         self.stop()
         self.ports = [self.args.port + index for index in range(count)]
         for port in self.ports:
-            command = server_command(self.server, port, getattr(self.args, "access_log", False))
+            command = server_command(self.server, port, getattr(self.args, "access_log", False), self.tls, app)
             with open(self.var_dir / f"{self.server}-{port}.log", "ab") as log:
                 self.processes.append(subprocess.Popen(
                     command, cwd=ROOT, env=self.env(port, server=True), stdout=log, stderr=subprocess.STDOUT,
@@ -485,7 +563,8 @@ class Mesh:
                 log = (self.var_dir / f"{self.server}-{port}.log").read_text(errors="replace")
                 raise SystemExit(f"{self.server} on port {port} exited:\n{log[-3000:]}")
             try:
-                httpx.get(f"http://{HOST}:{port}{MANAGEMENT}/readinessCheck", timeout=2)
+                httpx.get(f"{self.scheme}://{HOST}:{port}{MANAGEMENT}/readinessCheck", timeout=2,
+                          verify=self.verify)
                 return
             except httpx.HTTPError:
                 time.sleep(0.2)
@@ -510,16 +589,16 @@ class Mesh:
     def token(self) -> str:
         oa2 = next(entry for entry in self.key["messaging"] if "httprest" in entry["protocol"])["oa2"]
         response = httpx.post(
-            f"http://{HOST}:{self.ports[0]}/oauth/token", data={"grant_type": "client_credentials"},
-            auth=(oa2["clientid"], oa2["clientsecret"]), timeout=30,
+            f"{self.scheme}://{HOST}:{self.ports[0]}/oauth/token", data={"grant_type": "client_credentials"},
+            auth=(oa2["clientid"], oa2["clientsecret"]), timeout=30, verify=self.verify,
         )
         response.raise_for_status()
         return response.json()["access_token"]
 
     def create_queue(self, token: str, name: str = QUEUE) -> None:
         response = httpx.put(
-            f"http://{HOST}:{self.ports[0]}{MANAGEMENT}/queues/{enc(name)}",
-            headers={"Authorization": f"Bearer {token}"}, timeout=30,
+            f"{self.scheme}://{HOST}:{self.ports[0]}{MANAGEMENT}/queues/{enc(name)}",
+            headers={"Authorization": f"Bearer {token}"}, timeout=30, verify=self.verify,
         )
         if response.status_code not in (200, 201):
             raise SystemExit(f"creating the queue answered {response.status_code}: {response.text}")

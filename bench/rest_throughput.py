@@ -1,25 +1,32 @@
 #!/usr/bin/env python
-"""REST throughput of meshsite on PostgreSQL, beside the raw PostgreSQL insert rate.
+"""REST throughput of meshsite on PostgreSQL, beside the raw PostgreSQL insert rate: issue
+13's table in one run.
 
 Self-contained: (re)creates a scratch database, migrates it, creates an instance and a
-service key with the CLI, starts Daphne, fetches a token, creates a queue, and measures for
-each client concurrency (default 1 and 8) during a fixed window:
+service key with the CLI, and for each server under test (uvicorn, Daphne) and each TLS
+mode (plain HTTP; HTTPS terminated by the server itself, a self-signed certificate the
+client verifies) measures, for each client concurrency (default 1 and 8) during a fixed
+window:
 
+  zero-work     any request to an ASGI app that answers 200 at once: the server's own cost
   publish       POST /messagingrest/v1/queues/{q}/messages, x-qos 1, 1 KiB octet-stream -> 204
   consume+ack   POST .../messages/consumption (x-qos 1) -> 200, then
                 POST .../messages/{id}/acknowledgement -> 200   (one op = the pair)
+
+and, before and after all of them, from the same number of connections (threads, psycopg 3):
+
   raw insert    durable single-row INSERT in autocommit (synchronous_commit on) into
                 (id bigserial, queue_id bigint, payload bytea, created_at timestamptz)
-                from the same number of connections (threads, psycopg 3)
 
-and prints ops/s, latency p50/p99 and CPU per op, plus publish / raw-insert ratios.
-Results go to bench/results/ as JSON (gitignored). Not a test: nothing here asserts.
+It prints ops/s, latency p50/p99 and CPU per op, the publish / raw-insert ratios and a
+verdict for each of the issue's goals. Results go to bench/results/ as JSON (gitignored).
+Not a test: nothing here asserts.
 
-    .venv/bin/python bench/rest_throughput.py                 # make bench
-    .venv/bin/python bench/rest_throughput.py --duration 5 --servers 2
+    .venv/bin/python bench/rest_throughput.py                 # make bench: the whole table
+    .venv/bin/python bench/rest_throughput.py --server uvicorn --tls off --servers 1 --duration 5
     .venv/bin/python bench/rest_throughput.py --breakdown --profile   # where a publish spends its time
 
-Ctrl-C (or SIGTERM) stops it at any point; the Daphne processes it started are stopped and
+Ctrl-C (or SIGTERM) stops it at any point; the server processes it started are stopped and
 the scratch database is dropped unless --keep-db.
 """
 
@@ -47,6 +54,7 @@ from harness import (  # noqa: E402
     RESULTS,
     ROOT,
     SERVERS,
+    ZERO_APP,
     Client,
     Mesh,
     Result,
@@ -56,6 +64,7 @@ from harness import (  # noqa: E402
     machine_info,
     raw_insert,
     save_results,
+    self_signed,
     start_py_spy,
     stop_on_signals,
 )
@@ -299,23 +308,61 @@ def print_breakdown(parts: dict[str, Any]) -> None:
 
 
 def print_table(results: list[Result], raw: dict[int, float]) -> None:
-    header = (f"{'scenario':<12} {'conc':>4} {'daphne':>6} {'ops/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'x raw':>5} "
-              f"{'srv µs/op':>9} {'pg µs/op':>8} {'tx/op':>5} {'conn/op':>7} {'sess':>4} {'cpu%':>5} {'other%':>6} "
-              f"{'err':>4}")
+    header = (f"{'scenario':<12} {'server':<7} {'tls':<3} {'conc':>4} {'procs':>5} {'ops/s':>8} {'p50 ms':>7} "
+              f"{'p99 ms':>7} {'x raw':>5} {'srv µs/op':>9} {'pg µs/op':>8} {'cli µs/op':>9} {'tx/op':>5} "
+              f"{'conn/op':>7} {'sess':>4} {'cpu%':>5} {'other%':>6} {'err':>4}")
     print(header)
     print("-" * len(header))
     for r in results:
         n = r.notes
-        ratio = f"{r.ops_per_s / raw[r.concurrency]:.2f}" if r.servers and raw.get(r.concurrency) else ""
+        ratio = f"{r.ops_per_s / raw[r.concurrency]:.2f}" if r.scenario == "publish" and raw.get(r.concurrency) else ""
         server = n.get("server_us_per_op") if r.servers else ""
-        print(f"{r.scenario:<12} {r.concurrency:>4} {r.servers or '-':>6} {r.ops_per_s:>8.1f} {r.p50_ms:>7.2f} "
+        print(f"{r.scenario:<12} {n.get('server', '-'):<7} {n.get('tls', '-'):<3} {r.concurrency:>4} "
+              f"{r.servers or '-':>5} {r.ops_per_s:>8.1f} {r.p50_ms:>7.2f} "
               f"{r.p99_ms:>7.2f} {ratio:>5} {server:>9} {n.get('postgres_us_per_op', ''):>8} "
-              f"{n.get('db_transactions_per_op', ''):>5} {n.get('db_sessions_per_op', ''):>7} "
-              f"{n.get('peak_db_sessions', ''):>4} "
+              f"{n.get('client_us_per_op', ''):>9} {n.get('db_transactions_per_op', ''):>5} "
+              f"{n.get('db_sessions_per_op', ''):>7} {n.get('peak_db_sessions', ''):>4} "
               f"{n.get('machine_busy_pct', ''):>5} {n.get('other_processes_pct', ''):>6} {r.errors:>4}")
-    print("srv/pg µs/op: CPU of the Daphne processes / of all PostgreSQL processes per op; tx/op, conn/op: "
-          "transactions and new\nsessions in the scratch database per op; sess: peak open sessions on it; "
-          "cpu%: machine busy; other%: CPU of other\nprocesses (disturbance)")
+    print("srv/pg/cli µs/op: CPU of the server processes / of all PostgreSQL processes / of this client per op;\n"
+          "tx/op, conn/op: transactions and new sessions in the scratch database per op; sess: peak open sessions\n"
+          "on it; cpu%: machine busy; other%: CPU of other processes (disturbance)")
+
+
+def verdicts(results: list[Result], raw: dict[int, float]) -> list[dict[str, Any]]:
+    """Issue 13's goals, each against the numbers of this run (best over process counts)."""
+
+    def best(scenario: str, server: str, tls: str, concurrency: int) -> Result | None:
+        found = [r for r in results if r.scenario == scenario and r.notes.get("server") == server
+                 and r.notes.get("tls") == tls and r.concurrency == concurrency]
+        return max(found, key=lambda r: r.ops_per_s, default=None)
+
+    goals: list[dict[str, Any]] = []
+
+    def goal(name: str, measured: float | None, target: float, met: bool | None, detail: str) -> None:
+        goals.append({"goal": name, "measured": measured, "target": target, "met": met, "detail": detail})
+
+    for tls in sorted({str(r.notes.get("tls")) for r in results if r.notes.get("tls")}):
+        for concurrency, target in ((8, 0.5), (1, 0.3)):
+            run = best("publish", "uvicorn", tls, concurrency)
+            if run and raw.get(concurrency):
+                ratio = run.ops_per_s / raw[concurrency]
+                goal(f"publish uvicorn c={concurrency} tls={tls} >= {target}x raw", round(ratio, 3), target,
+                     ratio >= target, f"{run.ops_per_s:.0f}/s against {raw[concurrency]:.0f} raw inserts/s")
+        run = best("publish", "uvicorn", tls, 8)
+        if run:
+            goal(f"publish uvicorn c=8 tls={tls} p99 <= 10 ms", run.p99_ms, 10.0, run.p99_ms <= 10.0,
+                 f"p50 {run.p50_ms:.2f} ms")
+        run, zero = best("publish", "daphne", tls, 8), best("zero-work", "daphne", tls, 8)
+        if run and zero and zero.ops_per_s:
+            ratio = run.ops_per_s / zero.ops_per_s
+            goal(f"publish daphne c=8 tls={tls} >= 0.5x daphne zero-work", round(ratio, 3), 0.5, ratio >= 0.5,
+                 f"{run.ops_per_s:.0f}/s against {zero.ops_per_s:.0f} zero-work requests/s")
+        for server in ("uvicorn", "daphne"):
+            run = best("consume+ack", server, tls, 8)
+            if run:
+                goal(f"consume+ack {server} c=8 tls={tls} >= 1500 ops/s", run.ops_per_s, 1500.0,
+                     run.ops_per_s >= 1500, f"p99 {run.p99_ms:.2f} ms")
+    return goals
 
 
 def print_profile(profile: dict[str, Any]) -> None:
@@ -340,11 +387,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8],
                         help="comma-separated client counts (default 1,8)")
     parser.add_argument("--servers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2],
-                        help="comma-separated Daphne process counts to try, one port each (default 1,2)")
+                        help="comma-separated server process counts to try, one port each (default 1,2)")
     parser.add_argument("--payload", type=int, default=1024, help="message size in bytes (default 1024)")
     parser.add_argument("--port", type=int, default=8710, help="first server port (default 8710)")
-    parser.add_argument("--server", choices=SERVERS, default="daphne",
-                        help="the server under test: daphne (default) or uvicorn")
+    parser.add_argument("--server", type=lambda s: s.split(","), default=["uvicorn", "daphne"],
+                        help="comma-separated servers under test (default uvicorn,daphne)")
+    parser.add_argument("--tls", type=lambda s: s.split(","), default=["off", "on"],
+                        help="comma-separated: off (plain HTTP), on (the server terminates TLS with a self-signed "
+                             "certificate; the client verifies it) (default off,on)")
     parser.add_argument("--access-log", action="store_true",
                         help="keep Daphne's default per-request access log (default: daphne -v 0)")
     parser.add_argument("--profile", action="store_true",
@@ -366,6 +416,8 @@ def main() -> int:
     args = parser.parse_args()
     if not re.fullmatch(r"[a-z_][a-z0-9_]*", args.db_name):
         parser.error("--db-name must be a plain lower-case identifier")
+    if set(args.server) - set(SERVERS) or set(args.tls) - {"off", "on"}:
+        parser.error(f"--server takes {', '.join(SERVERS)}; --tls takes off, on")
     if any("=" not in item for item in args.server_env):
         parser.error("--server-env takes NAME=VALUE")
 
@@ -380,7 +432,6 @@ def main() -> int:
         print("setting up: database, migrate, instance, key ...", flush=True)
         mesh.create_database()
         output["machine"] = machine_info(mesh.dsn)
-        output["server"] = args.server
         m = output["machine"]
         print(f"machine: {m['nproc']} cpus, {m['cpu_model']}, {m['memory']}; {m['postgresql'].split(',')[0]}; "
               f"synchronous_commit={m['postgresql_settings'].get('synchronous_commit')}; code at {m['commit']}"
@@ -399,24 +450,40 @@ def main() -> int:
                 results.append(result)
                 print(f"  raw insert     c={concurrency}: {result.ops_per_s:8.1f} ops/s  ({label})", flush=True)
 
+        def run_phase(scenario: str, op: str, client: Client, concurrency: int, server: str, tls: str) -> None:
+            result = asyncio.run(http_phase(scenario, op, client, mesh.ports, concurrency, args.warmup,
+                                            args.duration, mesh, stop))
+            result.notes.update(server=server, tls=tls)
+            results.append(result)
+            print(f"  {scenario:<13} {server:<7} tls={tls:<3} c={concurrency} procs={len(mesh.ports)}: "
+                  f"{result.ops_per_s:8.1f} ops/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  "
+                  f"errors {result.errors}" + (f"  {result.notes['failures']}" if "failures" in result.notes else ""),
+                  flush=True)
+
         run_raw("before")
         token = ""
-        for servers in args.servers:
-            mesh.start(servers)
-            if not token:
-                token = mesh.token()
-                mesh.create_queue(token)
-            client = Client(token, payload)
-            mesh.reset_messages()
-            for concurrency in args.concurrency:
-                for scenario, op in (("publish", "publish"), ("consume+ack", "consume_ack")):
-                    result = asyncio.run(http_phase(scenario, op, client, mesh.ports, concurrency, args.warmup,
-                                                    args.duration, mesh, stop))
-                    results.append(result)
-                    print(f"  {scenario:<13} c={concurrency} daphne={servers}: {result.ops_per_s:8.1f} ops/s  "
-                          f"p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms  errors {result.errors}"
-                          + (f"  {result.notes['failures']}" if "failures" in result.notes else ""), flush=True)
-            mesh.stop()
+        tls_files = self_signed(mesh.var_dir)
+        for server in args.server:
+            for tls in args.tls:
+                if stop.is_set():
+                    break
+                mesh.server, mesh.tls = server, tls_files if tls == "on" else None
+                # The server's own cost per request, in this run: what Daphne's goal is taken against.
+                mesh.start(1, app=ZERO_APP)
+                for concurrency in args.concurrency:
+                    run_phase("zero-work", "zero", Client("-", payload), concurrency, server, tls)
+                for processes in args.servers:
+                    mesh.start(processes)
+                    if not token:
+                        token = mesh.token()
+                        mesh.create_queue(token)
+                    client = Client(token, payload)
+                    mesh.reset_messages()
+                    for concurrency in args.concurrency:
+                        for scenario, op in (("publish", "publish"), ("consume+ack", "consume_ack")):
+                            run_phase(scenario, op, client, concurrency, server, tls)
+                mesh.stop()
+        mesh.server, mesh.tls = args.server[0], None
         run_raw("after")
 
         if args.breakdown and not stop.is_set():
@@ -451,17 +518,10 @@ def main() -> int:
         worst = max(r.notes["other_processes_pct"] for r in disturbed)
         print(f"WARNING: other processes used up to {worst}% of the machine's CPU during {len(disturbed)} of "
               f"{len(results)} measurements; those numbers are disturbed")
-    summary = []
-    for concurrency in args.concurrency:
-        publishes = [r for r in results if r.scenario == "publish" and r.concurrency == concurrency]
-        if publishes and raw_best.get(concurrency):
-            best = max(publishes, key=lambda r: r.ops_per_s)
-            ratio = best.ops_per_s / raw_best[concurrency]
-            summary.append({"concurrency": concurrency, "best_publish_ops_per_s": best.ops_per_s,
-                            "daphne_processes": best.servers, "raw_insert_ops_per_s": raw_best[concurrency],
-                            "ratio": round(ratio, 3), "goal": 0.5, "goal_met": ratio >= 0.5})
-            print(f"publish/raw-insert at c={concurrency}: {best.ops_per_s:.0f} / {raw_best[concurrency]:.0f} = "
-                  f"{ratio:.2f}x (best of daphne={best.servers}; goal >= 0.5x: {'met' if ratio >= 0.5 else 'NOT met'})")
+    summary = verdicts(results, raw_best)
+    print("\ngoals (issue 13), best over process counts:")
+    for item in summary:
+        print(f"  {'met    ' if item['met'] else 'NOT met'}  {item['goal']:<52} {item['measured']}  ({item['detail']})")
     output["results"] = [asdict(r) for r in results]
     output["summary"] = summary
     return save_results(output, "rest_throughput", stamp, print_breakdown, print_profile)

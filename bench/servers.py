@@ -31,15 +31,8 @@ sys.path.insert(0, str(BASE_DIR))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshsite.settings")
 
 # After the path and settings: the live tests' server starter, shared rather than restated.
+from bench.harness import APP, ZERO_APP  # noqa: E402
 from tests.test_live_server import MANAGEMENT, REST, SERVERS, free_port, live_server, stop  # noqa: E402
-
-
-async def zero_app(scope, receive, send):  # type: ignore[no-untyped-def]
-    """The least an ASGI app can do: what is left is the server's own cost per request."""
-    if scope["type"] != "http":
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})
 
 
 async def _connection(port: int, request: bytes, until: float, statuses: dict[int, int]) -> None:
@@ -91,7 +84,7 @@ def zero_work(server: str, clients: int, seconds: float) -> tuple[float, dict[in
     from meshsite.platform.management.commands.meshrun import web_server_command
 
     port = free_port()
-    command = [part if part != "meshsite.asgi:application" else "bench.servers:zero_app"
+    command = [part if part != APP else ZERO_APP
                for part in web_server_command(server, "127.0.0.1", port)]
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
