@@ -22,6 +22,7 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -722,3 +723,283 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)  # also when started with SIGINT ignored (background job)
     return stop
+
+
+# ======================================================================================
+# Helpers for benchmarks with processes beside the server (added for webhook_throughput.py;
+# a separate block, nothing above depends on it): a recording HTTP receiver, side
+# processes (a Celery worker, beat), CPU per role, open-loop publishing, py-spy phase
+# summaries and result lines.
+
+SEQ_DIGITS = 12  # a benchmark payload starts with its sequence number: arrivals map to publishes
+
+
+def ms(values: list[float], fraction: float) -> float:
+    """The percentile of seconds `values`, in milliseconds (NaN for none)."""
+    return round(percentile(sorted(values), fraction) * 1e3, 2) if values else float("nan")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def serve_receiver(port: int) -> None:
+    """A webhook receiver in its own process (asyncio HTTP/1.1, keep-alive): answers 200 with
+    no body and records (arrival, path, x-message-id, sequence) of each POST under /hook;
+    GET /stats, /dump and /reset read and clear the record. Stops with its parent."""
+    arrivals: list[tuple[float, str, str, str]] = []
+    parent = os.getppid()
+
+    def reply(writer: asyncio.StreamWriter, body: bytes) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head[:-4].split(b"\r\n")
+                target = lines[0].split(b" ", 2)[1]
+                fields = dict(line.lower().split(b":", 1) for line in lines[1:] if b":" in line)
+                length = int(fields.get(b"content-length", b"0"))
+                body = await reader.readexactly(length) if length else b""
+                if target.startswith(b"/hook"):
+                    message_id = fields.get(b"x-message-id", b"").strip().decode()
+                    arrivals.append((time.monotonic(), target.decode(), message_id, body[:SEQ_DIGITS].decode()))
+                    reply(writer, b"")
+                elif target == b"/stats":
+                    reply(writer, json.dumps({"count": len(arrivals)}).encode())
+                elif target == b"/dump":
+                    reply(writer, json.dumps(arrivals).encode())
+                else:  # /reset
+                    arrivals.clear()
+                    reply(writer, b"{}")
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            writer.close()
+
+    async def main() -> None:
+        async with await asyncio.start_server(handle, HOST, port, backlog=1024):
+            while os.getppid() == parent:
+                await asyncio.sleep(0.5)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    asyncio.run(main())
+
+
+class SideProcesses:
+    """Processes a benchmark starts beside the servers (receiver, Celery worker, beat), each
+    logging to var_dir/ROLE.log; `close()` stops them all."""
+
+    def __init__(self, var_dir: Path) -> None:
+        self.var_dir = var_dir
+        self.running: dict[str, subprocess.Popen] = {}
+
+    def spawn(self, role: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
+        with open(self.var_dir / f"{role}.log", "ab") as log:
+            self.running[role] = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self.running[role]
+
+    def log_tail(self, role: str) -> str:
+        path = self.var_dir / f"{role}.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def wait(self, role: str, ready: Any, seconds: float) -> None:
+        """Until `ready()` is true; exits with the role's log if it dies or takes too long."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.running[role].poll() is not None:
+                raise SystemExit(f"the {role} exited:\n{self.log_tail(role)}")
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                if ready():
+                    return
+            time.sleep(0.1)
+        raise SystemExit(f"the {role} was not ready within {seconds:g} s:\n{self.log_tail(role)}")
+
+    def pids(self) -> dict[str, list[int]]:
+        return {role: [process.pid] for role, process in self.running.items()}
+
+    def close(self) -> None:
+        for process in self.running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.running.values():
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+class Receiver:
+    """`serve_receiver` started as a side process, and its control calls."""
+
+    def __init__(self, side: SideProcesses, port: int) -> None:
+        self.port = port
+        self.http = httpx.Client(base_url=f"http://{HOST}:{port}", timeout=30)
+        code = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import harness; " \
+               f"harness.serve_receiver({port})"
+        side.spawn("receiver", [sys.executable, "-c", code], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        side.wait("receiver", lambda: self.http.get("/stats"), 20)
+
+    def url(self, path: str) -> str:
+        return f"http://{HOST}:{self.port}{path}"
+
+    def reset(self) -> None:
+        self.http.get("/reset")
+
+    def count(self) -> int:
+        return int(self.http.get("/stats").json()["count"])
+
+    def arrivals(self) -> list[list[Any]]:
+        """[arrival (monotonic s), path, x-message-id, sequence] of each recorded POST."""
+        return list(self.http.get("/dump").json())
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def start_celery_worker(side: SideProcesses, env: dict[str, str], redis_url: str, concurrency: int,
+                        beat: bool) -> None:
+    """One worker process (threads pool), empty broker queues first; and beat if asked."""
+    from celery import Celery
+    from redis import Redis
+
+    Redis.from_url(redis_url).delete("celery", "unacked", "unacked_index")  # a last run's tasks
+    name = f"bench-{os.getpid()}@{socket.gethostname()}"
+    celery = [str(BIN / "celery"), "-A", "meshsite"]
+    side.spawn("worker", [*celery, "worker", "--pool=threads", f"--concurrency={concurrency}",
+                          "--loglevel=WARNING", "-n", name, "--without-gossip", "--without-mingle"], env)
+    app = Celery(broker=redis_url)
+    try:
+        side.wait("worker", lambda: app.control.ping(destination=[name], timeout=1.0), 60)
+    finally:
+        app.close()
+    if beat:
+        side.spawn("beat", [*celery, "beat", "--loglevel=WARNING", "--schedule", str(side.var_dir / "beat")], env)
+
+
+@dataclass
+class RoleSnapshot:
+    base: Snapshot
+    roles: dict[str, dict[int, float]]
+
+
+def take_roles(roles: dict[str, list[int]], dsn: str) -> RoleSnapshot:
+    """CPU seconds of each role's processes (and Redis), beside the harness's snapshot."""
+    cpu = {role: {pid: _proc_cpu(pid) for pid in pids} for role, pids in roles.items()}
+    cpu["redis"] = processes_cpu("redis-server")
+    return RoleSnapshot(snapshot([], dsn), cpu)
+
+
+def cpu_per_op(before: RoleSnapshot, after: RoleSnapshot, ops: int) -> dict[str, Any]:
+    """µs of CPU per operation for each role and PostgreSQL, and how busy the machine was
+    with anything else (`other_processes_pct`: above a few percent, numbers are disturbed)."""
+    def per_op(seconds: float) -> float | None:
+        return round(seconds * 1e6 / ops, 1) if ops else None
+
+    roles = {role: _delta(pids, after.roles.get(role, {})) for role, pids in before.roles.items()}
+    postgres = _delta(before.base.postgres, after.base.postgres)
+    busy = after.base.machine_busy - before.base.machine_busy
+    total = max(1e-9, after.base.machine_total - before.base.machine_total)
+    transactions = after.base.db_transactions - before.base.db_transactions
+    ours = sum(roles.values()) + postgres + after.base.client - before.base.client
+    cores = len(os.sched_getaffinity(0))
+    return {
+        **{f"{role}_us_per_op": per_op(cpu) for role, cpu in roles.items()},
+        "postgres_us_per_op": per_op(postgres),
+        **{f"{role}_cpu_pct": round(100 * cpu * cores / total, 1) for role, cpu in roles.items()},
+        "machine_busy_pct": round(100 * busy / total, 1),
+        "other_processes_pct": round(100 * max(0.0, busy - ours) / total, 1),
+        "db_transactions_per_op": round(transactions / ops, 3) if ops else None,
+    }
+
+
+Sent = dict[int, tuple[float, float, bool]]  # request number -> (sent, answered, in the measured window)
+
+
+async def open_loop_post(port: int, path: str, headers: dict[str, str], rate: int, warmup: float, duration: float,
+                         body: Any, stop: threading.Event, on_measure: Any = None,
+                         max_connections: int = 32) -> tuple[Sent, collections.Counter[str]]:
+    """Open loop: request i is sent at start + i/rate whatever happened to the others, over
+    up to `max_connections` keep-alive connections; `body(i)` makes its body. `on_measure()`
+    is called (in a thread) when the measured window starts and when sending ends.
+    Returns i -> (sent, answered 2xx, in the measured window) and the errors by kind."""
+    loop = asyncio.get_running_loop()
+    idle = [Connection(port) for _ in range(4)]
+    opened, free = len(idle), asyncio.Condition()
+    record: Sent = {}
+    errors: collections.Counter[str] = collections.Counter()
+    start = loop.time() + 0.2
+    measure_from, total = start + warmup, int(rate * (warmup + duration))
+    tasks: set[asyncio.Task] = set()
+
+    async def one(number: int, due: float, conn: Connection) -> None:
+        sent = loop.time()
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                status, _, answer = await conn.request(build_request("POST", path, headers, body(number)))
+            if 200 <= status < 300:
+                record[number] = (sent, loop.time(), due >= measure_from)
+            else:
+                errors[f"{status} {answer[:100]!r}"] += 1
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as error:
+            errors[type(error).__name__] += 1
+            conn.close()
+        async with free:
+            idle.append(conn)
+            free.notify()
+
+    measuring = False
+    for i in range(total):
+        due = start + i / rate
+        if stop.is_set():
+            break
+        if not measuring and due >= measure_from:
+            measuring = True
+            if on_measure:
+                await asyncio.to_thread(on_measure)
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        async with free:
+            if not idle and opened < max_connections:
+                idle.append(Connection(port))
+                opened += 1
+            await free.wait_for(lambda: bool(idle))
+            conn = idle.pop()
+        task = asyncio.create_task(one(i, due, conn))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    if on_measure:
+        await asyncio.to_thread(on_measure)
+    if tasks:
+        await asyncio.wait(tasks, timeout=REQUEST_TIMEOUT)
+    for conn in idle:
+        conn.close()
+    return record, errors
+
+
+def profile_phases(raw: Path, phases: list[tuple[str, str]], idle: re.Pattern[str], inside: str, rate: int,
+                   ops: int) -> dict[str, Any]:
+    """py-spy raw samples summed into wall µs per operation: by phase (the innermost frame
+    matching one of `phases`, for stacks through a frame starting with `inside`) and by leaf
+    frame. Stacks whose leaf matches `idle` are waiting threads, left out."""
+    by_phase: collections.Counter[str] = collections.Counter()
+    leaves: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")[1:]
+        if not frames or not count.isdigit() or idle.search(frames[-1]):
+            continue
+        within = any(frame.startswith(inside) for frame in frames)
+        by_phase[_phase(frames, phases, "other") if within else "outside"] += int(count)
+        leaves[frames[-1].split(" (")[0]] += int(count)
+    per = 1e6 / rate / max(1, ops)
+    return {"busy_us_per_op": {k: round(v * per, 1) for k, v in by_phase.most_common()},
+            "top_leaves_us_per_op": {k: round(v * per, 1) for k, v in leaves.most_common(15)}}
+
+
+def goal_line(name: str, value: float | None, met: bool, unit: str) -> None:
+    if value is not None:
+        print(f"goal {name}: {value:,.1f}{unit} -> {'met' if met else 'NOT met'}")
+
+
+def warn_if_disturbed(values: list[float], limit: float = 10.0) -> None:
+    if values and max(values) > limit:
+        print(f"WARNING: other processes used up to {max(values)}% of the machine: the numbers are disturbed")
