@@ -187,7 +187,9 @@ def scenario_b(mesh: HookMesh, token: str, rate: int, seq: int, stop: threading.
     for arrived, _path, _id, number in mesh.receiver.arrivals():
         first.setdefault(int(number), arrived)
     e2e = [first[number] - sent for number, (sent, _, _) in measured.items() if number in first]
-    return {**result, "delivered": len(e2e), "stranded": sum(1 for i in record if seq + i not in first),
+    after_answer = [first[number] - answered for number, (_, answered, _) in measured.items() if number in first]
+    return {**result, "after_answer_p50_ms": rt.ms(after_answer, 0.5), "delivered": len(e2e),
+            "stranded": sum(1 for i in record if seq + i not in first),
             "e2e_p50_ms": rt.ms(e2e, 0.5), "e2e_p90_ms": rt.ms(e2e, 0.9), "e2e_p99_ms": rt.ms(e2e, 0.99),
             "e2e_max_ms": rt.ms(e2e, 1.0)}
 
