@@ -247,7 +247,7 @@ IDLE = re.compile(r"^(Condition\.wait|Event\.wait|_worker|_epoll\.poll|poll|sele
 
 
 def profile_worker(mesh: HookMesh, seq: int, stop: threading.Event, stamp: str) -> dict[str, Any]:
-    """py-spy on the worker (all threads, the lane's too) during one extra scenario-A run."""
+    """py-spy on the worker (all threads) during one extra scenario-A run."""
     py_spy = rt.find_py_spy()
     if not py_spy:
         return {}
@@ -263,8 +263,6 @@ def profile_worker(mesh: HookMesh, seq: int, stop: threading.Event, stamp: str) 
             spy.wait(timeout=60)
     if not raw.exists():
         return {"error": "py-spy wrote no profile (it needs ptrace permission)"}
-    # The lane's thread runs claims and settles beside the pushes: its stacks have no
-    # webhook_deliver_batch frame, so both count as "inside" through their own frames.
     phases = rt.profile_phases(raw, ENGINE_PHASES, IDLE, "", 250, run["delivered"])
     return {"run": run, **phases, "files": [str(raw.relative_to(rt.ROOT)), str(svg.relative_to(rt.ROOT))]}
 
