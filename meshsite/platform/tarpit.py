@@ -37,7 +37,10 @@ def held() -> int:
 
 
 class RefusalHold:
-    """One token request's receive and send; send holds a 429 before it goes out."""
+    """One token request's receive and send; send holds a 429 before it goes out. Every token
+    request passes through one (a few µs; a token costs ~1 ms)."""
+
+    __slots__ = ("_receive", "_send", "_reading", "_gone", "_dropped", "_woken")
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
