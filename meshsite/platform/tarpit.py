@@ -5,8 +5,8 @@ Measured under a flood of wrong secrets (docs/performance.md, "Token endpoint"):
 is closed-loop, so however cheap a 429 is, 32 clients on 32 connections send as many requests
 as they are answered. Making refusals ~10x cheaper made the attacker send ~10x as many, and
 the flooding process and the server's event loop kept sharing the cores with the publishers.
-So a 429 from /oauth/token is held here for MESH_TOKEN_REFUSAL_DELAY_MS (at most its own
-Retry-After) and sent with `Connection: close`: a client on N connections then gets at most N
+So a 429 from /oauth/token is held here for MESH_TOKEN_REFUSAL_DELAY_MS to a quarter more (at
+most its own Retry-After) and sent with `Connection: close`: a client on N connections then gets at most N
 refusals per delay, each after a new connection. Holding is one timer in the event loop (no
 thread, no database, no cache); the answer itself is unchanged.
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -107,7 +108,10 @@ class RefusalHold:
 
 
 def _seconds(headers: list[tuple[bytes, bytes]]) -> float:
-    delay = settings.MESH_TOKEN_REFUSAL_DELAY_MS / 1000
+    # Up to a quarter more, at random: a flood's connections, refused together, would otherwise
+    # be released together and come back as one burst every delay, which is what a publisher's
+    # p99 meets; spread, they arrive one at a time.
+    delay = settings.MESH_TOKEN_REFUSAL_DELAY_MS / 1000 * (1 + random.random() / 4)  # noqa: S311 - not a secret
     for name, value in headers:
         if name.lower() == b"retry-after" and value.isdigit():
             return min(delay, int(value))
