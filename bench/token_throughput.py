@@ -11,9 +11,13 @@ On bench/harness.py's scratch database, CLI-made key and servers under test:
                 with a wrong secret as fast as the server answers them (401, then 429)
 
 Each server in --servers (default uvicorn and daphne) runs the token scenarios; the flood runs
-on the first, twice: with the default limits (the flooding address is refused 429 before any
-work once it is past MESH_TOKEN_FAILURES_PER_ADDRESS), and with the address limit off, as an
-attacker spread over many addresses would see it. Not a test: nothing here asserts.
+on the first, three times: with the default limits (the flooding address is refused 429 before
+any work once it is past MESH_TOKEN_FAILURES_PER_ADDRESS, each 429 held for
+MESH_TOKEN_REFUSAL_DELAY_MS and its connection closed), the same with the hold off
+(MESH_TOKEN_REFUSAL_DELAY_MS=0, the refusals answered at once as before the hold), and with the
+address limit off, as an attacker spread over many addresses would see it (the per-client
+limit's 429s, after one statement each, held). The flood's clients reconnect when an answer
+closes the connection. Not a test: nothing here asserts.
 Results: bench/results/.
 
     .venv/bin/python bench/token_throughput.py
@@ -131,7 +135,8 @@ async def token_scenarios(args: argparse.Namespace, mesh: Mesh, stop: threading.
 
 async def flood_scenarios(args: argparse.Namespace, mesh: Mesh, stop: threading.Event, wrong: Tokens) -> list[Result]:
     results = []
-    for env, tag in (([], "limits on"), (["MESH_TOKEN_FAILURES_PER_ADDRESS=0"], "address limit off")):
+    for env, tag in (([], "limits on"), (["MESH_TOKEN_REFUSAL_DELAY_MS=0"], "limits on, no hold"),
+                     (["MESH_TOKEN_FAILURES_PER_ADDRESS=0"], "address limit off")):
         mesh.args.server_env = env
         mesh.start(1)
         token = mesh.token()

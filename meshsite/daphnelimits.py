@@ -7,6 +7,8 @@ closes the connection, so the client sees no answer at all; past the others it w
 `400 Bad Request` with no body. This channel keeps those limits and Twisted's parsing, and
 only changes the answer: 431 Request Header Fields Too Large (414 for the request line) in
 the SAP error shape, then closes as Twisted does (the rest of the request is never read).
+It also closes a connection after a response that says `Connection: close`, as uvicorn does
+(Twisted alone would keep it open).
 
 install() is called by meshsite.asgi, which Daphne imports before it starts listening; it
 replaces the channel Daphne's HTTPFactory builds. The smaller limits every server gets are
@@ -54,6 +56,15 @@ if HTTPFactory is not None:
                 self._refuse(431, "Request Header Fields Too Large", TOO_LARGE)
                 return
             super().lineReceived(line)
+
+        def requestDone(self, request: http.Request) -> None:
+            # Twisted decides whether to keep a connection from the request alone, so a
+            # response that says `Connection: close` (the token endpoint's held 429,
+            # meshsite/platform/tarpit.py) would leave it open for the client's next request.
+            # uvicorn closes such a connection; so does this.
+            if b"close" in b",".join(request.responseHeaders.getRawHeaders(b"connection", [])).lower():
+                self.persistent = False
+            super().requestDone(request)
 
         def headerReceived(self, line: bytes) -> bool:
             if self._receivedHeaderCount >= self.maxHeaders:

@@ -16,6 +16,9 @@ requests in the event loop, before Django: measured under a 32-client flood, a r
 went through Django's thread hop and middleware still cost the publishers of the same process
 most of a core.
 
+Every 429 of the token endpoint is held before it is sent, and closes its connection
+(tarpit.py): a refused client waits instead of asking again at once.
+
 A cache that cannot be reached lets requests through (logged): a limiter that cannot count
 must not take the token endpoint down with it.
 """
@@ -34,6 +37,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+
+from .tarpit import RefusalHold
 
 log = logging.getLogger(__name__)
 
@@ -228,13 +233,18 @@ class TokenFloodGuard:
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
                        send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] == "http" and scope["path"] == TOKEN_PATH and _refused_until:
+        if scope["type"] != "http" or scope["path"].removeprefix(settings.FORCE_SCRIPT_NAME or "") != TOKEN_PATH:
+            await self.app(scope, receive, send)
+            return
+        # Every 429 of the token endpoint (this guard's, the fast path's, the view's) is held.
+        hold = RefusalHold(receive, send)
+        if _refused_until:
             client = scope.get("client")
             retry_after = _still_refused(client[0] if client else "")
             if retry_after is not None:
-                await _send_refusal(send, retry_after)
+                await _send_refusal(hold.send, retry_after)
                 return
-        await self.app(scope, receive, send)
+        await self.app(scope, hold.receive, hold.send)
 
 
 async def _send_refusal(send: Callable[[Any], Awaitable[None]], retry_after: int) -> None:

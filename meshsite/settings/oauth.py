@@ -21,6 +21,13 @@ MESH_TOKEN_FAILURE_WINDOW = env_int("MESH_TOKEN_FAILURE_WINDOW", 60, minimum=1)
 MESH_TOKEN_FAILURES_PER_CLIENT = env_int("MESH_TOKEN_FAILURES_PER_CLIENT", 20, minimum=0)
 MESH_TOKEN_FAILURES_PER_ADDRESS = env_int("MESH_TOKEN_FAILURES_PER_ADDRESS", 100, minimum=0)
 
+# A 429 from /oauth/token is held this long (at most its Retry-After) before it is sent, with
+# Connection: close, so a refused client waits instead of asking again at once (tarpit.py);
+# 0 = answer at once. At most MESH_TOKEN_REFUSAL_HOLD_MAX are held at once per process; past
+# it a refusal is answered at once, still with Connection: close.
+MESH_TOKEN_REFUSAL_DELAY_MS = env_int("MESH_TOKEN_REFUSAL_DELAY_MS", 1000, minimum=0)
+MESH_TOKEN_REFUSAL_HOLD_MAX = env_int("MESH_TOKEN_REFUSAL_HOLD_MAX", 256, minimum=0)
+
 # Appended, never first: people's passwords keep Django's default (PBKDF2).
 PASSWORD_HASHERS = [*global_settings.PASSWORD_HASHERS, "meshsite.platform.hashers.HMACSecretHasher"]
 
