@@ -116,7 +116,7 @@ class Catalog:
             return
         self._checking = asyncio.get_running_loop().create_future()
         try:
-            rows = await self.executor.fetch(Statement(topology.VERSION_SQL, []))
+            rows = await self.executor.fetch(Statement(topology.VERSION_SQL, []), durable=None)
             version = rows[0][0] if rows else 0
             if version != self.version:
                 self.forget()

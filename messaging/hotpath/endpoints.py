@@ -112,7 +112,7 @@ class Endpoints:
             rows = await self.executor.fetch(statements.claim(
                 postgres=self.executor.postgres, queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=qos, now=now,
                 lock_until=lock_until(now, qos), consumer=consumer, flow_limit=flow_limit,
-            ))
+            ), durable=not store.claim_may_skip_flush(qos))
             if not rows:
                 if flow_limit:
                     await self._check_unacked(queue, consumer, now, flow_limit)
@@ -151,7 +151,7 @@ class Endpoints:
     async def _check_unacked(self, queue: CachedQueue, consumer: str, now: datetime, limit: int) -> int:
         """What `consumer` holds of the queue; LimitReached at `limit`."""
         rows = await self.executor.fetch(statements.held_count(queue_id=queue.pk, consumer=consumer, now=now,
-                                                               limit=limit))
+                                                               limit=limit), durable=None)
         refusal = store.unacked_refusal(rows[0][0], limit)
         if refusal is not None:
             raise refusal
@@ -161,11 +161,12 @@ class Endpoints:
         queue_name, claim_id = ack_accepted(queue_name=name, message_id=message_id)
         settled = await self.executor.run(statements.settle(
             claim_ids=[claim_id], held_at=timezone.now(), instance_id=client.instance.pk, queue_name=queue_name,
-        ))
+        ), durable=not store.settle_may_skip_flush())
         if settled:
             return OK
         queue = await self.catalog.queue(client.instance, queue_name)
-        held = await self.executor.fetch(statements.claim_in_queue(queue_id=queue.pk, claim_id=claim_id))
+        held = await self.executor.fetch(statements.claim_in_queue(queue_id=queue.pk, claim_id=claim_id),
+                                         durable=None)
         ack_refused(still_queued=bool(held))
 
 

@@ -194,6 +194,8 @@ def message_consume(
     name = consume_accepted(instance=instance, queue_name=queue_name, qos=qos)
     now = timezone.now()
     with transaction.atomic():
+        if store.claim_may_skip_flush(qos):
+            store.commit_without_flush()
         queue = queue_get(instance=instance, name=name)
         store.hold_exclusive(queue, consumer, now)
         taken = store.claim(queue=queue, qos=qos, consumer=consumer, now=now,
@@ -216,7 +218,11 @@ def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) 
     name, claim_id = ack_accepted(queue_name=queue_name, message_id=message_id)
     now = timezone.now()
     # One DELETE settles the common case; only a refusal pays for finding out why.
-    if store.settle(claim_ids=[claim_id], held_at=now, instance_id=instance.pk, queue_name=name):
+    with transaction.atomic():
+        if store.settle_may_skip_flush():
+            store.commit_without_flush()
+        settled = store.settle(claim_ids=[claim_id], held_at=now, instance_id=instance.pk, queue_name=name)
+    if settled:
         return
     queue = queue_get(instance=instance, name=name)
     ack_refused(still_queued=Message.objects.filter(queue=queue, claim_id=claim_id).exists())

@@ -36,7 +36,13 @@ from .claims import (
     settle,
 )
 from .deadletter import dead_letter, requeue
-from .durability import commit_without_flush, may_skip_flush, relax_for_publish
+from .durability import (
+    claim_may_skip_flush,
+    commit_without_flush,
+    may_skip_flush,
+    relax_for_publish,
+    settle_may_skip_flush,
+)
 from .execute import adapt, message_from_row
 from .queues import StoredQueue
 
@@ -49,6 +55,7 @@ __all__ = [
     "check_message_size",
     "check_unacked",
     "claim",
+    "claim_may_skip_flush",
     "commit_without_flush",
     "dead_letter",
     "dead_letter_exhausted",
@@ -66,6 +73,7 @@ __all__ = [
     "message_from_row",
     "redeliveries_exhausted",
     "relax_for_publish",
+    "settle_may_skip_flush",
     "requeue",
     "settle",
     "unacked_refusal",

@@ -2,7 +2,12 @@
 
 An answered qos-1 publish must survive a database crash, so it commits durably. qos 0
 promises at most once, and the webhook engine's bookkeeping (claims, acknowledgements, its
-log) only causes a redelivery if lost, so those commits may return before the flush.
+log) only causes a redelivery if lost, so those commits may return before the flush. So do
+a REST consumer's qos-1 claims and its acknowledgements: a lost claim leaves the message
+available, a lost acknowledgement brings it back after the crash, redelivered (at least
+once); no message is lost either way. A qos-0 consume removes its message and stays durable:
+losing that commit would deliver an at-most-once message a second time. Waiting for the
+flush was most of a consume+ack's time (two WAL flushes per message, ~1 ms each here).
 """
 
 from __future__ import annotations
@@ -23,6 +28,17 @@ def commit_without_flush() -> None:
 def may_skip_flush(qos: int) -> bool:
     """The publish rule: only at-most-once messages may lose their last commit."""
     return qos == 0
+
+
+def claim_may_skip_flush(qos: int) -> bool:
+    """The consume rule: a qos-1 claim, if lost, is only a redelivery; a qos-0 one is not."""
+    return qos == 1
+
+
+def settle_may_skip_flush() -> bool:
+    """The acknowledgement rule: a lost settle brings the message back (redelivered), so
+    every acknowledgement may return before the flush."""
+    return True
 
 
 def relax_for_publish(qos: int) -> None:
