@@ -23,6 +23,7 @@ from django.db import IntegrityError as DjangoIntegrityError
 from django.db import InterfaceError as DjangoInterfaceError
 from django.db import OperationalError as DjangoOperationalError
 from django.db import close_old_connections, connection, transaction
+from psycopg.pq import ExecStatus
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from meshsite.platform.asyncdb import BreakerAsyncConnection, connect_kwargs, pool_timeout
@@ -31,6 +32,7 @@ from messaging.store import adapt
 from messaging.store.statements import Statement, insert_message, insert_messages_unnest
 
 T = TypeVar("T")
+TUPLES_OK = ExecStatus.TUPLES_OK
 Row = tuple[Any, ...]
 
 
@@ -115,7 +117,9 @@ class PostgresExecutor:
         async with self.pool.connection() as conn:
             await self._mode(conn, durable=durable)
             cursor = await conn.execute(statement.sql, statement.params)
-            return await cursor.fetchall() if cursor.description else []
+            # Not `cursor.description`: it builds a Column per column on every call.
+            result = cursor.pgresult
+            return await cursor.fetchall() if result is not None and result.status == TUPLES_OK else []
 
     async def run(self, statement: Statement, *, durable: bool | None = True) -> int:
         await self._admit()

@@ -29,7 +29,7 @@ from messaging.services.messages import (
     publish_to_queue_accepted,
     publish_to_topic_accepted,
 )
-from messaging.store import statements
+from messaging.store import rules, statements
 from messaging.webhooks.waker import wake_after_publish
 
 from .catalog import CachedQueue, Catalog
@@ -118,18 +118,20 @@ class Endpoints:
                     await self._check_unacked(queue, consumer, now, flow_limit)
                 return NO_CONTENT
             self.flow.claimed(queue.pk, consumer)
-            message = store.message_from_row(rows[0])
-            if qos == 0:
-                message.delivery_count += 1  # the row is gone; the answer still counts this delivery
-            if not store.redeliveries_exhausted(message, queue):
+            row = rows[0]
+            # qos 0: the row is gone; the answer still counts this delivery.
+            delivery_count = store.row_value(row, "delivery_count") + (1 if qos == 0 else 0)
+            if not rules.exhausted(delivery_count - 1, queue.max_redelivery_count):  # as redeliveries_exhausted
                 break
+            message = store.message_from_row(row)
+            message.delivery_count = delivery_count
             await run_sync(store.dead_letter_exhausted, message=message, queue=queue, removed=qos == 0)
-        message_id = str(message.claim_id if qos == 1 else message.uuid)
-        return Answer(200, bytes(message.payload), [
-            (b"content-type", message.content_type.encode("latin-1")),
+        message_id = str(store.row_value(row, "claim_id" if qos == 1 else "uuid"))
+        return Answer(200, bytes(store.row_value(row, "payload")), [
+            (b"content-type", store.row_value(row, "content_type").encode("latin-1")),
             (b"x-message-id", message_id.encode()),
-            (b"x-address", message.address.encode("latin-1")),
-            (b"x-delivery-count", str(message.delivery_count).encode()),
+            (b"x-address", store.row_value(row, "address").encode("latin-1")),
+            (b"x-delivery-count", str(delivery_count).encode()),
         ])
 
     async def _hold(self, queue: CachedQueue, consumer: str, now: datetime) -> None:

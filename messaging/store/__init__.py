@@ -43,7 +43,7 @@ from .durability import (
     relax_for_publish,
     settle_may_skip_flush,
 )
-from .execute import adapt, message_from_row
+from .execute import adapt, message_from_row, row_value
 from .queues import StoredQueue
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "may_skip_flush",
     "hold_exclusive",
     "message_from_row",
+    "row_value",
     "redeliveries_exhausted",
     "relax_for_publish",
     "settle_may_skip_flush",

@@ -58,5 +58,15 @@ def message_from_row(row: tuple[Any, ...]) -> Message:
     return Message(**values)
 
 
+_INDEX = {column: index for index, column in enumerate(MESSAGE_COLUMNS)}
+
+
+def row_value(row: tuple[Any, ...], column: str) -> Any:
+    """One column of a row in MESSAGE_COLUMNS order, as psycopg returned it: for the hot path,
+    which answers a consume from the row and builds a Message only to dead-letter it (a
+    model instance per delivery was ~8% of a consume's CPU)."""
+    return row[_INDEX[column]]
+
+
 def fetch_messages(statement: Statement) -> list[Message]:
     return [message_from_row(row) for row in fetch(statement)]
