@@ -64,6 +64,9 @@ def sap_error(status: int, message: str, headers: dict[str, str] | None = None) 
     return Answer(status, body, [JSON, *extra])
 
 
+MAX_REMEMBERED_HOSTS = 64
+
+
 class Responder:
     """The parts of every answer that come from settings, computed once."""
 
@@ -74,6 +77,9 @@ class Responder:
         self.allowed_hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not self.allowed_hosts:
             self.allowed_hosts = [".localhost", "127.0.0.1", "[::1]"]
+        # Host header -> verdict: a client sends the same Host on every request. Bounded, and
+        # only hosts that pass are kept, so refused Host values cannot grow it.
+        self._hosts_allowed: set[str] = set()
 
     def host_allowed(self, request: Request) -> bool:
         """Django's host check; a request that fails it goes to Django, which refuses it."""
@@ -82,8 +88,13 @@ class Responder:
         host = request.headers.get("host")
         if host is None:
             return False
+        if host in self._hosts_allowed:
+            return True
         domain, _ = split_domain_port(host)
-        return bool(domain) and validate_host(domain, self.allowed_hosts)
+        allowed = bool(domain) and validate_host(domain, self.allowed_hosts)
+        if allowed and len(self._hosts_allowed) < MAX_REMEMBERED_HOSTS:
+            self._hosts_allowed.add(host)
+        return allowed
 
     async def send(self, send: Send, request: Request, answer: Answer) -> None:
         headers = [*answer.headers, ALLOW, *self.fixed]
