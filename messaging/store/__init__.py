@@ -36,7 +36,7 @@ from .claims import (
     settle,
 )
 from .deadletter import dead_letter, requeue
-from .durability import commit_without_flush, may_skip_flush, relax_for_publish
+from .durability import commit_without_flush, commit_without_flush_sql, may_skip_flush, relax_for_publish
 from .execute import adapt, message_from_row
 from .queues import StoredQueue
 
@@ -50,6 +50,7 @@ __all__ = [
     "check_unacked",
     "claim",
     "commit_without_flush",
+    "commit_without_flush_sql",
     "dead_letter",
     "dead_letter_exhausted",
     "exclusive_until",
