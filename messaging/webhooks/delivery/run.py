@@ -7,7 +7,6 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from uuid import UUID, uuid4
 
 from django.conf import settings
@@ -20,7 +19,15 @@ from ...models import AccessType, DeliveryAttempt, Message, WebhookSubscription
 from ...store import rules
 from .. import netguard
 from .claim import Round, _claim, _extend_claims
-from .lease import _engine_transaction, _has_available, _lease_seconds, _push_budget, _sql, _take_runnable
+from .lease import (
+    _engine_transaction,
+    _has_available,
+    _lease_seconds,
+    _push_budget,
+    _runner_param,
+    _sql,
+    _take_runnable,
+)
 from .pushing import Outcome, _thread_session, push
 from .settle import _settle
 
@@ -148,13 +155,21 @@ class _Run:
     def end(self) -> None:
         """Give up the lease (inside the caller's transaction); pace the next run after a resume."""
         subscription, result = self.subscription, self.result
-        fields: dict[str, Any] = {"runner_until": None, "runner": None}
+        # Raw SQL, as for the lease's other writes: every run ends here, and the ORM's update
+        # compiled the same statement each time.
+        assignments, params = "runner_until = NULL, runner = NULL", []
         if result.more and self.rate is not None:
             pause = max(1.0 - (time.monotonic() - self.started), 0.0)
-            result.paced_until = fields["next_attempt_at"] = timezone.now() + timedelta(seconds=pause)
+            result.paced_until = timezone.now() + timedelta(seconds=pause)
+            assignments += ", next_attempt_at = %s"
+            params.append(connection.ops.adapt_datetimefield_value(result.paced_until))
         elif subscription.resumed_at is not None and not (result.more or result.failed or result.lost):
-            fields["resumed_at"] = None  # the backlog is delivered: slow start is over
-        WebhookSubscription.objects.filter(pk=subscription.pk, runner=self.runner).update(**fields)
+            assignments += ", resumed_at = NULL"  # the backlog is delivered: slow start is over
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _sql(f"UPDATE {{subscription}} SET {assignments} WHERE id = %s AND runner = %s"),  # noqa: S608
+                [*params, subscription.pk, _runner_param(self.runner)],
+            )
         self.ended = True
 
 
