@@ -506,12 +506,13 @@ def test_taking_the_lease_loads_the_subscription_and_relaxes_only_a_qos1_commit(
     with transaction.atomic():
         taken = lease._take_runnable(subscription.pk, timezone.now(), runner)
         assert lease._take_runnable(subscription.pk, timezone.now(), uuid4()) is None  # one runner at a time
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW synchronous_commit")
-            synchronous = cursor.fetchone()[0]
+        synchronous = None
+        if connection.vendor == "postgresql":  # SQLite has no such switch
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                synchronous = cursor.fetchone()[0]
     assert taken is not None
     assert (taken.pk, taken.qos, taken.security, taken.queue.name) == (
         subscription.pk, qos, subscription.security, subscription.queue.name)
     assert taken.runner == runner and not taken._state.adding
-    if connection.vendor == "postgresql":
-        assert synchronous == commit
+    assert synchronous in (commit, None)

@@ -139,7 +139,10 @@ def _take_runnable_in_steps(subscription_id: int, now: datetime, runner: UUID) -
         return None
     if subscription.qos == 1:
         store.commit_without_flush()
-    return subscription if _take_lease(subscription, now, runner) else None
+    if not _take_lease(subscription, now, runner):
+        return None
+    subscription.runner = runner  # as the statement above returns it
+    return subscription
 
 
 Converter = Callable[[Any, Any, Any], Any]
