@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Model
@@ -94,15 +93,14 @@ def _take_runnable(subscription_id: int, now: datetime, runner: UUID) -> Webhook
     On PostgreSQL this is one statement, the first of the transaction, that also does what
     `_engine_transaction` does for qos 1 (a commit without the WAL flush): a run used to
     start with a SELECT of the subscription, a SET LOCAL and the lease's UPDATE, three round
-    trips (and an ORM compile) before the claim; and the BEGIN goes with it (`_with_begin`).
-    The lease is taken for one call's budget
+    trips (and an ORM compile) before the claim. The lease is taken for one call's budget
     (the subscription is not loaded yet) and renewed at once for oauth2's four calls.
     """
     if connection.vendor != "postgresql":
         return _take_runnable_in_steps(subscription_id, now, runner)
     adapt = connection.ops.adapt_datetimefield_value
     until = now + timedelta(seconds=_budget_of(1) + LOCK_MARGIN)
-    with connection.cursor() as cursor, _with_begin():
+    with connection.cursor() as cursor:
         cursor.execute(_take_runnable_sql(), [
             adapt(until), _runner_param(runner), subscription_id, adapt(now), adapt(now),
             *WebhookSubscription.DELIVERABLE_PARAMS,
@@ -116,17 +114,6 @@ def _take_runnable(subscription_id: int, now: datetime, runner: UUID) -> Webhook
     if _lease_seconds(subscription) != _budget_of(1) + LOCK_MARGIN and _renew_lease(subscription, runner) is None:
         return None
     return subscription
-
-
-@contextmanager
-def _with_begin() -> Iterator[None]:
-    """psycopg's pipeline mode around a transaction's first statement: the BEGIN that psycopg
-    sends before it is otherwise a round trip of its own."""
-    if psycopg.Pipeline.is_supported():
-        with connection.connection.pipeline():
-            yield
-    else:
-        yield
 
 
 def _take_runnable_in_steps(subscription_id: int, now: datetime, runner: UUID) -> WebhookSubscription | None:
