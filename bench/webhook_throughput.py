@@ -240,7 +240,7 @@ ENGINE_PHASES = [  # innermost frame matching wins
     ("push: headers, signing, auth", r"^push "),
     ("claim round", r"^_claim "),
     ("settle round", r"^(_settle|_Run\._settle_round) "),
-    ("run start and end", r"^(_runnable|_take_lease|_Run\.end|_has_available|_Run\._still_held) "),
+    ("run start and end", r"^(_runnable|_take_runnable|_take_lease|_Run\.end|_has_available|_Run\._still_held) "),
     ("run loop", r"^(webhook_deliver_batch|_Run\.\w+) "),
 ]
 IDLE = re.compile(r"^(Condition\.wait|Event\.wait|_worker|_epoll\.poll|poll|select|sleep|Queue\.get|wait) ")

@@ -39,6 +39,7 @@ from .deadletter import dead_letter, requeue
 from .durability import (
     claim_may_skip_flush,
     commit_without_flush,
+    commit_without_flush_sql,
     may_skip_flush,
     relax_for_publish,
     settle_may_skip_flush,
@@ -57,6 +58,7 @@ __all__ = [
     "claim",
     "claim_may_skip_flush",
     "commit_without_flush",
+    "commit_without_flush_sql",
     "dead_letter",
     "dead_letter_exhausted",
     "exclusive_until",

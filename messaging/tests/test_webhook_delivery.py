@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import timedelta
+from uuid import uuid4
 
 import pytest
 from django.utils import timezone
@@ -494,3 +495,24 @@ def test_the_end_of_run_check_leaves_waiting_messages_to_a_run_that_holds_the_le
     assert not _has_available(subscription)  # that run will see it, or look again as it ends
     WebhookSubscription.objects.update(runner_until=timezone.now() - timedelta(seconds=1))
     assert _has_available(subscription)  # an expired lease holds nothing
+
+
+@pytest.mark.parametrize(("qos", "commit"), [(1, "off"), (0, "on")])
+def test_taking_the_lease_loads_the_subscription_and_relaxes_only_a_qos1_commit(client, receiver, qos, commit):
+    from django.db import connection, transaction
+
+    subscription = hook(client, receiver.url(), qos=qos, security={"type": "basicAuth", "user": "u", "password": "p"})
+    runner = uuid4()
+    with transaction.atomic():
+        taken = lease._take_runnable(subscription.pk, timezone.now(), runner)
+        assert lease._take_runnable(subscription.pk, timezone.now(), uuid4()) is None  # one runner at a time
+        synchronous = None
+        if connection.vendor == "postgresql":  # SQLite has no such switch
+            with connection.cursor() as cursor:
+                cursor.execute("SHOW synchronous_commit")
+                synchronous = cursor.fetchone()[0]
+    assert taken is not None
+    assert (taken.pk, taken.qos, taken.security, taken.queue.name) == (
+        subscription.pk, qos, subscription.security, subscription.queue.name)
+    assert taken.runner == runner and not taken._state.adding
+    assert synchronous in (commit, None)

@@ -7,11 +7,10 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from django.conf import settings
-from django.db import IntegrityError, connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -20,17 +19,17 @@ from ...models import AccessType, DeliveryAttempt, Message, WebhookSubscription
 from ...store import rules
 from .. import netguard
 from .claim import Round, _claim, _extend_claims
-from .lease import _engine_transaction, _has_available, _lease_seconds, _push_budget, _sql, _take_lease
+from .lease import (
+    _engine_transaction,
+    _has_available,
+    _lease_seconds,
+    _push_budget,
+    _runner_param,
+    _sql,
+    _take_runnable,
+)
 from .pushing import Outcome, _thread_session, push
 from .settle import _settle
-
-
-def _runnable(subscription_id: int) -> WebhookSubscription | None:
-    try:  # get(), not filter().first(): no ORDER BY to compile on the path of every run
-        subscription = WebhookSubscription.objects.select_related("queue").get(pk=subscription_id)
-    except WebhookSubscription.DoesNotExist:
-        return None
-    return subscription if subscription.may_deliver else None
 
 
 def resume_rate(subscription: WebhookSubscription, now: datetime) -> float | None:
@@ -56,25 +55,26 @@ class RunResult:
 def webhook_deliver_batch(*, subscription_id: int) -> RunResult:
     """Push up to MESH_WEBHOOK_BATCH messages in queue order; stop at the first failure."""
     now = timezone.now()
-    subscription = _runnable(subscription_id)
-    if subscription is None:
-        return RunResult()
-    budget = settings.MESH_WEBHOOK_BATCH
-    rate = resume_rate(subscription, now)
-    if rate is not None:
-        budget = max(1, min(budget, math.floor(rate)))  # one second's worth, then a pause
-    run = _Run(subscription, budget, rate)
-    # qos 0 claims remove messages, so a worker dying mid-round would lose the unpushed
-    # rest: it goes one message at a time, as a REST consumer does.
-    prefetch = settings.MESH_WEBHOOK_PREFETCH if subscription.qos == 1 else 1
-    limit = min(prefetch, budget)
-    session = _thread_session()  # outlives the run: its connections serve the next runs
-    with _engine_transaction(subscription):  # the lease and the first claim: one commit
-        if not _take_lease(subscription, now, run.runner):
-            return run.result
+    runner = uuid4()
+    # The lease and the first claim: one commit. The statement that takes the lease also
+    # loads the subscription and sets the commit's durability (_engine_transaction's rule).
+    with transaction.atomic(savepoint=False):
+        subscription = _take_runnable(subscription_id, now, runner)
+        if subscription is None:  # gone, paused, gated, or another run holds it
+            return RunResult()
+        budget = settings.MESH_WEBHOOK_BATCH
+        rate = resume_rate(subscription, now)
+        if rate is not None:
+            budget = max(1, min(budget, math.floor(rate)))  # one second's worth, then a pause
+        run = _Run(subscription, budget, rate, runner)
+        # qos 0 claims remove messages, so a worker dying mid-round would lose the unpushed
+        # rest: it goes one message at a time, as a REST consumer does.
+        prefetch = settings.MESH_WEBHOOK_PREFETCH if subscription.qos == 1 else 1
+        limit = min(prefetch, budget)
         batch = _claim(subscription, limit, now)
         if not batch.claimed:
             run.end()
+    session = _thread_session()  # outlives the run: its connections serve the next runs
     while batch.claimed and not run.ended:
         run.push_round(batch, session)
         if not run.ended:
@@ -99,11 +99,11 @@ class _Run:
     so a run of one round costs two commits. Every write to the lease is fenced on
     `runner`, so a run that outlived its lease changes nothing of its successor's."""
 
-    def __init__(self, subscription: WebhookSubscription, budget: int, rate: float | None) -> None:
+    def __init__(self, subscription: WebhookSubscription, budget: int, rate: float | None, runner: UUID) -> None:
         self.subscription = subscription
         self.budget = budget
         self.rate = rate
-        self.runner = uuid4()
+        self.runner = runner
         self.started = time.monotonic()
         self.result = RunResult()
         self.ended = False
@@ -155,13 +155,21 @@ class _Run:
     def end(self) -> None:
         """Give up the lease (inside the caller's transaction); pace the next run after a resume."""
         subscription, result = self.subscription, self.result
-        fields: dict[str, Any] = {"runner_until": None, "runner": None}
+        # Raw SQL, as for the lease's other writes: every run ends here, and the ORM's update
+        # compiled the same statement each time.
+        assignments, params = "runner_until = NULL, runner = NULL", []
         if result.more and self.rate is not None:
             pause = max(1.0 - (time.monotonic() - self.started), 0.0)
-            result.paced_until = fields["next_attempt_at"] = timezone.now() + timedelta(seconds=pause)
+            result.paced_until = timezone.now() + timedelta(seconds=pause)
+            assignments += ", next_attempt_at = %s"
+            params.append(connection.ops.adapt_datetimefield_value(result.paced_until))
         elif subscription.resumed_at is not None and not (result.more or result.failed or result.lost):
-            fields["resumed_at"] = None  # the backlog is delivered: slow start is over
-        WebhookSubscription.objects.filter(pk=subscription.pk, runner=self.runner).update(**fields)
+            assignments += ", resumed_at = NULL"  # the backlog is delivered: slow start is over
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _sql(f"UPDATE {{subscription}} SET {assignments} WHERE id = %s AND runner = %s"),  # noqa: S608
+                [*params, subscription.pk, _runner_param(self.runner)],
+            )
         self.ended = True
 
 
