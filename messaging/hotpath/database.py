@@ -130,12 +130,18 @@ class PostgresExecutor:
 
     async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
         await self._admit()
-        columns = [list(column) for column in zip(*rows, strict=True)]
+        # One statement in autocommit is its own transaction: one round trip, and (in a
+        # durable session) durable when it returns. A batch of one (every publish at low
+        # load) takes the plain single-row INSERT: measured ~half the client CPU and ~0.3 ms
+        # less per statement than unnest() over nine one-element arrays.
+        params: Sequence[Any]
+        if len(rows) == 1:
+            statement, params = INSERT_ONE_BINARY, rows[0]
+        else:
+            statement, params = INSERT_MANY, [list(column) for column in zip(*rows, strict=True)]
         async with self.pool.connection() as conn:
             await self._mode(conn, durable=durable)
-            # One statement in autocommit is its own transaction: one round trip, and (in a
-            # durable session) durable when it returns.
-            await conn.execute(INSERT_MANY, columns)
+            await conn.execute(statement, params)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -147,6 +153,7 @@ INSERT_MANY = insert_messages_unnest()
 FLUSH_DEFAULT = "SET synchronous_commit TO DEFAULT"
 FLUSH_SKIPPED = "SET synchronous_commit TO OFF"
 INSERT_ONE = insert_message()
+INSERT_ONE_BINARY = insert_message(binary=True)
 
 
 class DjangoExecutor:

@@ -226,10 +226,12 @@ _FRESH = {"delivery_count": "0", "claimed_by": "''", "death_reason": "''", "dead
 _TYPES = ("bigint", "uuid", "bytea", "integer", "text", "text", "smallint", "timestamptz", "timestamptz")
 
 
-def insert_message() -> str:
-    """One new message: NEW_MESSAGE_COLUMNS as parameters (run once per row, or executemany)."""
+def insert_message(*, binary: bool = False) -> str:
+    """One new message: NEW_MESSAGE_COLUMNS as parameters (run once per row, or executemany).
+    `binary`: the parameters travel in PostgreSQL's binary format (%b; psycopg only)."""
     columns = ", ".join((*NEW_MESSAGE_COLUMNS, *_FRESH))
-    values = ", ".join((*["%s"] * len(NEW_MESSAGE_COLUMNS), *_FRESH.values()))
+    mark = "%b" if binary else "%s"
+    values = ", ".join((*[mark] * len(NEW_MESSAGE_COLUMNS), *_FRESH.values()))
     return f"INSERT INTO {MESSAGE} ({columns}) VALUES ({values})"  # noqa: S608
 
 
