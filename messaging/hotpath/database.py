@@ -57,7 +57,8 @@ class Executor(Protocol):
 
     async def run(self, statement: Statement, *, durable: bool | None = True) -> int:
         """Rows changed. `durable=False`: the commit may return before the WAL flush
-        (messaging.store.durability says which writes may); `None`: a read, either will do."""
+        (messaging.store.durability says which writes may); `None`: either will do (a read, or
+        a write whose loss changes nothing), so the connection's mode is not switched."""
 
     async def insert(self, rows: Sequence[Row], *, durable: bool) -> None:
         """New messages (NEW_MESSAGE_COLUMNS per row) in one transaction."""

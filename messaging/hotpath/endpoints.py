@@ -29,7 +29,7 @@ from messaging.services.messages import (
     publish_to_queue_accepted,
     publish_to_topic_accepted,
 )
-from messaging.store import rules, statements
+from messaging.store import statements
 from messaging.webhooks.waker import wake_after_publish
 
 from .catalog import CachedQueue, Catalog
@@ -121,7 +121,7 @@ class Endpoints:
             row = rows[0]
             # qos 0: the row is gone; the answer still counts this delivery.
             delivery_count = store.row_value(row, "delivery_count") + (1 if qos == 0 else 0)
-            if not rules.exhausted(delivery_count - 1, queue.max_redelivery_count):  # as redeliveries_exhausted
+            if not store.redeliveries_exhausted(delivery_count, queue):
                 break
             message = store.message_from_row(row)
             message.delivery_count = delivery_count
@@ -136,8 +136,10 @@ class Endpoints:
 
     async def _hold(self, queue: CachedQueue, consumer: str, now: datetime) -> None:
         until = store.exclusive_until(now)
+        # A lease that runs out by itself: losing it in a crash changes nothing, so it takes
+        # whatever mode the connection is in (no switch between it and the claim).
         if not await self.executor.run(statements.hold_exclusive(queue_id=queue.pk, consumer=consumer, now=now,
-                                                                 until=until)):
+                                                                 until=until), durable=None):
             raise Conflict(f"Queue {queue.name} is EXCLUSIVE and another consumer is active")
 
     async def _flow_limit(self, queue: CachedQueue, consumer: str, qos: int, now: datetime) -> int:

@@ -58,7 +58,7 @@ def claim(
                 message.delivery_count += 1
         live = []
         for message in taken:
-            if redeliveries_exhausted(message, queue):
+            if redeliveries_exhausted(message.delivery_count, queue):
                 dead_letter(message=message, queue=queue, reason=EXHAUSTED, removed=qos == 0)
             else:
                 live.append(message)
@@ -67,11 +67,11 @@ def claim(
             return Claim(live, full)
 
 
-def redeliveries_exhausted(message: Message, queue: StoredQueue) -> bool:
-    """Whether a message just claimed (its delivery_count includes this delivery) had
-    already been delivered once plus maxRedeliveryCount times: it goes to the dead message
-    queue instead of the consumer."""
-    return rules.exhausted(message.delivery_count - 1, queue.max_redelivery_count)
+def redeliveries_exhausted(delivery_count: int, queue: StoredQueue) -> bool:
+    """Whether a message just claimed (`delivery_count` includes this delivery) had already
+    been delivered once plus maxRedeliveryCount times: it goes to the dead message queue
+    instead of the consumer."""
+    return rules.exhausted(delivery_count - 1, queue.max_redelivery_count)
 
 
 def dead_letter_exhausted(*, message: Message, queue: StoredQueue, removed: bool) -> None:

@@ -28,7 +28,8 @@ def commit_without_flush() -> None:
 def commit_without_flush_sql(qos: str) -> str:
     """The same switch as an SQL expression (PostgreSQL), for a statement that starts a
     transaction and would otherwise pay a round trip for the SET LOCAL before it: relaxes the
-    commit when the SQL expression `qos` is 1, leaves it as it is otherwise. Put it where it
+    commit when the SQL expression `qos` is 1 (`claim_may_skip_flush`, in SQL), leaves it as
+    it is otherwise. Put it where it
     is evaluated once the statement has written (its RETURNING list)."""
     return (
         f"set_config('synchronous_commit', CASE WHEN {qos} = 1 THEN 'off'"

@@ -53,7 +53,7 @@ def _engine_transaction(subscription: WebhookSubscription) -> Iterator[None]:
     """
     outermost = not connection.in_atomic_block
     with transaction.atomic(savepoint=False):
-        if outermost and subscription.qos == 1:
+        if outermost and store.claim_may_skip_flush(subscription.qos):
             store.commit_without_flush()
         yield
 
@@ -124,7 +124,7 @@ def _take_runnable_in_steps(subscription_id: int, now: datetime, runner: UUID) -
         return None
     if not subscription.may_deliver:
         return None
-    if subscription.qos == 1:
+    if store.claim_may_skip_flush(subscription.qos):
         store.commit_without_flush()
     if not _take_lease(subscription, now, runner):
         return None
