@@ -19,7 +19,8 @@ from django.conf import settings
 
 from messaging.hotpath import bearer_client
 from messaging.hotpath.database import run_sync
-from messaging.services.connections import connection_close, connection_open, keep_alive
+from messaging.live.presence import keep_alive
+from messaging.services.connections import connection_close, connection_open
 
 from .connection import AmqpConnection
 

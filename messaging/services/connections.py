@@ -11,10 +11,9 @@ concurrent upgrades cannot both take the last free place.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -28,10 +27,8 @@ from ..models import Connection, ServerProcess
 HEARTBEAT = 10.0
 STALE = timedelta(seconds=3 * HEARTBEAT)
 
-_heartbeats: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
-
-
-def _beat() -> None:
+def process_seen() -> None:
+    """This process is alive (its heartbeat, every HEARTBEAT seconds while it serves sockets)."""
     now = timezone.now()
     updated = ServerProcess.objects.filter(pk=PROCESS).update(seen_at=now)
     if not updated:
@@ -53,7 +50,7 @@ def _admit(instance_id: uuid.UUID, protocol: str, limit: int) -> uuid.UUID | Non
 
 def connection_open(*, instance: ServiceInstance, protocol: str) -> uuid.UUID | None:
     """Record a new connection of the instance; None when its quota is used up."""
-    _beat()
+    process_seen()
     return _admit(instance.pk, protocol, settings.MESH_MAX_CONNECTIONS_PER_INSTANCE)
 
 
@@ -61,28 +58,8 @@ def connection_close(*, connection_id: uuid.UUID) -> None:
     Connection.objects.filter(pk=connection_id).delete()
 
 
-def connections_forget_dead(*, now: object = None) -> int:
+def connections_forget_dead(*, now: datetime | None = None) -> int:
     """The sweep's part: connections (and rows) of processes not seen within STALE."""
-    cutoff = (now or timezone.now()) - STALE  # type: ignore[operator]
+    cutoff = (now or timezone.now()) - STALE
     deleted, _ = ServerProcess.objects.filter(seen_at__lte=cutoff).delete()
     return int(deleted)
-
-
-async def keep_alive() -> None:
-    """Renew this process's row while it serves connections (one task per event loop)."""
-    from messaging.hotpath.database import run_sync  # the hot path imports the services
-
-    loop = asyncio.get_running_loop()
-    running = _heartbeats.get(loop)
-    if running is not None and not running.done():
-        return
-
-    async def beat_forever() -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT)
-            try:
-                await run_sync(_beat)
-            except Exception:  # noqa: BLE001 - the store is down; the next beat tries again
-                continue
-
-    _heartbeats[loop] = loop.create_task(beat_forever(), name="meshsite-process-heartbeat")
