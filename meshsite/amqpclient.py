@@ -43,7 +43,17 @@ from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin, Subprotocol
 
-from meshsite.amqpmessage import Outcome, Received, outcome_of, received_from
+from meshsite.amqpmessage import (
+    AmqpError,
+    ConnectionClosed,
+    LinkDetached,
+    LinkRefused,
+    Outcome,
+    Received,
+    UpgradeRefused,
+    outcome_of,
+    received_from,
+)
 
 __all__ = [
     "AmqpClient", "AmqpError", "ConnectionClosed", "LinkDetached", "LinkRefused", "Outcome", "Received",
@@ -54,36 +64,6 @@ __all__ = [
 # uvicorn 16 MiB), and large enough that a pipelined burst is a handful of messages.
 _CHUNK = 65536
 _DEFAULT_TIMEOUT = 10.0
-
-
-class AmqpError(Exception):
-    """Base of this client's errors; ``condition`` and ``description`` come from the peer."""
-
-    def __init__(self, condition: str | None = None, description: str | None = None) -> None:
-        super().__init__(f"{condition}: {description}" if description else condition)
-        self.condition = condition
-        self.description = description
-
-
-class UpgradeRefused(AmqpError):
-    """The server answered the WebSocket upgrade with an HTTP status instead of 101."""
-
-    def __init__(self, status: int, body: bytes) -> None:
-        super().__init__(f"http-{status}", body.decode("utf-8", "replace"))
-        self.status = status
-        self.body = body
-
-
-class ConnectionClosed(AmqpError):
-    """The connection ended (the server's close condition, a transport error, or the socket)."""
-
-
-class LinkRefused(AmqpError):
-    """The server answered an attach with a detach (an AMQP link refusal)."""
-
-
-class LinkDetached(AmqpError):
-    """The server detached a link that had been attached."""
 
 
 def _condition(cond: Condition | None) -> tuple[str | None, str | None]:

@@ -1,4 +1,4 @@
-"""Messages and outcomes of the test AMQP client (meshsite.amqpclient), apart from its I/O.
+"""Messages, outcomes and errors of the test AMQP client (meshsite.amqpclient), apart from its I/O.
 
 ``Received`` is a decoded incoming message that settles its own delivery; ``Outcome`` is what the
 peer said about one of ours. The body is always bytes: a Data section as it came, an AmqpValue
@@ -17,6 +17,36 @@ _STATES: dict[int, str] = {
     Disposition.ACCEPTED: "accepted", Disposition.REJECTED: "rejected",
     Disposition.RELEASED: "released", Disposition.MODIFIED: "modified",
 }
+
+
+class AmqpError(Exception):
+    """Base of this client's errors; ``condition`` and ``description`` come from the peer."""
+
+    def __init__(self, condition: str | None = None, description: str | None = None) -> None:
+        super().__init__(f"{condition}: {description}" if description else condition)
+        self.condition = condition
+        self.description = description
+
+
+class UpgradeRefused(AmqpError):
+    """The server answered the WebSocket upgrade with an HTTP status instead of 101."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(f"http-{status}", body.decode("utf-8", "replace"))
+        self.status = status
+        self.body = body
+
+
+class ConnectionClosed(AmqpError):
+    """The connection ended (the server's close condition, a transport error, or the socket)."""
+
+
+class LinkRefused(AmqpError):
+    """The server answered an attach with a detach (an AMQP link refusal)."""
+
+
+class LinkDetached(AmqpError):
+    """The server detached a link that had been attached."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +125,12 @@ class Received:
         await self._flush()
 
 
+def content_type_of(msg: Message) -> str | None:
+    # proton's getter wraps an absent content type as symbol("None"); no media type is "None".
+    value = msg.content_type
+    return None if value is None or value == "None" else str(value)
+
+
 def received_from(data: bytes, dlv: Delivery, *, settled: bool, flush: Callable[[], Awaitable[bool]]) -> Received:
     msg = Message()
     msg.decode(data)
@@ -102,7 +138,7 @@ def received_from(data: bytes, dlv: Delivery, *, settled: bool, flush: Callable[
     if isinstance(body, memoryview):
         body = bytes(body)  # a view into proton's decode buffer, which the next decode may reuse
     return Received(
-        body=body_bytes(body), value=body, content_type=msg.content_type or None,
+        body=body_bytes(body), value=body, content_type=content_type_of(msg),
         properties=dict(msg.properties or {}), to=msg.address, message_id=msg.id,
         creation_time=msg.creation_time, annotations=dict(msg.annotations or {}),
         delivery=dlv, settled=settled, _flush=flush,

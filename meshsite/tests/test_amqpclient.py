@@ -325,7 +325,7 @@ def test_presettled_receive_and_send() -> None:
             assert (await snd.send(b"fire", settled=True)).state == "settled"
             rcv = await c.receiver("queue:q", credit=5, presettled=True)
             msg = await rcv.receive()
-            assert (msg.body, msg.settled) == (b"fire", True)
+            assert (msg.body, msg.settled, msg.content_type) == (b"fire", True, None)
             await msg.accept()  # settled already: nothing is sent
 
     run(scenario)
