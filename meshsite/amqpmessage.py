@@ -91,6 +91,7 @@ class Received:
     message_id: object
     creation_time: float
     annotations: dict[Any, Any]
+    delivery_count: int  # the header's: earlier deliveries of this message
     delivery: Delivery
     settled: bool
     _flush: Callable[[], Awaitable[bool]] = field(repr=False)
@@ -141,5 +142,5 @@ def received_from(data: bytes, dlv: Delivery, *, settled: bool, flush: Callable[
         body=body_bytes(body), value=body, content_type=content_type_of(msg),
         properties=dict(msg.properties or {}), to=msg.address, message_id=msg.id,
         creation_time=msg.creation_time, annotations=dict(msg.annotations or {}),
-        delivery=dlv, settled=settled, _flush=flush,
+        delivery_count=msg.delivery_count, delivery=dlv, settled=settled, _flush=flush,
     )

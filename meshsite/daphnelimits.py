@@ -104,6 +104,16 @@ if HTTPFactory is not None:
             return
         _daphne_reply(self, message)
 
+    _daphne_close = WebSocketProtocol.serverClose
+
+    def _server_close(self: WebSocketProtocol, code: int | None = None) -> None:
+        # Autobahn lets a server close only with 1000 or 3000-4999, and raises on the standard
+        # 1002 (protocol error), 1003 (unsupported data) or 1009 (too big): those go as 4000
+        # plus the code, the convention for a standard code in the application range.
+        if code is not None and code != 1000 and not 3000 <= code <= 4999:
+            code = 4000 + code % 1000
+        _daphne_close(self, code=code)
+
     def _create_application(self: Server, protocol: object, scope: dict) -> object:
         if scope.get("type") == "websocket":
             scope.setdefault("extensions", {})[DENIAL] = {}
@@ -114,4 +124,5 @@ def install() -> None:
     if HTTPFactory is not None:
         HTTPFactory.protocol = _limited_channel
         WebSocketProtocol.handle_reply = _handle_reply
+        WebSocketProtocol.serverClose = _server_close
         Server.create_application = _create_application

@@ -45,12 +45,14 @@ def decode(data: bytes, *, presettled: bool) -> Incoming:
     except Exception as error:  # proton raises its own DataException / MessageException
         raise Invalid(f"The message could not be decoded: {error}") from None
     payload, default_type = _payload(message.body)
+    # proton 0.40 reads a missing content type as symbol("None"); no media type has that name.
+    content_type = message.content_type if message.content_type not in (None, "None", "") else default_type
     ttl = message.ttl
     return Incoming(
         to=message.address or None,
         outgoing=Outgoing(
             payload=payload,
-            content_type=message.content_type or default_type,
+            content_type=content_type,
             # Pre-settled and not durable: the publisher asked for no guarantee (qos 0).
             qos=0 if presettled and not message.durable else 1,
             expiration_ms=max(1, round(ttl * 1000)) if ttl else None,

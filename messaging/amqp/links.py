@@ -72,9 +72,10 @@ class Inlet:
         if self.closed:
             return
         if delivery.pending > self.max_size:
-            self.connection.detach(self.link, Condition(
-                conditions.MESSAGE_SIZE, f"A message may be at most {self.max_size} bytes on this link"))
-            delivery.settle()
+            condition = Condition(conditions.MESSAGE_SIZE, f"A message may be at most {self.max_size} bytes on"
+                                  " this link")
+            self._settle(delivery, Disposition.REJECTED, condition)
+            self.connection.detach(self.link, condition)
             return
         if delivery.partial:
             return  # the rest of the message is still on its way
