@@ -50,16 +50,19 @@ class Settlements:
     failed: list[UUID] = field(default_factory=list)
     dropped: list[UUID] = field(default_factory=list)
 
+    def __bool__(self) -> bool:
+        return bool(self.accepted or self.released or self.failed or self.dropped)
+
     def take(self) -> list[statements.Statement]:
-        now = timezone.now()
         taken = []
+        now = timezone.now() if self.failed or self.dropped else None
         if self.accepted:
             taken.append(statements.settle(claim_ids=self.accepted))
         if self.released:
             taken.append(statements.give_back_uncounted(claim_ids=self.released))
-        if self.failed:
+        if self.failed and now is not None:
             taken.append(statements.give_back_counted(claim_ids=self.failed, available_at=now))
-        if self.dropped:
+        if self.dropped and now is not None:
             taken.append(statements.give_back_counted(claim_ids=self.dropped, available_at=now))
         self.accepted, self.released, self.failed, self.dropped = [], [], [], []
         return taken
@@ -84,6 +87,7 @@ class AmqpConnection:
         self.loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
         self._flush_pending = False
+        self._settling = False
         self._tick: asyncio.TimerHandle | None = None
         self._tick_at = 0.0
         self.finished = False
@@ -101,9 +105,9 @@ class AmqpConnection:
     def process(self) -> None:
         for event in self.engine.events():
             self._on(event)
-        taken = self.settlements.take()
-        if taken:
-            self.spawn(self._settle(taken))
+        if self.settlements and not self._settling:
+            self._settling = True
+            self.spawn(self._settle_all(), quiet=True)
 
     async def flush(self) -> None:
         """Send what the engine has written, in order; close the socket once the engine is
@@ -124,7 +128,7 @@ class AmqpConnection:
             self.loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
-        self.spawn(self.flush())
+        self.spawn(self.flush(), quiet=True)  # a flush changes nothing a follow-up would need
 
     def _schedule_tick(self) -> None:
         deadline = self.engine.tick(time.monotonic())
@@ -136,10 +140,17 @@ class AmqpConnection:
 
     def _ticked(self) -> None:
         self._tick = None
-        self.spawn(self.flush())  # flush ticks the engine after taking its output
+        self.spawn(self.flush(), quiet=True)  # flush ticks the engine after taking its output
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+    @staticmethod
+    def _engine_touched(task: asyncio.Task[Any]) -> bool:
+        # Tasks that only wrote to the store (settlements) leave the engine as it was.
+        return getattr(task, "meshsite_quiet", False) is False
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], *, quiet: bool = False) -> None:
         task = self.loop.create_task(coroutine)
+        if quiet:
+            task.meshsite_quiet = True  # type: ignore[attr-defined]
         self.tasks.add(task)
         task.add_done_callback(self._task_done)
 
@@ -148,6 +159,8 @@ class AmqpConnection:
         if task.cancelled():
             return
         error = task.exception()
+        if error is None and not self._engine_touched(task):
+            return
         if error is not None and not self.finished:
             if unavailable(error):
                 log.warning("amqp %s: the store is unavailable; closing the connection", self.id)
@@ -299,6 +312,16 @@ class AmqpConnection:
         self.flush_soon()
 
     # --- the store --------------------------------------------------------------------------
+
+    async def _settle_all(self) -> None:
+        """Write outcomes while there are any: those that arrive while a statement runs go
+        in the next one, so a client settling message by message costs a statement per
+        round trip to the store, not one per message."""
+        try:
+            while self.settlements:
+                await self._settle(self.settlements.take())
+        finally:
+            self._settling = False
 
     async def _settle(self, taken: list[statements.Statement]) -> None:
         executor = self.operations.executor

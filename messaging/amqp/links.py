@@ -13,7 +13,9 @@ not say what a settlement referred to.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import deque
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 from uuid import UUID
@@ -33,6 +35,8 @@ from . import codec, conditions
 
 if TYPE_CHECKING:
     from .connection import AmqpConnection
+
+log = logging.getLogger(__name__)
 
 
 class Handler(Protocol):
@@ -62,6 +66,9 @@ class Inlet:
         self.max_size = max_message_size()
         self.waiting: deque[tuple[Delivery, bytes]] = deque()
         self.draining = False
+        # Submitted publishes awaiting their commit, in link order (commits finish in order).
+        self.committing: deque[tuple[Delivery, Awaitable[None]]] = deque()
+        self.settling = False
         self.closed = False
         link.flow(self.credit)
 
@@ -99,11 +106,23 @@ class Inlet:
                 except MeshError as error:
                     self._settle(delivery, Disposition.REJECTED, conditions.for_error(error))
                     continue
-                self.connection.spawn(self._committed(delivery, commit))
+                self.committing.append((delivery, commit))
+                if not self.settling:
+                    self.settling = True
+                    self.connection.spawn(self._settle_committed())
         finally:
             self.draining = False
 
-    async def _submit(self, delivery: Delivery, data: bytes):  # type: ignore[no-untyped-def]
+    async def _settle_committed(self) -> None:
+        """One task per link settles its publishes as their commits return, in order."""
+        try:
+            while self.committing:
+                delivery, commit = self.committing.popleft()
+                await self._committed(delivery, commit)
+        finally:
+            self.settling = False
+
+    async def _submit(self, delivery: Delivery, data: bytes) -> Awaitable[None]:
         incoming = codec.decode(data, presettled=delivery.settled)
         kind, name = address(self.target or incoming.to or "")
         outgoing = incoming.outgoing
@@ -116,7 +135,7 @@ class Inlet:
             return await operations.submit_to_queue(instance, name, outgoing)
         return await operations.submit_to_topic(instance, name, outgoing)
 
-    async def _committed(self, delivery: Delivery, commit) -> None:  # type: ignore[no-untyped-def]
+    async def _committed(self, delivery: Delivery, commit: Awaitable[None]) -> None:
         try:
             await commit
         except MeshError as error:
@@ -127,7 +146,9 @@ class Inlet:
                 # The store is down: nothing was stored, and the publisher may send it again.
                 self._settle(delivery, Disposition.RELEASED, None)
                 return
-            raise
+            log.exception("amqp: a publish failed")
+            self._settle(delivery, Disposition.REJECTED, Condition(conditions.INTERNAL, "Internal error"))
+            return
         self._settle(delivery, Disposition.ACCEPTED, None)
 
     def _settle(self, delivery: Delivery, outcome: int, condition: Condition | None) -> None:
@@ -280,6 +301,9 @@ class QueueOutlet:
         delivery.settle()
         if claim_id is None:
             return
+        # Only a link held back by maxDeliveredUnackedMsgsPerFlow needs a settlement to go on;
+        # otherwise credit decides, and a claim per settlement would be a statement per message.
+        at_limit = bool(self.flow_limit) and len(self.unsettled) + 1 >= self.flow_limit
         state = delivery.remote_state
         settlements = self.connection.settlements
         if state == Disposition.ACCEPTED:
@@ -288,7 +312,9 @@ class QueueOutlet:
             settlements.failed.append(claim_id)
         else:
             settlements.released.append(claim_id)
-        self.kick()
+            at_limit = True  # it is available again: someone (maybe this link) may take it
+        if at_limit:
+            self.kick()
 
     def detached(self) -> None:
         """The link or its connection went: what it holds returns to the queue at once, its
