@@ -29,6 +29,9 @@ from messaging.store import statements
 
 log = logging.getLogger(__name__)
 
+# Queues checked per poll statement (one index probe each).
+POLL_CHUNK = 200
+
 
 @dataclass(frozen=True)
 class LiveMessage:
@@ -124,10 +127,12 @@ class Hub:
             watched = list(self.waiters)
             if not watched:
                 return
-            try:
-                rows = await self.fetch(statements.queues_with_available(queue_ids=watched, now=timezone.now()),
-                                        durable=None)
-            except Exception:  # noqa: BLE001 - the store may be down; the next poll tries again
-                log.warning("live poll of %d queues failed", len(watched), exc_info=True)
-                continue
-            self.wake_local(row[0] for row in rows)
+            for start in range(0, len(watched), POLL_CHUNK):
+                chunk = watched[start:start + POLL_CHUNK]
+                try:
+                    rows = await self.fetch(statements.queues_with_available(queue_ids=chunk, now=timezone.now()),
+                                            durable=None)
+                except Exception:  # noqa: BLE001 - the store may be down; the next poll tries again
+                    log.warning("live poll of %d queues failed", len(chunk), exc_info=True)
+                    break
+                self.wake_local(row[0] for row in rows)
