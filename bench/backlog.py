@@ -124,7 +124,9 @@ def claim(queue):
     now = timezone.now()
     return statements.claim(postgres=True, queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=1, now=now,
                             lock_until=now + timedelta(minutes=1), consumer="explain",
-                            flow_limit=queue.max_delivered_unacked_msgs_per_flow)
+                            flow_limit=queue.max_delivered_unacked_msgs_per_flow,
+                            redelivery_delay_ms=queue.redelivery_delay_in_ms,
+                            max_redelivery_delay_ms=queue.max_redelivery_delay_in_ms)
 
 plans = {}
 if scenario == "claim":
@@ -159,9 +161,11 @@ def explain(mesh: Mesh, args: argparse.Namespace) -> dict[str, list[str]]:
 
     plans = run("claim")
     with psycopg.connect(mesh.dsn, autocommit=True) as conn:
-        head(conn, "locked_until = now() + interval '1 hour', claim_id = gen_random_uuid(), claimed_by = 'other'")
+        head(conn, "locked_until = now() + interval '1 hour', available_at = now() + interval '1 hour',"
+                   " claim_id = gen_random_uuid(), claimed_by = 'other'")
         plans |= run(f"claim, {held:,} head rows held by other consumers")
-        head(conn, "locked_until = NULL, claim_id = NULL, claimed_by = '', expires_at = now() - interval '1 s'")
+        head(conn, "locked_until = NULL, available_at = NULL, claim_id = NULL, claimed_by = '',"
+                   " expires_at = now() - interval '1 s'")
         conn.execute("UPDATE messaging_queue SET respect_ttl = true WHERE name = %s", (BACKLOG,))
         plans |= run(f"claim, {held:,} expired head rows (respectTtl)")
         conn.execute("UPDATE messaging_queue SET respect_ttl = false WHERE name = %s", (BACKLOG,))

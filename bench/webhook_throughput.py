@@ -223,9 +223,10 @@ def _claim_and_delete(conn: psycopg.Connection, queue_id: int) -> int:
     with conn.transaction():
         conn.execute("SET LOCAL synchronous_commit TO OFF")
         rows = conn.execute(
-            f"UPDATE {m} SET locked_until = now() + interval '45 seconds', claim_id = gen_random_uuid(),"  # noqa: S608
+            f"UPDATE {m} SET locked_until = now() + interval '45 seconds',"  # noqa: S608
+            " available_at = now() + interval '45 seconds', claim_id = gen_random_uuid(),"
             f" claimed_by = 'floor', delivery_count = delivery_count + 1 WHERE id IN (SELECT id FROM {m}"
-            " WHERE queue_id = %s AND (locked_until IS NULL OR locked_until <= now()) ORDER BY id LIMIT 50"
+            " WHERE queue_id = %s AND (available_at IS NULL OR available_at <= now()) ORDER BY id LIMIT 50"
             " FOR UPDATE SKIP LOCKED) RETURNING claim_id", [queue_id]).fetchall()
     if rows:
         with conn.transaction():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 
-from django.core.validators import MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -25,6 +25,10 @@ class AccessType(models.TextChoices):
 
 
 NOT_NEGATIVE = [MinValueValidator(0)]
+# A redelivery delay longer than a day would look like a lost message; it also keeps
+# base * 2^30 within a 64-bit integer (messaging.store.rules.redelivery_at_sql).
+MAX_REDELIVERY_DELAY_MS = 86_400_000
+REDELIVERY_DELAY = [MinValueValidator(0), MaxValueValidator(MAX_REDELIVERY_DELAY_MS)]
 
 
 def not_negative(*fields: str, prefix: str) -> list[models.CheckConstraint]:
@@ -51,6 +55,10 @@ class Queue(models.Model):
     max_redelivery_count = models.IntegerField(default=0, validators=NOT_NEGATIVE)
     dead_msg_queue = models.CharField(max_length=names.MAX_NAME_LENGTH, null=True, blank=True)
     max_delivered_unacked_msgs_per_flow = models.IntegerField(default=10000, validators=NOT_NEGATIVE)
+    # meshsite extensions: a failed delivery n waits min(base * 2^(n-1), max) ms before the
+    # message is offered again (messaging.store.rules.redelivery_delay_ms); 0 disables it.
+    redelivery_delay_in_ms = models.IntegerField(default=1000, validators=REDELIVERY_DELAY)
+    max_redelivery_delay_in_ms = models.IntegerField(default=300_000, validators=REDELIVERY_DELAY)
     # EXCLUSIVE queues: the consumer holding the queue, until its lease runs out.
     exclusive_owner = models.CharField(max_length=100, blank=True)
     exclusive_until = models.DateTimeField(null=True, blank=True)
@@ -68,6 +76,13 @@ class Queue(models.Model):
                 "max_redelivery_count", "max_delivered_unacked_msgs_per_flow", prefix="queue",
             ),
             one_of("access_type", AccessType.values, prefix="queue"),
+            *[
+                models.CheckConstraint(
+                    condition=Q(**{f"{field}__gte": 0, f"{field}__lte": MAX_REDELIVERY_DELAY_MS}),
+                    name=f"queue_{field}_valid",
+                )
+                for field in ("redelivery_delay_in_ms", "max_redelivery_delay_in_ms")
+            ],
         ]
 
     def __str__(self) -> str:
@@ -117,8 +132,12 @@ class Message(models.Model):
     # messaging.amqp.codec. A database default, so that every writer may leave it out.
     properties = models.TextField(blank=True, default="", db_default="")
     delivery_count = models.IntegerField(default=0)
-    # A claim: set while a qos-1 consumer holds the message; available again once past.
+    # A claim: set while a qos-1 consumer holds the message (its lock end, what an ack checks).
     locked_until = models.DateTimeField(null=True, blank=True)
+    # When a claim given up (lock run out, or given back as failed) may be taken again: the
+    # lock end plus the queue's redelivery delay, or a webhook's own retry time. Never
+    # before `locked_until`; NULL: never claimed, or given back at once.
+    available_at = models.DateTimeField(null=True, blank=True)
     claim_id = models.UUIDField(null=True, blank=True)
     claimed_by = models.CharField(max_length=100, blank=True)
     # Set when the message was moved to a dead message queue: why, and from where.

@@ -11,7 +11,7 @@ from rest_framework.settings import api_settings
 
 from meshsite.errors import Invalid
 
-from ..models import AccessType, DeliveryAttempt, Queue, Subscription, WebhookSubscription
+from ..models import MAX_REDELIVERY_DELAY_MS, AccessType, DeliveryAttempt, Queue, Subscription, WebhookSubscription
 from ..selectors import QueueStats
 from ..services import QueueAttributes, WebhookSpec
 from ..webhooks.auth import SEALED_FIELDS
@@ -67,6 +67,9 @@ class QueueAttributesSerializer(StrictSerializer):
     maxRedeliveryCount = StrictIntegerField(min_value=0, max_value=INT32_MAX, required=False)
     deadMsgQueue = StrictCharField(required=False, allow_null=True, allow_blank=True, max_length=2400)
     maxDeliveredUnackedMsgsPerFlow = StrictIntegerField(min_value=0, max_value=INT32_MAX, required=False)
+    # meshsite extensions (docs/api.md): the delay before a failed delivery is offered again.
+    redeliveryDelayInMs = StrictIntegerField(min_value=0, max_value=MAX_REDELIVERY_DELAY_MS, required=False)
+    maxRedeliveryDelayInMs = StrictIntegerField(min_value=0, max_value=MAX_REDELIVERY_DELAY_MS, required=False)
 
     def attributes(self) -> QueueAttributes:
         data = self.validated_data
@@ -81,6 +84,8 @@ class QueueAttributesSerializer(StrictSerializer):
             dead_msg_queue=dead if dead not in (..., None, "") else None,
             clear_dead_msg_queue=dead in (None, ""),
             max_delivered_unacked_msgs_per_flow=data.get("maxDeliveredUnackedMsgsPerFlow"),
+            redelivery_delay_in_ms=data.get("redeliveryDelayInMs"),
+            max_redelivery_delay_in_ms=data.get("maxRedeliveryDelayInMs"),
         )
 
 
@@ -99,6 +104,8 @@ class QueueSerializer(serializers.Serializer):
     maxRedeliveryCount = serializers.IntegerField(source="max_redelivery_count")
     deadMsgQueue = serializers.CharField(source="dead_msg_queue", allow_null=True)
     maxDeliveredUnackedMsgsPerFlow = serializers.IntegerField(source="max_delivered_unacked_msgs_per_flow")
+    redeliveryDelayInMs = serializers.IntegerField(source="redelivery_delay_in_ms")
+    maxRedeliveryDelayInMs = serializers.IntegerField(source="max_redelivery_delay_in_ms")
 
     def _stats(self, queue: Queue) -> QueueStats:
         return self.context["stats"][queue.pk]

@@ -47,6 +47,8 @@ class CachedQueue:
     max_message_size_in_bytes: int
     max_queue_size_in_bytes: int
     max_queue_message_count: int
+    redelivery_delay_in_ms: int
+    max_redelivery_delay_in_ms: int
     has_webhooks: bool
 
     @classmethod

@@ -147,6 +147,8 @@ class Endpoints:
             rows = await self.executor.fetch(statements.claim(
                 postgres=self.executor.postgres, queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=qos, now=now,
                 lock_until=lock_until(now, qos), consumer=consumer, flow_limit=flow_limit,
+                redelivery_delay_ms=queue.redelivery_delay_in_ms,
+                max_redelivery_delay_ms=queue.max_redelivery_delay_in_ms,
             ), durable=not store.claim_may_skip_flush(qos))
             if not rows:
                 if flow_limit:

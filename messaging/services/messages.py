@@ -223,7 +223,7 @@ def message_release(*, claim_id: str, delay_seconds: float) -> bool:
     """Give a held qos-1 message back: available again after `delay_seconds` (a retry
     backoff), its delivery count kept, so maxRedeliveryCount still applies."""
     until = timezone.now() + timedelta(seconds=delay_seconds)
-    return bool(store.give_back(claim_ids=[uuid.UUID(claim_id)], available_at=until))
+    return bool(store.give_back_at(claim_ids=[uuid.UUID(claim_id)], available_at=until))
 
 
 def message_ack(*, instance: ServiceInstance, queue_name: str, message_id: str) -> None:

@@ -29,6 +29,8 @@ class QueueAttributes:
     dead_msg_queue: str | None = None
     clear_dead_msg_queue: bool = False
     max_delivered_unacked_msgs_per_flow: int | None = None
+    redelivery_delay_in_ms: int | None = None
+    max_redelivery_delay_in_ms: int | None = None
 
     def changes(self) -> dict[str, Any]:
         values = {

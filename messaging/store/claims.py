@@ -48,6 +48,7 @@ def claim(
         statement = statements.claim(
             postgres=postgres(), queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=qos, now=now, limit=limit,
             lock_until=lock_until, consumer=consumer, flow_limit=flow_limit,
+            redelivery_delay_ms=queue.redelivery_delay_in_ms, max_redelivery_delay_ms=queue.max_redelivery_delay_in_ms,
         )
         taken = fetch_messages(statement)
         if not taken and flow_limit:
@@ -99,11 +100,22 @@ def settle(*, claim_ids: Sequence[UUID], held_at: datetime | None = None,
                                  queue_name=queue_name))
 
 
-def give_back(*, claim_ids: Sequence[UUID], available_at: datetime) -> int:
-    """Release held messages for a later attempt, their delivery counted."""
+def give_back_at(*, claim_ids: Sequence[UUID], available_at: datetime) -> int:
+    """Release held messages for a later attempt at exactly `available_at` (the caller's own
+    schedule, no redelivery delay), their delivery counted."""
     if not claim_ids:
         return 0
-    return run(statements.give_back_counted(claim_ids=list(claim_ids), available_at=available_at))
+    return run(statements.give_back_at(claim_ids=list(claim_ids), available_at=available_at))
+
+
+def give_back_failed(*, claim_ids: Sequence[UUID], now: datetime) -> int:
+    """Deliveries that failed (AMQP Rejected, Modified(delivery-failed), a WebSocket nack):
+    each message waits out its queue's redelivery delay before it is offered again. Returns
+    how many were still held. An exhausted one reaches the dead message queue at the next
+    claim or sweep after its delay, as one whose lock ran out does."""
+    if not claim_ids:
+        return 0
+    return run(statements.give_back_failed(postgres=postgres(), claim_ids=list(claim_ids), now=now))
 
 
 def give_back_unattempted(*, messages: Sequence[Message], qos: int) -> None:
@@ -120,20 +132,21 @@ def give_back_unattempted(*, messages: Sequence[Message], qos: int) -> None:
     Message.objects.bulk_create(list(messages))
 
 
-def give_back_failed(*, queue: StoredQueue, message: Message, retry_at: datetime, reason: str) -> None:
-    """A qos-1 delivery failed: dead-letter it if that was its last allowed delivery, else
-    make it available again at `retry_at`."""
+def give_back_for_retry(*, queue: StoredQueue, message: Message, retry_at: datetime, reason: str) -> None:
+    """A qos-1 delivery failed and the caller keeps its own retry schedule (the webhook
+    engine's backoff): dead-letter it if that was its last allowed delivery, else make it
+    available again at exactly `retry_at`."""
     if rules.exhausted(message.delivery_count, queue.max_redelivery_count):
         held = Message.objects.filter(claim_id=message.claim_id).first()
         if held is not None:  # still ours: not taken over after an expired lock
             dead_letter(message=held, queue=queue, reason=reason)
         return
-    give_back(claim_ids=[message.claim_id] if message.claim_id else [], available_at=retry_at)
+    give_back_at(claim_ids=[message.claim_id] if message.claim_id else [], available_at=retry_at)
 
 
 def extend(*, claim_ids: Sequence[UUID], until: datetime) -> None:
     if claim_ids:
-        run(statements.extend(claim_ids=list(claim_ids), until=until))
+        run(statements.extend(postgres=postgres(), claim_ids=list(claim_ids), until=until))
 
 
 def hold_exclusive(queue: StoredQueue, consumer: str, now: datetime) -> None:

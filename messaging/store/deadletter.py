@@ -11,7 +11,9 @@ from .queues import StoredQueue
 log = logging.getLogger(__name__)
 
 # A message that changes queue starts over there: not held by anyone, never delivered.
-UNCLAIMED: dict[str, Any] = {"locked_until": None, "claim_id": None, "claimed_by": "", "delivery_count": 0}
+UNCLAIMED: dict[str, Any] = {
+    "locked_until": None, "available_at": None, "claim_id": None, "claimed_by": "", "delivery_count": 0,
+}
 
 
 def dead_letter(*, message: Message, queue: StoredQueue, reason: str, removed: bool = False) -> None:

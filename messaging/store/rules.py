@@ -19,17 +19,18 @@ Fragment = tuple[str, list[Any]]
 
 
 # --- available: what the next claim may take -------------------------------------------------
-# Unlocked, or its lock has run out (an abandoned qos-1 claim needs no cleanup), and on a
+# Never claimed, given back at once, or past `available_at`: the lock end plus the redelivery
+# delay (an abandoned qos-1 claim needs no cleanup, it simply waits out its delay), and on a
 # respectTtl queue not yet expired. Order is always by id: the queue's FIFO index.
 
 
 def free_q(now: datetime, prefix: str = "") -> Q:
-    """Not held by a consumer: never claimed, given back, or its lock ran out."""
-    return Q(**{f"{prefix}locked_until__isnull": True}) | Q(**{f"{prefix}locked_until__lte": now})
+    """Not held by a consumer nor waiting out a redelivery delay."""
+    return Q(**{f"{prefix}available_at__isnull": True}) | Q(**{f"{prefix}available_at__lte": now})
 
 
 def free_sql(now: datetime) -> Fragment:
-    return "(locked_until IS NULL OR locked_until <= %s)", [now]
+    return "(available_at IS NULL OR available_at <= %s)", [now]
 
 
 def available_q(now: datetime, *, respect_ttl: bool) -> Q:
@@ -44,8 +45,8 @@ def available_sql(now: datetime, *, respect_ttl: bool) -> Fragment:
     return sql, params
 
 
-def is_available(locked_until: datetime | None, expires_at: datetime, now: datetime, *, respect_ttl: bool) -> bool:
-    free = locked_until is None or locked_until <= now
+def is_available(available_at: datetime | None, expires_at: datetime, now: datetime, *, respect_ttl: bool) -> bool:
+    free = available_at is None or available_at <= now
     return free and (not respect_ttl or expires_at > now)
 
 
@@ -81,6 +82,39 @@ def exhausted_sql(max_redelivery_count: int) -> Fragment:
     holds for every exhausted message and lets the planner use the partial index
     `message_redelivered`, which holds only redelivered messages."""
     return "delivery_count > 1 AND delivery_count > %s", [max_redelivery_count]
+
+
+# --- the redelivery delay: a failed delivery waits before the message is offered again ----------
+# A consumer that fails fast would otherwise take the same message again at once, thousands
+# of times a minute. Delivery n (delivery_count after it, n >= 1) that failed waits
+# min(base * 2^(n-1), cap) ms; base 0 (or cap 0) disables it. The exponent stops at 30:
+# base >= 1 ms makes 2^30 ms pass any cap (at most MAX_REDELIVERY_DELAY_MS) and
+# base * 2^30 stays within a 64-bit integer.
+_MAX_DOUBLINGS = 30
+
+
+def redelivery_delay_ms(delivery_count: int, base_ms: int, cap_ms: int) -> int:
+    return min(base_ms * 2 ** min(max(delivery_count - 1, 0), _MAX_DOUBLINGS), cap_ms)
+
+
+def redelivery_at_sql(*, postgres: bool, start: Fragment, count: str, base: Fragment, cap: Fragment) -> Fragment:
+    """SQL for `start` + redelivery_delay_ms(`count`, `base`, `cap`): `count` a column
+    expression, the others fragments (a placeholder, a subquery). SQLite keeps datetimes as
+    ISO text: its strftime adds the delay to millisecond precision, which compares correctly
+    with Django's microsecond text; a zero delay keeps `start` exactly as written."""
+    least = "LEAST" if postgres else "MIN"
+    doublings = f"(1 << {least}(({count}) - 1, {_MAX_DOUBLINGS}))"
+    if postgres:
+        delay = f"LEAST(({base[0]})::bigint * {doublings}, ({cap[0]})::bigint)"
+        return (f"({start[0]})::timestamptz + {delay} * interval '1 millisecond'",
+                [*start[1], *base[1], *cap[1]])
+    delay = f"MIN(({base[0]}) * {doublings}, ({cap[0]}))"
+    sql = (
+        f"CASE WHEN {delay} = 0 THEN ({start[0]})"
+        f" ELSE strftime('%%Y-%%m-%%d %%H:%%M:%%f', ({start[0]}), '+' || ({delay} / 1000.0) || ' seconds') END"
+    )
+    delay_params = [*base[1], *cap[1]]
+    return sql, [*delay_params, *start[1], *start[1], *delay_params]
 
 
 # --- the exclusive-consumer hold ---------------------------------------------------------------

@@ -79,19 +79,38 @@ def _claim_text(*, postgres: bool, qos: int, respect_ttl: bool, single: bool, fl
     if qos == 0:
         return f"DELETE FROM {MESSAGE} WHERE {where} RETURNING {returning}"  # noqa: S608
     new_claim = "gen_random_uuid()" if postgres else "lower(hex(randomblob(16)))"
+    # Should the claim lapse (the consumer never settles), that delivery failed: the message
+    # is offered again only after its redelivery delay. Computed here, in the same UPDATE, so
+    # that the available rule stays one column compared with `now` on the FIFO index.
+    lapse, _ = _claim_lapse(postgres, base=("%s", []), cap=("%s", []), count="delivery_count + 1")
     return (
-        f"UPDATE {MESSAGE} SET locked_until = %s, claim_id = {new_claim}, claimed_by = %s,"  # noqa: S608
-        f" delivery_count = delivery_count + 1 WHERE {where} RETURNING {returning}"
+        f"UPDATE {MESSAGE} SET locked_until = %s, available_at = {lapse}, claim_id = {new_claim},"  # noqa: S608
+        f" claimed_by = %s, delivery_count = delivery_count + 1 WHERE {where} RETURNING {returning}"
     )
+
+
+def _claim_lapse(postgres: bool, *, base: rules.Fragment, cap: rules.Fragment, count: str = "delivery_count",
+                 start: Any = None) -> rules.Fragment:
+    """When a claim whose lock ends at `start` (a placeholder) is available again."""
+    return rules.redelivery_at_sql(postgres=postgres, start=("%s", [start]), count=count, base=base, cap=cap)
+
+
+def _queue_column(column: str) -> rules.Fragment:
+    """A column of the message's own queue, for a statement that names messages by claim id
+    only (a batch may span queues). One primary-key lookup per row changed."""
+    return f"SELECT {column} FROM {QUEUE} WHERE {QUEUE}.id = {MESSAGE}.queue_id", []  # noqa: S608
 
 
 def claim(
     *, postgres: bool, queue_id: int, respect_ttl: bool, qos: int, now: datetime, limit: int = 1,
-    lock_until: datetime | None = None, consumer: str = "", flow_limit: int = 0,
+    redelivery_delay_ms: int, max_redelivery_delay_ms: int, lock_until: datetime | None = None,
+    consumer: str = "", flow_limit: int = 0,
 ) -> Statement:
     """Take up to `limit` available messages in queue order, in one statement: qos 1 locks
     them to `consumer` until `lock_until` with a fresh claim id and counts the delivery;
-    qos 0 removes them. With `flow_limit`, none while `consumer` holds that many."""
+    qos 0 removes them. With `flow_limit`, none while `consumer` holds that many. A qos-1
+    claim that lapses makes its message available after the queue's redelivery delay
+    (its attributes given here: the caller holds the queue, the claim reads no queue row)."""
     text = _claim_text(postgres=postgres, qos=qos, respect_ttl=respect_ttl, single=limit == 1, flow=bool(flow_limit))
     _, available = rules.available_sql(now, respect_ttl=respect_ttl)
     params: list[Any] = [*_in_queue(queue_id), *available, limit]
@@ -99,7 +118,9 @@ def claim(
         _, held = rules.held_by_sql(consumer, now)
         params += [queue_id, *held, flow_limit, flow_limit]
     if qos == 1:
-        params = [lock_until, consumer, *params]
+        _, lapse = _claim_lapse(postgres, base=("%s", [redelivery_delay_ms]), cap=("%s", [max_redelivery_delay_ms]),
+                                start=lock_until)
+        params = [lock_until, *lapse, consumer, *params]
     return Statement(text, params)
 
 
@@ -127,25 +148,53 @@ def settle(*, claim_ids: list[UUID], held_at: datetime | None = None,
     return Statement(sql, params)
 
 
-def give_back_counted(*, claim_ids: list[UUID], available_at: datetime) -> Statement:
-    """Back to the queue at `available_at` (a retry backoff), the delivery still counted, so
-    maxRedeliveryCount applies: a release, or a failed delivery."""
-    sql = f"UPDATE {MESSAGE} SET locked_until = %s WHERE claim_id IN ({_marks(len(claim_ids))})"  # noqa: S608
-    return Statement(sql, [available_at, *claim_ids])
+def give_back_at(*, claim_ids: list[UUID], available_at: datetime) -> Statement:
+    """Back to the queue at `available_at`, exactly (a caller's own retry schedule, such as a
+    webhook's backoff: no redelivery delay on top), the delivery still counted, so
+    maxRedeliveryCount applies."""
+    sql = (f"UPDATE {MESSAGE} SET locked_until = %s, available_at = %s"  # noqa: S608
+           f" WHERE claim_id IN ({_marks(len(claim_ids))})")
+    return Statement(sql, [available_at, available_at, *claim_ids])
+
+
+def give_back_failed(*, postgres: bool, claim_ids: list[UUID], now: datetime) -> Statement:
+    """A delivery failed (AMQP Rejected or Modified(delivery-failed), a WebSocket nack): the
+    lock ends `now` and the message waits out its redelivery delay, computed per row from its
+    delivery count and its queue's attributes; the delivery stays counted. Only claims still
+    held: one whose lock already ran out is waiting, or was taken again, already."""
+    lapse, lapse_params = _claim_lapse(
+        postgres, base=_queue_column("redelivery_delay_in_ms"), cap=_queue_column("max_redelivery_delay_in_ms"),
+        start=now,
+    )
+    return Statement(
+        f"UPDATE {MESSAGE} SET locked_until = %s, available_at = {lapse}"  # noqa: S608
+        f" WHERE claim_id IN ({_marks(len(claim_ids))}) AND locked_until > %s",
+        [now, *lapse_params, *claim_ids, now],
+    )
 
 
 def give_back_uncounted(*, claim_ids: list[UUID]) -> Statement:
-    """Back to the queue at once, as if never claimed: a claim that was never attempted."""
+    """Back to the queue at once, as if never claimed: a claim that was never attempted, or
+    AMQP Released."""
     return Statement(
-        f"UPDATE {MESSAGE} SET locked_until = NULL, claim_id = NULL, claimed_by = '',"  # noqa: S608
+        f"UPDATE {MESSAGE} SET locked_until = NULL, available_at = NULL, claim_id = NULL, claimed_by = '',"  # noqa: S608
         f" delivery_count = delivery_count - 1 WHERE claim_id IN ({_marks(len(claim_ids))})",
         list(claim_ids),
     )
 
 
-def extend(*, claim_ids: list[UUID], until: datetime) -> Statement:
-    """Keep claims alive for a consumer that is still working on them."""
-    return give_back_counted(claim_ids=claim_ids, available_at=until)
+def extend(*, postgres: bool, claim_ids: list[UUID], until: datetime) -> Statement:
+    """Keep claims alive for a consumer that is still working on them; should they lapse
+    after all, the redelivery delay follows the new lock end."""
+    lapse, lapse_params = _claim_lapse(
+        postgres, base=_queue_column("redelivery_delay_in_ms"), cap=_queue_column("max_redelivery_delay_in_ms"),
+        start=until,
+    )
+    return Statement(
+        f"UPDATE {MESSAGE} SET locked_until = %s, available_at = {lapse}"  # noqa: S608
+        f" WHERE claim_id IN ({_marks(len(claim_ids))})",
+        [until, *lapse_params, *claim_ids],
+    )
 
 
 # --- cleanup: expired and exhausted messages, a batch at a time -------------------------------

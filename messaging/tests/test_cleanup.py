@@ -62,7 +62,8 @@ def test_the_sweep_drops_exhausted_messages_in_batches_and_keeps_held_and_fresh_
     _fill(queue, 2 * BATCH + 1, expires_in=timedelta(hours=1), delivery_count=3)
     _fill(queue, 5, expires_in=timedelta(hours=1), delivery_count=2)  # one redelivery left
     held = Message.objects.filter(queue=queue, delivery_count=3).order_by("id")[:1].get()
-    Message.objects.filter(pk=held.pk).update(locked_until=timezone.now() + timedelta(minutes=1))
+    until = timezone.now() + timedelta(minutes=1)
+    Message.objects.filter(pk=held.pk).update(locked_until=until, available_at=until)
     assert queues_sweep(batch=BATCH) == 2 * BATCH
     assert set(Message.objects.filter(queue=queue).values_list("delivery_count", flat=True)) == {2, 3}
     assert Message.objects.filter(queue=queue).count() == 6 and Message.objects.filter(pk=held.pk).exists()

@@ -137,7 +137,8 @@ def test_message_of_a_consumer_that_died_returns_after_lock_expiry(loaded):
 
     [abandoned_id] = run_together(1, die_holding_the_message)
     assert client.consume(Q1).status_code == 204, "a held message was handed out twice"
-    Message.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
+    past = timezone.now() - timedelta(seconds=1)  # the lock and the redelivery delay ran out
+    Message.objects.update(locked_until=past, available_at=past)
     again = client.consume(Q1)
     assert again.status_code == 200 and again.content == b"m0"
     assert again["x-delivery-count"] == "2"

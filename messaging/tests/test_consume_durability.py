@@ -73,7 +73,9 @@ def test_an_ack_reads_one_claim_by_its_index_even_on_a_table_never_analyzed():
     _reset_statistics_and_fill(queue, 3000)
     now = timezone.now()
     claim = statements.claim(postgres=True, queue_id=queue.pk, respect_ttl=False, qos=1, now=now,
-                             lock_until=now + timedelta(minutes=1), consumer="c")
+                             lock_until=now + timedelta(minutes=1), consumer="c",
+                             redelivery_delay_ms=queue.redelivery_delay_in_ms,
+                             max_redelivery_delay_ms=queue.max_redelivery_delay_in_ms)
     settle = statements.settle(claim_ids=[uuid.uuid4()], held_at=now, instance_id=instance.pk, queue_name=queue.name)
     with connection.cursor() as cursor:
         cursor.execute(claim.sql, [store.adapt(value) for value in claim.params])

@@ -30,7 +30,8 @@ def test_a_first_delivery_counts_one_with_either_qos(client, qos):
 def test_a_qos0_redelivery_after_an_expired_lock_counts_two(client):
     assert client.publish("queues", Q1, b"m").status_code == 204
     assert client.consume(Q1, qos="1")["x-delivery-count"] == "1"
-    Message.objects.update(locked_until=timezone.now() - timedelta(seconds=1))
+    past = timezone.now() - timedelta(seconds=1)  # the lock and the redelivery delay ran out
+    Message.objects.update(locked_until=past, available_at=past)
     again = client.consume(Q1, qos="0")
     assert again.status_code == 200 and again["x-delivery-count"] == "2"
     assert not Message.objects.exists()  # qos 0 took it for good

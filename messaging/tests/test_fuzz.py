@@ -34,7 +34,8 @@ json_values = st.recursive(
 )
 ATTRIBUTES = [
     "accessType", "maxQueueSizeInBytes", "maxQueueMessageCount", "maxMessageSizeInBytes", "respectTtl",
-    "maxRedeliveryCount", "deadMsgQueue", "maxDeliveredUnackedMsgsPerFlow",
+    "maxRedeliveryCount", "deadMsgQueue", "maxDeliveredUnackedMsgsPerFlow", "redeliveryDelayInMs",
+    "maxRedeliveryDelayInMs",
 ]
 attribute_values = st.one_of(
     json_values, st.integers(min_value=-(2**64), max_value=2**64), st.sampled_from(["EXCLUSIVE", "$namespace/dmq"])

@@ -15,7 +15,7 @@ Q1 = "a/b/c/q1"
 QUEUE_KEYS = {
     "name", "messageCount", "queueSizeInBytes", "unacknowledgedMessageCount", "maxQueueSizeInBytes",
     "maxQueueMessageCount", "maxMessageSizeInBytes", "accessType", "respectTtl", "maxRedeliveryCount",
-    "deadMsgQueue", "maxDeliveredUnackedMsgsPerFlow",
+    "deadMsgQueue", "maxDeliveredUnackedMsgsPerFlow", "redeliveryDelayInMs", "maxRedeliveryDelayInMs",
 }
 STATISTICS_KEYS = {"name", "messageCount", "queueSizeInBytes", "unacknowledgedMessageCount"}
 
@@ -50,6 +50,7 @@ def test_put_creates_queue_with_201_and_contract_shape(mesh):
         "maxQueueSizeInBytes": 0, "maxQueueMessageCount": 0, "maxMessageSizeInBytes": 0,
         "accessType": "NON_EXCLUSIVE", "respectTtl": False, "maxRedeliveryCount": 0,
         "deadMsgQueue": None, "maxDeliveredUnackedMsgsPerFlow": 10000,
+        "redeliveryDelayInMs": 1000, "maxRedeliveryDelayInMs": 300000,
     }
     assert Queue.objects.filter(instance=client.instance, name=Q1).exists()
 
@@ -203,6 +204,12 @@ def test_subscription_delete_with_nul_byte_answers_4xx(mesh):
         {"deadMsgQueue": "not a queue name"},
         {"deadMsgQueue": 5},
         {"deadMsgQueue": Q1},
+        {"redeliveryDelayInMs": -1},
+        {"redeliveryDelayInMs": 86_400_001},
+        {"redeliveryDelayInMs": "1000"},
+        {"redeliveryDelayInMs": 1.5},
+        {"maxRedeliveryDelayInMs": False},
+        {"maxRedeliveryDelayInMs": 2**31},
     ],
     ids=lambda attributes: json.dumps(attributes),
 )

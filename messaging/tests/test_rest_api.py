@@ -39,10 +39,10 @@ def stored(queue: str) -> list[Message]:
 
 
 def expire_locks(queue: str) -> None:
-    """Let every qos-1 lock on `queue` run out, as if MESH_ACK_TIMEOUT had passed."""
-    Message.objects.filter(queue__name=queue, locked_until__isnull=False).update(
-        locked_until=timezone.now() - timedelta(seconds=1)
-    )
+    """Let every qos-1 lock on `queue` run out, and its redelivery delay after it, as if
+    MESH_ACK_TIMEOUT and the delay had passed."""
+    past = timezone.now() - timedelta(seconds=1)
+    Message.objects.filter(queue__name=queue, locked_until__isnull=False).update(locked_until=past, available_at=past)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ predicate (over generated rows covering every edge), and consuming is one statem
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -26,9 +26,10 @@ def now():
 
 @pytest.fixture
 def rows(db, now):
-    """Messages in every state that matters: lock none/past/exactly now/future, expiry
-    past/now/future, delivery counts around the limit, in queues with and without
-    respectTtl and maxRedeliveryCount."""
+    """Messages in every state that matters: lock none/past/exactly now/future, a lock that
+    ended with its redelivery delay still running or ending now, expiry past/now/future,
+    delivery counts around the limit, in queues with and without respectTtl and
+    maxRedeliveryCount."""
     instance = make_instance()
     second = timedelta(seconds=1)
     queues = [
@@ -36,11 +37,14 @@ def rows(db, now):
                              max_redelivery_count=limit)
         for ttl, limit in itertools.product((False, True), (0, 2))
     ]
-    locks = (None, now - second, now, now + second)
+    # (locked_until, available_at): available_at is never before the lock's end.
+    locks = [(lock, lock) for lock in (None, now - second, now, now + second)]
+    locks += [(now - second, now + second), (now - second, now)]
     expiries = (now - second, now, now + second)
-    for queue, lock, expiry, count in itertools.product(queues, locks, expiries, (0, 2, 3)):
+    for queue, (lock, at), expiry, count in itertools.product(queues, locks, expiries, (0, 2, 3)):
         Message.objects.create(queue=queue, payload=b"x", size=1, content_type="text/plain", address="queue:x",
-                               created_at=now, expires_at=expiry, locked_until=lock, delivery_count=count)
+                               created_at=now, expires_at=expiry, locked_until=lock, available_at=at,
+                               delivery_count=count)
     return queues
 
 
@@ -59,7 +63,7 @@ def test_the_available_rule_is_the_same_in_sql_orm_and_python(rows, now, respect
         by_orm = set(messages.filter(rules.available_q(now, respect_ttl=respect_ttl)).values_list("pk", flat=True))
         by_sql = _ids_by_sql(*rules.available_sql(now, respect_ttl=respect_ttl), queue=queue)
         by_python = {m.pk for m in messages
-                     if rules.is_available(m.locked_until, m.expires_at, now, respect_ttl=respect_ttl)}
+                     if rules.is_available(m.available_at, m.expires_at, now, respect_ttl=respect_ttl)}
         assert by_sql == by_orm == by_python
         assert 0 < len(by_orm) < messages.count()  # the generated rows cover both sides
 
@@ -77,13 +81,36 @@ def test_the_expiry_and_exhaustion_rules_match_their_predicates(rows, now):
     exhausted = set(Message.objects.filter(rules.exhausted_q()).values_list("pk", flat=True))
     messages = list(Message.objects.select_related("queue"))
     assert expired == {m.pk for m in messages if m.queue.respect_ttl and m.expires_at <= now
-                       and rules.is_available(m.locked_until, m.expires_at, now, respect_ttl=False)}
+                       and rules.is_available(m.available_at, m.expires_at, now, respect_ttl=False)}
     assert exhausted == {m.pk for m in messages if rules.exhausted(m.delivery_count, m.queue.max_redelivery_count)}
     assert expired and exhausted
     held = set(Message.objects.filter(rules.held_by_q("", now)).values_list("pk", flat=True))
     assert held == _ids_by_sql(*rules.held_by_sql("", now)) == {m.pk for m in messages if m.locked_until
                                                                and m.locked_until > now}
     assert held
+    # A message waiting out its redelivery delay is neither held (not in a consumer's flow
+    # count) nor available, nor expired or exhausted for the sweep.
+    waiting = {m.pk for m in messages if m.locked_until and m.locked_until <= now and m.available_at > now}
+    assert waiting and not waiting & held and not waiting & expired
+    free = set(Message.objects.filter(rules.free_q(now)).values_list("pk", flat=True))
+    assert not waiting & free
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 31, 32, 200])
+def test_the_redelivery_delay_in_sql_is_the_python_rule(db, now, count):
+    """Doubling from the base, capped, 0 disabling it, on the database's own date arithmetic."""
+    postgres = connection.vendor == "postgresql"
+    for base, cap in itertools.product((0, 1, 1000, 86_400_000), (0, 1500, 300_000, 86_400_000)):
+        # `count` is a column expression in the statements; a literal stands in for it here.
+        sql, params = rules.redelivery_at_sql(postgres=postgres, start=("%s", [now]), count=str(count),
+                                              base=("%s", [base]), cap=("%s", [cap]))
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {sql}", [store.adapt(value) for value in params])
+            value = cursor.fetchone()[0]
+        at = value if isinstance(value, datetime) else datetime.fromisoformat(value).replace(tzinfo=UTC)
+        expected = now + timedelta(milliseconds=rules.redelivery_delay_ms(count, base, cap))
+        # SQLite's strftime rounds to the millisecond; PostgreSQL is exact.
+        assert at == expected if postgres else abs(at - expected) <= timedelta(microseconds=500), (count, base, cap)
 
 
 def test_the_exclusive_hold_in_sql_admits_whom_the_predicate_admits(db, now):
@@ -152,11 +179,14 @@ def test_an_exclusive_consume_takes_the_hold_in_one_statement(mesh):
 
 
 def test_the_claim_text_is_built_once_per_shape():
-    first = statements.claim(postgres=True, queue_id=1, respect_ttl=False, qos=1, now=timezone.now())
-    again = statements.claim(postgres=True, queue_id=2, respect_ttl=False, qos=1, now=timezone.now())
+    first = statements.claim(postgres=True, queue_id=1, respect_ttl=False, qos=1, now=timezone.now(),
+                             redelivery_delay_ms=1000, max_redelivery_delay_ms=300_000)
+    again = statements.claim(postgres=True, queue_id=2, respect_ttl=False, qos=1, now=timezone.now(),
+                             redelivery_delay_ms=1000, max_redelivery_delay_ms=300_000)
     assert first.sql is again.sql
     assert "WHERE id = (SELECT id" in first.sql and "FOR UPDATE SKIP LOCKED" in first.sql
-    sqlite = statements.claim(postgres=False, queue_id=1, respect_ttl=True, qos=0, now=timezone.now(), limit=5)
+    sqlite = statements.claim(postgres=False, queue_id=1, respect_ttl=True, qos=0, now=timezone.now(), limit=5,
+                              redelivery_delay_ms=1000, max_redelivery_delay_ms=300_000)
     assert "SKIP LOCKED" not in sqlite.sql and "id IN (SELECT id" in sqlite.sql and "expires_at > %s" in sqlite.sql
 
 

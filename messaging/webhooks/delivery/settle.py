@@ -98,7 +98,7 @@ def _failed(subscription: WebhookSubscription, message: Message, outcome: Outcom
     retry_at = at + timedelta(seconds=backoff_seconds(failures, outcome.retry_after))
     if subscription.qos == 1:
         reason = f"webhook {subscription.name}: {outcome.error}; {outcome.excerpt}".strip("; ")
-        store.give_back_failed(queue=subscription.queue, message=message, retry_at=retry_at, reason=reason)
+        store.give_back_for_retry(queue=subscription.queue, message=message, retry_at=retry_at, reason=reason)
     failing_since = subscription.failing_since or at
     paused = (at - failing_since).total_seconds() >= settings.MESH_WEBHOOK_PAUSE_AFTER
     WebhookSubscription.objects.filter(pk=subscription.pk).update(
