@@ -53,17 +53,17 @@ class Settlements:
     def __bool__(self) -> bool:
         return bool(self.accepted or self.released or self.failed or self.dropped)
 
-    def take(self) -> list[statements.Statement]:
+    def take(self, *, postgres: bool) -> list[statements.Statement]:
         taken = []
         now = timezone.now() if self.failed or self.dropped else None
         if self.accepted:
             taken.append(statements.settle(claim_ids=self.accepted))
         if self.released:
             taken.append(statements.give_back_uncounted(claim_ids=self.released))
-        if self.failed and now is not None:
-            taken.append(statements.give_back_counted(claim_ids=self.failed, available_at=now))
-        if self.dropped and now is not None:
-            taken.append(statements.give_back_counted(claim_ids=self.dropped, available_at=now))
+        if self.failed and now is not None:  # after the queue's redelivery delay
+            taken.append(statements.give_back_failed(postgres=postgres, claim_ids=self.failed, now=now))
+        if self.dropped and now is not None:  # counted, but at once: the link went, not the message
+            taken.append(statements.give_back_at(claim_ids=self.dropped, available_at=now))
         self.accepted, self.released, self.failed, self.dropped = [], [], [], []
         return taken
 
@@ -319,7 +319,7 @@ class AmqpConnection:
         round trip to the store, not one per message."""
         try:
             while self.settlements:
-                await self._settle(self.settlements.take())
+                await self._settle(self.settlements.take(postgres=self.operations.executor.postgres))
         finally:
             self._settling = False
 
@@ -343,8 +343,9 @@ class AmqpConnection:
             now = timezone.now()
             try:
                 if held:
-                    await self.operations.executor.run(statements.extend(
-                        claim_ids=held, until=now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)))
+                    executor = self.operations.executor
+                    until = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
+                    await executor.run(statements.extend(postgres=executor.postgres, claim_ids=held, until=until))
                 for outlet in outlets:
                     if outlet.queue.access_type == "EXCLUSIVE":
                         await outlet.hold(now)
@@ -360,7 +361,7 @@ class AmqpConnection:
         self._housekeeping.cancel()
         if self._tick is not None:
             self._tick.cancel()
-        taken = self.settlements.take()
+        taken = self.settlements.take(postgres=self.operations.executor.postgres)
         try:
             await self._settle(taken)
         except Exception:  # noqa: BLE001 - the claims' locks run out by themselves

@@ -250,6 +250,8 @@ class QueueOutlet:
             rows = await executor.fetch(statements.claim(
                 postgres=executor.postgres, queue_id=self.queue.pk, respect_ttl=self.queue.respect_ttl, qos=self.qos,
                 now=now, limit=wanted, lock_until=lock_until(now) if self.qos else None, consumer=self.consumer,
+                redelivery_delay_ms=self.queue.redelivery_delay_in_ms,
+                max_redelivery_delay_ms=self.queue.max_redelivery_delay_in_ms,
             ), durable=not store.claim_may_skip_flush(self.qos))
             live_rows = []
             for row in sorted(rows, key=lambda row: store.row_value(row, "id")):  # RETURNING has no order
