@@ -51,9 +51,12 @@ def test_poll_statement_names_exactly_the_queues_with_available_messages():
     empty, held, ready, expired_lock = (Queue.objects.create(instance=instance, name=f"a/b/c/{n}")
                                         for n in ("empty", "held", "ready", "lapsed"))
     now = timezone.now()
-    _message(held, locked_until=now + timedelta(minutes=1), claim_id=uuid.uuid4(), claimed_by="c")
+    # As a claim leaves them: held until the lock ends, then (had it lapsed) the redelivery delay.
+    _message(held, locked_until=now + timedelta(minutes=1), available_at=now + timedelta(minutes=2),
+             claim_id=uuid.uuid4(), claimed_by="c")
     _message(ready)
-    _message(expired_lock, locked_until=now - timedelta(seconds=1), claim_id=uuid.uuid4(), claimed_by="c")
+    _message(expired_lock, locked_until=now - timedelta(seconds=2), available_at=now - timedelta(seconds=1),
+             claim_id=uuid.uuid4(), claimed_by="c")
 
     async def poll() -> set[int]:
         store = executor()
