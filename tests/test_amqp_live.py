@@ -450,3 +450,25 @@ def test_connection_quota_and_a_deleted_key_closes_its_sockets(redis_live):
         assert first.remote_condition is not None and first.remote_condition[0] == "amqp:unauthorized-access"
 
     run(scenario)
+
+
+def test_a_consumer_that_never_settles_gets_no_more_than_the_flow_limit(live, token, http):  # noqa: F811
+    put_queue(http, "a/b/c/amqp-flow", maxDeliveredUnackedMsgsPerFlow=3)
+    messages = f"{REST}/queues/{enc('a/b/c/amqp-flow')}/messages"
+    for n in range(5):
+        assert http.post(messages, content=f"f{n}".encode(), headers={"Content-Type": "text/plain",
+                                                                         "x-qos": "1"}).status_code == 204
+
+    async def scenario() -> None:
+        async with await AmqpClient.connect(amqp_url(live), token=token) as c:
+            rcv = await c.receiver("queue:a/b/c/amqp-flow", credit=10)
+            held = [await rcv.receive(timeout=10) for _ in range(3)]
+            with pytest.raises(TimeoutError):  # credit left, but three unsettled
+                await rcv.receive(timeout=1)
+            await held[0].accept()
+            assert (await rcv.receive(timeout=10)).body == b"f3"
+            # Meanwhile the server serves everyone else: a second connection publishes.
+            async with await AmqpClient.connect(amqp_url(live), token=token) as other:
+                assert (await (await other.sender("queue:a/b/c/amqp-flow")).send(b"x")).state == "accepted"
+
+    run(scenario)
