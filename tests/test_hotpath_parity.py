@@ -587,9 +587,10 @@ def flow_limit_reached(pair):
 
 @case
 def ack_after_the_lock_expired(pair):
-    name = pair.queue("lock")
+    # No redelivery delay: the lapse itself is what is compared here (the delay has its own tests).
+    name = pair.queue("lock", {"redeliveryDelayInMs": 0})
     dead = pair.queue("lockdlq")
-    limited = pair.queue("lockred", {"maxRedeliveryCount": 1, "deadMsgQueue": dead})
+    limited = pair.queue("lockred", {"maxRedeliveryCount": 1, "deadMsgQueue": dead, "redeliveryDelayInMs": 0})
     pair.publish(name, b"late")
     pair.publish(limited, b"once")
     ids = message_ids(pair.consume(name))
