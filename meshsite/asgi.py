@@ -1,6 +1,6 @@
 """ASGI entry point: HTTP through the header and body-size guards into the messaging hot path
 (publish, consume, acknowledge) or Django, WebSocket
-through the origin check into the protocol routes (filled by the messaging consumers)."""
+through the origin check into the protocol routes: AMQP 1.0 (and the JSON protocol)."""
 
 import os
 
@@ -10,7 +10,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshsite.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from meshsite import daphnelimits  # noqa: E402
@@ -19,6 +18,7 @@ from meshsite.bodylimit import BodyLimitMiddleware  # noqa: E402
 from meshsite.headerlimit import HeaderLimitMiddleware  # noqa: E402
 from meshsite.platform.ratelimit import TokenFloodGuard  # noqa: E402
 from meshsite.platform.tokenpath import TokenFastPath  # noqa: E402
+from meshsite.wsorigin import OriginGuard  # noqa: E402
 from messaging.hotpath import HotPath  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
@@ -30,7 +30,11 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
     await app(scope, receive, send)
 
 
-websocket_routes: list = []
+from django.urls import path  # noqa: E402
+
+from messaging.amqp.consumer import AmqpConsumer  # noqa: E402
+
+websocket_routes: list = [path("protocols/amqp10ws", AmqpConsumer.as_asgi())]
 
 application = ProtocolTypeRouter(
     {
@@ -39,6 +43,6 @@ application = ProtocolTypeRouter(
                 TokenFloodGuard(TokenFastPath(HotPath(http_app))), limit=settings.MESH_MAX_REQUEST_BODY
             )
         ),
-        "websocket": AllowedHostsOriginValidator(URLRouter(websocket_routes)),
+        "websocket": OriginGuard(URLRouter(websocket_routes)),
     }
 )

@@ -8,7 +8,10 @@ closes the connection, so the client sees no answer at all; past the others it w
 only changes the answer: 431 Request Header Fields Too Large (414 for the request line) in
 the SAP error shape, then closes as Twisted does (the rest of the request is never read).
 It also closes a connection after a response that says `Connection: close`, as uvicorn does
-(Twisted alone would keep it open).
+(Twisted alone would keep it open), and lets a WebSocket upgrade be refused with a status of
+the application's choosing (the ASGI denial response, which uvicorn supports and Daphne
+alone does not: it can only answer 403 to every refusal, a missing token as much as a full
+quota). The denial's body is not sent; the status and its reason phrase are.
 
 install() is called by meshsite.asgi, which Daphne imports before it starts listening; it
 replaces the channel Daphne's HTTPFactory builds. The smaller limits every server gets are
@@ -18,14 +21,20 @@ enforced after parsing, in meshsite/headerlimit.py.
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from meshsite.headerlimit import TOO_LARGE
 
 try:
+    from autobahn.websocket.types import ConnectionDeny
     from daphne.http_protocol import HTTPFactory
+    from daphne.server import Server
+    from daphne.ws_protocol import WebSocketProtocol
     from twisted.web import http
 except ImportError:  # another ASGI server, without Daphne installed
     HTTPFactory = None
+
+DENIAL = "websocket.http.response"
 
 
 def _answer(status: int, reason: str, message: str) -> bytes:
@@ -78,6 +87,42 @@ if HTTPFactory is not None:
         return http._GenericHTTPChannelProtocol(LimitedHTTPChannel())
 
 
+    _daphne_reply = WebSocketProtocol.handle_reply
+    _daphne_create = Server.create_application
+
+    def _handle_reply(self: WebSocketProtocol, message: dict) -> None:
+        kind = message.get("type")
+        if kind == f"{DENIAL}.start" and self.state == self.STATE_CONNECTING:
+            self.meshsite_denial = int(message["status"])
+            return
+        if kind == f"{DENIAL}.body" and hasattr(self, "meshsite_denial"):
+            if not message.get("more_body") and hasattr(self, "handshake_deferred"):
+                status = self.meshsite_denial
+                self.handshake_deferred.errback(ConnectionDeny(code=status, reason=HTTPStatus(status).phrase))
+                del self.handshake_deferred
+                self.server.protocol_disconnected(self)
+            return
+        _daphne_reply(self, message)
+
+    _daphne_close = WebSocketProtocol.serverClose
+
+    def _server_close(self: WebSocketProtocol, code: int | None = None) -> None:
+        # Autobahn lets a server close only with 1000 or 3000-4999, and raises on the standard
+        # 1002 (protocol error), 1003 (unsupported data) or 1009 (too big): those go as 4000
+        # plus the code, the convention for a standard code in the application range.
+        if code is not None and code != 1000 and not 3000 <= code <= 4999:
+            code = 4000 + code % 1000
+        _daphne_close(self, code=code)
+
+    def _create_application(self: Server, protocol: object, scope: dict) -> object:
+        if scope.get("type") == "websocket":
+            scope.setdefault("extensions", {})[DENIAL] = {}
+        return _daphne_create(self, protocol, scope)
+
+
 def install() -> None:
     if HTTPFactory is not None:
         HTTPFactory.protocol = _limited_channel
+        WebSocketProtocol.handle_reply = _handle_reply
+        WebSocketProtocol.serverClose = _server_close
+        Server.create_application = _create_application

@@ -127,6 +127,10 @@ class Message(models.Model):
     qos = models.SmallIntegerField(default=1)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField()
+    # The publisher's own properties (AMQP message id, correlation id, subject, reply-to,
+    # application properties) as a JSON object, "" for none (every REST publish):
+    # messaging.amqp.codec. A database default, so that every writer may leave it out.
+    properties = models.TextField(blank=True, default="", db_default="")
     delivery_count = models.IntegerField(default=0)
     # A claim: set while a qos-1 consumer holds the message (its lock end, what an ack checks).
     locked_until = models.DateTimeField(null=True, blank=True)
@@ -280,3 +284,33 @@ class Topology(models.Model):
 
     def __str__(self) -> str:
         return f"topology v{self.version}"
+
+
+class ServerProcess(models.Model):
+    """A server process holding WebSocket connections, alive while `seen_at` is recent: its
+    connections count towards their instance's quota only while it lives, so a process
+    that dies (killed, its machine gone) frees its quota by itself (messaging.live.sockets)."""
+
+    id = models.CharField(primary_key=True, max_length=32)
+    host = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.host or 'process'} {self.id[:8]}"
+
+
+class Connection(models.Model):
+    """An open WebSocket connection (AMQP or JSON) of a service instance."""
+
+    id = models.UUIDField(primary_key=True)
+    instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="connections")
+    process = models.ForeignKey(ServerProcess, on_delete=models.CASCADE, related_name="connections")
+    protocol = models.CharField(max_length=8)
+    opened_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["instance", "process"], name="connection_instance")]
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.id}"

@@ -8,6 +8,7 @@ from .base import *  # noqa: F403
 from .broker import *  # noqa: F403
 from .cache import *  # noqa: F403
 from .database import *  # noqa: F403
+from .live import *  # noqa: F403
 from .mesh import *  # noqa: F403
 from .oauth import *  # noqa: F403
 from .webhooks import *  # noqa: F403

@@ -17,6 +17,6 @@ what the OpenAPI document is built from.
     app        the ASGI middleware
 """
 
-from .app import HotPath
+from .app import HotPath, bearer_client, endpoints
 
-__all__ = ["HotPath"]
+__all__ = ["HotPath", "bearer_client", "endpoints"]

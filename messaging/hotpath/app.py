@@ -30,22 +30,25 @@ def _unauthorized(message: str) -> Answer:
     return sap_error(401, message, {"WWW-Authenticate": 'Bearer realm="meshsite"'})
 
 
+# Connections and the writer belong to one event loop (a test may run several). The
+# WebSocket consumers use the same ones: one group commit and one pool per process.
+_endpoints: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Endpoints] = weakref.WeakKeyDictionary()
+
+
+def endpoints() -> Endpoints:
+    """This event loop's publish / consume operations, with its pool and group-commit writer."""
+    loop = asyncio.get_running_loop()
+    found = _endpoints.get(loop)
+    if found is None:
+        found = _endpoints[loop] = Endpoints(executor())
+    return found
+
+
 class HotPath:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.enabled = settings.MESH_HOT_PATH
         self.responder = Responder()
-        # Connections and the writer belong to one event loop (a test may run several).
-        self._endpoints: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Endpoints] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def endpoints(self) -> Endpoints:
-        loop = asyncio.get_running_loop()
-        endpoints = self._endpoints.get(loop)
-        if endpoints is None:
-            endpoints = self._endpoints[loop] = Endpoints(executor())
-        return endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = match(scope) if self.enabled and scope["type"] == "http" and scope["method"] == "POST" else None
@@ -69,10 +72,10 @@ class HotPath:
                 return client
             if not client.instance.option_enabled(OPTION):
                 return sap_error(403, f"The '{OPTION}' option is disabled in the instance's service descriptor")
-            endpoints = self.endpoints()
+            operations = endpoints()
             if route.action == "ack":
-                return await endpoints.ack(client, request, route.name, route.message_id)
-            handler = getattr(endpoints, route.action)
+                return await operations.ack(client, request, route.name, route.message_id)
+            handler = getattr(operations, route.action)
             return await handler(client, request, route.name)  # type: ignore[no-any-return]
         except MeshError as error:
             return sap_error(error.status_code, error.message, error.headers)
@@ -85,13 +88,20 @@ class HotPath:
     @staticmethod
     async def authenticate(request: Request) -> Client | Answer:
         """ServiceKeyAuthentication's answers, with the token cache looked up on the loop."""
-        parts = request.headers.get("authorization", "").encode("latin-1").split()
-        if not parts or parts[0].lower() != b"bearer":
-            return _unauthorized("Bearer token required")
-        if len(parts) != 2 or len(parts[1]) > 4096:
-            return _unauthorized("Malformed bearer token")
-        token = parts[1].decode("ascii", errors="replace")
-        client = cached_client(token)
-        if client is None:
-            client = await run_sync(client_for_token, token)
-        return client if client is not None else _unauthorized("Token is invalid or expired")
+        client = await bearer_client(request.headers.get("authorization", ""))
+        return _unauthorized(client) if isinstance(client, str) else client
+
+
+async def bearer_client(authorization: str) -> Client | str:
+    """The client of an `Authorization: Bearer` value, or why not (REST and WebSockets);
+    the token cache is looked up on the loop, the database on a thread."""
+    parts = authorization.encode("latin-1", errors="replace").split()
+    if not parts or parts[0].lower() != b"bearer":
+        return "Bearer token required"
+    if len(parts) != 2 or len(parts[1]) > 4096:
+        return "Malformed bearer token"
+    token = parts[1].decode("ascii", errors="replace")
+    client = cached_client(token)
+    if client is None:
+        client = await run_sync(client_for_token, token)
+    return client if client is not None else "Token is invalid or expired"

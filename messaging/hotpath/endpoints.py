@@ -10,7 +10,9 @@ the queue row), dead-lettering a message whose redeliveries are exhausted.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime
 
 from django.conf import settings
@@ -18,7 +20,8 @@ from django.utils import timezone
 
 from meshsite.errors import Conflict, NotFound
 from meshsite.platform.auth import Client
-from messaging import services, store
+from meshsite.platform.models import ServiceInstance
+from messaging import live, services, store
 from messaging.api import headers
 from messaging.models import AccessType
 from messaging.services.messages import (
@@ -39,6 +42,10 @@ from .http import Answer, Request
 from .writer import GroupWriter
 
 NO_CONTENT = Answer(204)
+
+
+async def _done() -> None:
+    """An already-completed commit: a publish that was written, or dropped, in place."""
 OK = Answer(200)
 
 
@@ -52,50 +59,78 @@ class Endpoints:
     # --- publish -------------------------------------------------------------------------------
 
     async def queue_publish(self, client: Client, request: Request, name: str) -> Answer:
-        outgoing = headers.outgoing(request.header, request.body)
-        accepted = publish_to_queue_accepted(instance=client.instance, queue_name=name, outgoing=outgoing)
-        queue = await self.catalog.queue(client.instance, accepted.name)
+        await self.publish_to_queue(client.instance, name, headers.outgoing(request.header, request.body))
+        return NO_CONTENT
+
+    async def topic_publish(self, client: Client, request: Request, topic: str) -> Answer:
+        await self.publish_to_topic(client.instance, topic, headers.outgoing(request.header, request.body))
+        return NO_CONTENT
+
+    async def publish_to_queue(self, instance: ServiceInstance, name: str, outgoing: services.Outgoing) -> None:
+        """Store a message in a queue; returns once it is committed (any transport)."""
+        await (await self.submit_to_queue(instance, name, outgoing))
+
+    async def publish_to_topic(self, instance: ServiceInstance, topic: str, outgoing: services.Outgoing) -> None:
+        """Fan a message out to the queues subscribed to `topic` and to live topic consumers;
+        returns once it is committed."""
+        await (await self.submit_to_topic(instance, topic, outgoing))
+
+    async def submit_to_queue(self, instance: ServiceInstance, name: str,
+                              outgoing: services.Outgoing) -> Awaitable[None]:
+        """A queue publish's checks (raising their refusals), then its rows handed to the
+        writer; returns what completes once they are committed. Submissions commit in the
+        order they were made, except to queues with capacity limits, which are written here
+        through the service (each waits for its own commit before this returns)."""
+        accepted = publish_to_queue_accepted(instance=instance, queue_name=name, outgoing=outgoing)
+        queue = await self.catalog.queue(instance, accepted.name)
         store.check_message_size([queue], len(outgoing.payload))
         if store.has_capacity_limits(queue):
-            await run_sync(services.message_publish_to_queue, instance=client.instance, queue_name=name,
-                           outgoing=outgoing)
-            return NO_CONTENT
+            await run_sync(services.message_publish_to_queue, instance=instance, queue_name=name, outgoing=outgoing)
+            return _done()
         row = _row(queue, outgoing, f"queue:{accepted.name}", accepted.now, accepted.expires_at)
+        return self._queue_committed(self.writer.submit([row], durable=not store.may_skip_flush(outgoing.qos)), queue)
+
+    async def _queue_committed(self, commit: asyncio.Future[None], queue: CachedQueue) -> None:
         try:
-            await self.writer.write([row], durable=not store.may_skip_flush(outgoing.qos))
+            await asyncio.shield(commit)
         except Exception as error:
             if queue_gone(error):
                 self.catalog.forget()
                 raise NotFound("Queue does not exist") from None
             raise
         await _wake([queue])
-        return NO_CONTENT
 
-    async def topic_publish(self, client: Client, request: Request, topic: str) -> Answer:
-        outgoing = headers.outgoing(request.header, request.body)
-        accepted = publish_to_topic_accepted(instance=client.instance, topic=topic, outgoing=outgoing)
-        for _attempt in range(3):
-            queues = await self.catalog.subscribed(client.instance.subaccount_id, topic)
-            if not queues:
-                return NO_CONTENT  # topics are not persistent: nobody subscribed, nothing kept
-            store.check_message_size(queues, len(outgoing.payload))
-            if any(store.has_capacity_limits(queue) for queue in queues):
-                await run_sync(services.message_publish_to_topic, instance=client.instance, topic=topic,
-                               outgoing=outgoing)
-                return NO_CONTENT
-            rows = [_row(queue, outgoing, f"topic:{topic}", accepted.now, accepted.expires_at) for queue in queues]
-            try:
-                await self.writer.write(rows, durable=not store.may_skip_flush(outgoing.qos))
-            except Exception as error:
-                if not queue_gone(error):
-                    raise
-                self.catalog.forget()  # a subscribed queue was deleted meanwhile: publish to the rest
-                continue
-            await _wake(queues)
-            return NO_CONTENT
-        # Queues deleted under three lookups in a row: let the service settle it in one transaction.
-        await run_sync(services.message_publish_to_topic, instance=client.instance, topic=topic, outgoing=outgoing)
-        return NO_CONTENT
+    async def submit_to_topic(self, instance: ServiceInstance, topic: str,
+                              outgoing: services.Outgoing) -> Awaitable[None]:
+        """`submit_to_queue` for a topic: one row per subscribed queue, in one commit."""
+        accepted = publish_to_topic_accepted(instance=instance, topic=topic, outgoing=outgoing)
+        queues = await self.catalog.subscribed(instance.subaccount_id, topic)
+        if not queues:
+            _live(instance, topic, outgoing, accepted.now)
+            return _done()  # topics are not persistent: no queue subscribed, nothing kept
+        store.check_message_size(queues, len(outgoing.payload))
+        if any(store.has_capacity_limits(queue) for queue in queues):
+            await run_sync(services.message_publish_to_topic, instance=instance, topic=topic, outgoing=outgoing)
+            return _done()
+        rows = [_row(queue, outgoing, f"topic:{topic}", accepted.now, accepted.expires_at) for queue in queues]
+        commit = self.writer.submit(rows, durable=not store.may_skip_flush(outgoing.qos))
+        return self._topic_committed(commit, queues, instance, topic, outgoing, accepted.now)
+
+    async def _topic_committed(self, commit: asyncio.Future[None], queues: tuple[CachedQueue, ...],
+                               instance: ServiceInstance, topic: str, outgoing: services.Outgoing,
+                               now: datetime) -> None:
+        try:
+            await asyncio.shield(commit)
+        except Exception as error:
+            if not queue_gone(error):
+                raise
+            # A subscribed queue was deleted meanwhile: the service publishes to the rest in
+            # one transaction (and tells live consumers itself).
+            self.catalog.forget()
+            await run_sync(services.message_publish_to_topic, instance=instance, topic=topic, outgoing=outgoing)
+            return
+        _live(instance, topic, outgoing, now)
+        await _wake(queues)
 
     # --- consume and acknowledge -------------------------------------------------------------
 
@@ -179,10 +214,18 @@ class Endpoints:
 def _row(queue: CachedQueue, outgoing: services.Outgoing, address: str, now: datetime, expires_at: datetime) -> Row:
     payload = outgoing.payload
     return (queue.pk, uuid.uuid4(), payload, len(payload), outgoing.content_type, address, outgoing.qos, now,
-            expires_at)
+            expires_at, outgoing.properties)
+
+
+def _live(instance: ServiceInstance, topic: str, outgoing: services.Outgoing, now: datetime) -> None:
+    live.topic_published(live.LiveMessage.of(
+        subaccount_id=instance.subaccount_id, topic=topic, payload=outgoing.payload,
+        content_type=outgoing.content_type, properties=outgoing.properties, qos=outgoing.qos, now=now,
+    ))
 
 
 async def _wake(queues: tuple[CachedQueue, ...] | list[CachedQueue]) -> None:
+    live.queues_written(queue.pk for queue in queues)
     pushed = [queue.pk for queue in queues if queue.has_webhooks]
     if not pushed:
         return

@@ -48,12 +48,18 @@ class GroupWriter:
 
     async def write(self, rows: Sequence[Row], *, durable: bool) -> None:
         """Store `rows` (all or none of them); returns once they are committed."""
+        await asyncio.shield(self.submit(rows, durable=durable))
+
+    def submit(self, rows: Sequence[Row], *, durable: bool) -> asyncio.Future[None]:
+        """Queue `rows` for the next commit without waiting: the future is done once they are
+        committed (or failed). Publishes submitted one after another commit in that order, in
+        the same batch or a later one: what a pipelining AMQP publisher relies on."""
         publish = _Publish(rows, durable)
         self._waiting.append(publish)
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="meshsite-group-commit")
-        await asyncio.shield(publish.done)
+        return publish.done
 
     async def _run(self) -> None:
         while True:

@@ -22,7 +22,7 @@ from django.utils import timezone
 from meshsite.errors import Forbidden, Gone, Invalid, NotFound, TooLarge
 from meshsite.platform.models import ServiceInstance
 
-from .. import store
+from .. import live, store
 from ..mediatype import MAX_LENGTH, is_media_type
 from ..models import Message, Queue
 from ..names import InvalidName, validate_queue_name, validate_topic
@@ -46,6 +46,8 @@ class Outgoing:
     content_type: str
     qos: int
     expiration_ms: int | None = None
+    # The publisher's own message properties as stored (Message.properties): AMQP only.
+    properties: str = ""
 
 
 def _validated(outgoing: Outgoing) -> None:
@@ -71,7 +73,7 @@ def _row(queue: Queue, outgoing: Outgoing, address: str, now: datetime, expires_
     return Message(
         queue=queue, payload=outgoing.payload, size=len(outgoing.payload),
         content_type=outgoing.content_type, address=address, qos=outgoing.qos,
-        created_at=now, expires_at=expires_at,
+        created_at=now, expires_at=expires_at, properties=outgoing.properties,
     )
 
 
@@ -126,8 +128,9 @@ def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outg
                 message.save(force_insert=True)
     except IntegrityError:  # the queue was deleted after it was looked up
         raise NotFound("Queue does not exist") from None
+    # Registered after the row is written: outside a transaction this runs at once.
+    transaction.on_commit(lambda: live.queues_written([queue.pk]))
     if queue.has_webhooks:
-        # Registered after the row is written: outside a transaction this runs at once.
         transaction.on_commit(lambda: _wake([queue.pk]))
     return message
 
@@ -157,6 +160,7 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
     with transaction.atomic():
         store.relax_for_publish(outgoing.qos)
         queues = queues_subscribed_to(subaccount_id=instance.subaccount_id, topic=topic)
+        transaction.on_commit(lambda: _live(instance.subaccount_id, topic, outgoing, now, [q.pk for q in queues]))
         if queues:
             store.check_message_size(queues, len(outgoing.payload))
             store.check_capacity(queues, len(outgoing.payload))
@@ -169,6 +173,14 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
             except IntegrityError:  # a subscribed queue was deleted meanwhile: publish to the rest
                 return message_publish_to_topic(instance=instance, topic=topic, outgoing=outgoing)
     return len(queues)
+
+
+def _live(subaccount_id: int, topic: str, outgoing: Outgoing, now: datetime, queue_ids: list[int]) -> None:
+    live.queues_written(queue_ids)
+    live.topic_published(live.LiveMessage.of(
+        subaccount_id=subaccount_id, topic=topic, payload=outgoing.payload, content_type=outgoing.content_type,
+        properties=outgoing.properties, qos=outgoing.qos, now=now,
+    ))
 
 
 def consume_accepted(*, instance: ServiceInstance, queue_name: str, qos: int) -> str:

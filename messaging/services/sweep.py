@@ -20,12 +20,14 @@ from django.utils import timezone
 
 from ..models import Queue
 from ..store import cleanup
+from .connections import connections_forget_dead
 
 Batch = Callable[..., int]
 
 
 def queues_sweep(*, now: datetime | None = None, batch: int | None = None) -> int:
     now = now or timezone.now()
+    connections_forget_dead(now=now)  # the quota of a server process that died
     limit = batch or settings.MESH_SWEEP_BATCH
     deadline = time.monotonic() + settings.MESH_SWEEP_INTERVAL
     moved = 0

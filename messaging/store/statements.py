@@ -251,6 +251,20 @@ def has_available(*, queue_id: int, respect_ttl: bool, now: datetime) -> Stateme
     return Statement(f"SELECT 1 FROM {MESSAGE} WHERE id = ({head})", [*_in_queue(queue_id), *params])  # noqa: S608
 
 
+def queues_with_available(*, queue_ids: list[int], now: datetime) -> Statement:
+    """Which of these queues hold a message the next claim could take (ignoring respectTtl:
+    a hint for waiting consumers, whose claim decides). One index probe per queue, each read
+    like the claim's head in queue order."""
+    available, params = rules.available_sql(now, respect_ttl=False)
+    probe = (f"SELECT %s AS queue WHERE EXISTS (SELECT 1 FROM {MESSAGE} WHERE {_IN_QUEUE} AND {available}"  # noqa: S608
+             f" ORDER BY {_QUEUE_ORDER} LIMIT 1)")
+    parts, values = [], []
+    for queue_id in queue_ids:
+        parts.append(probe)
+        values += [queue_id, *_in_queue(queue_id), *params]
+    return Statement(" UNION ALL ".join(parts), values)
+
+
 def held_count(*, queue_id: int, consumer: str, now: datetime, limit: int) -> Statement:
     """How many messages of the queue `consumer` holds unacknowledged, counting up to `limit`."""
     held, params = rules.held_by_sql(consumer, now)
@@ -270,9 +284,9 @@ def claim_in_queue(*, queue_id: int, claim_id: UUID) -> Statement:
 # What a publish supplies per row, in this order; every other column starts empty: not held,
 # never delivered, not dead.
 NEW_MESSAGE_COLUMNS = ("queue_id", "uuid", "payload", "size", "content_type", "address", "qos", "created_at",
-                       "expires_at")
+                       "expires_at", "properties")
 _FRESH = {"delivery_count": "0", "claimed_by": "''", "death_reason": "''", "dead_from": "''"}
-_TYPES = ("bigint", "uuid", "bytea", "integer", "text", "text", "smallint", "timestamptz", "timestamptz")
+_TYPES = ("bigint", "uuid", "bytea", "integer", "text", "text", "smallint", "timestamptz", "timestamptz", "text")
 
 
 def insert_message(*, binary: bool = False) -> str:

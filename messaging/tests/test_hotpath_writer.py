@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def _row(queue_id: int, body: bytes) -> tuple:
     now = timezone.now()
-    return (queue_id, uuid.uuid4(), body, len(body), "text/plain", "queue:a/b/c/w", 1, now, now + timedelta(days=1))
+    return (queue_id, uuid.uuid4(), body, len(body), "text/plain", "queue:a/b/c/w", 1, now, now + timedelta(days=1), "")
 
 
 def _run(*rows_per_publish: list[tuple], max_rows: int | None = None) -> tuple[GroupWriter, list]:

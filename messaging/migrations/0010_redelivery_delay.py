@@ -14,7 +14,7 @@ def hold_what_is_held(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0007_unique_claim_id'),
+        ('messaging', '0009_websocket_connections'),
         ('platform', '0002_check_constraints_on_quota_and_service'),
     ]
 
