@@ -60,7 +60,7 @@ class QueueForm(forms.ModelForm):
         fields = [
             "instance", "name", "access_type", "max_queue_size_in_bytes", "max_queue_message_count",
             "max_message_size_in_bytes", "respect_ttl", "max_redelivery_count", "dead_msg_queue",
-            "max_delivered_unacked_msgs_per_flow",
+            "max_delivered_unacked_msgs_per_flow", "redelivery_delay_in_ms", "max_redelivery_delay_in_ms",
         ]
         help_texts = {"dead_msg_queue": "A queue of the same instance; $namespace is replaced by its namespace"}
 
@@ -80,6 +80,8 @@ class QueueForm(forms.ModelForm):
             dead_msg_queue=dead or None,
             clear_dead_msg_queue=not dead,
             max_delivered_unacked_msgs_per_flow=data["max_delivered_unacked_msgs_per_flow"],
+            redelivery_delay_in_ms=data["redelivery_delay_in_ms"],
+            max_redelivery_delay_in_ms=data["max_redelivery_delay_in_ms"],
         )
 
 
@@ -190,8 +192,8 @@ class MessageAdmin(ReadOnlyAdmin):
     exclude = ["payload"]
     actions = ["requeue_dead"]
     readonly_fields = ["queue", "uuid", "size", "content_type", "address", "qos", "created_at", "expires_at",
-                       "delivery_count", "locked_until", "claim_id", "claimed_by", "death_reason", "dead_from",
-                       "payload_preview"]
+                       "delivery_count", "locked_until", "available_at", "claim_id", "claimed_by", "death_reason",
+                       "dead_from", "payload_preview"]
 
     @admin.action(description="Re-queue the selected dead messages to the queues they died in")
     def requeue_dead(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:

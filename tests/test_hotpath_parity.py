@@ -587,16 +587,22 @@ def flow_limit_reached(pair):
 
 @case
 def ack_after_the_lock_expired(pair):
-    # No redelivery delay: the lapse itself is what is compared here (the delay has its own tests).
+    # No redelivery delay on these two: the lock alone is waited out. `delayed` keeps a
+    # minute's delay after its lock, which both paths must apply alike.
     name = pair.queue("lock", {"redeliveryDelayInMs": 0})
     dead = pair.queue("lockdlq")
     limited = pair.queue("lockred", {"maxRedeliveryCount": 1, "deadMsgQueue": dead, "redeliveryDelayInMs": 0})
+    delayed = pair.queue("lockdelay", {"redeliveryDelayInMs": 60_000})
     pair.publish(name, b"late")
     pair.publish(limited, b"once")
+    pair.publish(delayed, b"poison")
     ids = message_ids(pair.consume(name))
     pair.consume(limited)
+    delayed_ids = message_ids(pair.consume(delayed))
     time.sleep(ACK_TIMEOUT + 0.5)
     pair.ack(name, ids, expect=410)
+    pair.consume(delayed, expect=204)  # its lock ran out, its delay runs
+    pair.ack(delayed, delayed_ids, expect=410)
     again = pair.consume(name)
     assert again[0].headers["x-delivery-count"] == "2" and again[0].content == b"late"
     pair.ack(name, ids, expect=404)  # the first delivery's id does not settle the second

@@ -24,6 +24,8 @@ LIMITS = {
     "max_message_size_in_bytes": "0",
     "max_redelivery_count": "0",
     "max_delivered_unacked_msgs_per_flow": "10000",
+    "redelivery_delay_in_ms": "1000",
+    "max_redelivery_delay_in_ms": "300000",
 }
 
 
@@ -342,6 +344,8 @@ def _rows(mesh) -> dict[str, Any]:
     ("queue", "max_message_size_in_bytes", -1),
     ("queue", "max_redelivery_count", -1),
     ("queue", "max_delivered_unacked_msgs_per_flow", -1),
+    ("queue", "redelivery_delay_in_ms", -1),
+    ("queue", "max_redelivery_delay_in_ms", 86_400_001),
     ("queue", "access_type", "SHARED"),
     ("message", "size", -1),
     ("message", "delivery_count", -1),

@@ -312,7 +312,8 @@ def test_unacked_message_returns_after_lock_expiry_with_higher_delivery_count(cl
 
 def test_lock_expires_after_ack_timeout(client, settings):
     settings.MESH_ACK_TIMEOUT = 1
-    Queue.objects.filter(name=Q1).update(redelivery_delay_in_ms=0)  # the lapse alone (the delay: its own tests)
+    # The lock alone: the redelivery delay after it has tests of its own (test_redelivery_delay).
+    assert client.put_queue(Q1, {"redeliveryDelayInMs": 0}).status_code == 200
     client.publish("queues", Q1)
     assert client.consume(Q1).status_code == 200
     time.sleep(1.1)
