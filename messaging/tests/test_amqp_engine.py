@@ -62,7 +62,7 @@ def test_a_real_client_opens_a_connection_through_any_slicing() -> None:
     opened = False
     for _round in range(10):  # SASL first: the client's open follows the server's outcome
         pending = client.pending()
-        data = bytes(client.peek(pending)) if pending > 0 else b""
+        data = bytes(client.peek(pending) or b"") if pending > 0 else b""
         if pending > 0:
             client.pop(pending)
         for byte in range(len(data)):  # one byte per WebSocket message
