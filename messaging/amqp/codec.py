@@ -29,12 +29,11 @@ _KEPT = ("message_id", "correlation_id", "subject", "reply_to")
 
 @dataclass(frozen=True)
 class Incoming:
-    """A message a client published: where to (its `to`, for a link with no target), what to
-    store, and its properties as the row keeps them."""
+    """A message a client published: where to (its `to`, for a link with no target) and what
+    to store."""
 
     to: str | None
-    outgoing: Outgoing
-    properties: str
+    outgoing: Outgoing  # with the message's properties as the row keeps them
 
 
 def decode(data: bytes, *, presettled: bool) -> Incoming:
@@ -56,8 +55,8 @@ def decode(data: bytes, *, presettled: bool) -> Incoming:
             # Pre-settled and not durable: the publisher asked for no guarantee (qos 0).
             qos=0 if presettled and not message.durable else 1,
             expiration_ms=max(1, round(ttl * 1000)) if ttl else None,
+            properties=_properties(message),
         ),
-        properties=_properties(message),
     )
 
 

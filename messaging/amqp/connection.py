@@ -27,9 +27,8 @@ from meshsite.platform.auth import Client, client_for_token
 from messaging import live, store
 from messaging.hotpath import endpoints
 from messaging.hotpath.database import run_sync, unavailable
-from messaging.names import InvalidName, validate_pattern
-from messaging.selectors import rules_for
 from messaging.services.messages import consume_accepted
+from messaging.services.queues import topic_subscribe_accepted
 from messaging.store import statements
 
 from . import conditions
@@ -171,10 +170,6 @@ class AmqpConnection:
         self.process()
         self.flush_soon()
 
-    @staticmethod
-    def unavailable(error: BaseException) -> bool:
-        return unavailable(error)
-
     # --- events ---------------------------------------------------------------------------------
 
     def _on(self, event: Event) -> None:
@@ -272,13 +267,7 @@ class AmqpConnection:
         return outlet
 
     def _topic_outlet(self, link: Link, pattern: str) -> TopicOutlet:
-        try:
-            validate_pattern(pattern)
-        except InvalidName as error:
-            raise MeshError(str(error)) from None
-        if not rules_for(self.client.instance).allows("topicRules", "subscribeFilter", pattern):
-            raise ForbiddenPattern(f"The instance's topic rules do not allow subscribing to {pattern!r}")
-        return TopicOutlet(self, link, pattern)
+        return TopicOutlet(self, link, topic_subscribe_accepted(instance=self.client.instance, pattern=pattern))
 
     def refuse(self, link: Link, condition: Condition) -> None:
         """Attach and detach at once with the reason (AMQP's way to refuse a link)."""
@@ -368,7 +357,3 @@ class AmqpConnection:
             log.warning("amqp %s: giving back held messages failed; their locks will expire", self.id,
                         exc_info=True)
 
-
-class ForbiddenPattern(MeshError):
-    status_code = 403
-    code = "forbidden"

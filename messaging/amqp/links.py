@@ -24,10 +24,10 @@ from django.conf import settings
 from django.utils import timezone
 from proton import Condition, Delivery, Disposition, Link
 
-from meshsite.errors import Conflict, MeshError
+from meshsite.errors import MeshError, NotFound
 from messaging import store
 from messaging.hotpath.catalog import CachedQueue
-from messaging.hotpath.database import run_sync
+from messaging.hotpath.database import run_sync, unavailable
 from messaging.live import LiveMessage
 from messaging.store import statements
 
@@ -126,9 +126,6 @@ class Inlet:
         incoming = codec.decode(data, presettled=delivery.settled)
         kind, name = address(self.target or incoming.to or "")
         outgoing = incoming.outgoing
-        if incoming.properties:
-            outgoing = type(outgoing)(payload=outgoing.payload, content_type=outgoing.content_type, qos=outgoing.qos,
-                                      expiration_ms=outgoing.expiration_ms, properties=incoming.properties)
         operations = self.connection.operations
         instance = self.connection.client.instance
         if kind == "queue":
@@ -142,7 +139,7 @@ class Inlet:
             self._settle(delivery, Disposition.REJECTED, conditions.for_error(error))
             return
         except Exception as error:
-            if self.connection.unavailable(error):
+            if unavailable(error):
                 # The store is down: nothing was stored, and the publisher may send it again.
                 self._settle(delivery, Disposition.RELEASED, None)
                 return
@@ -268,11 +265,7 @@ class QueueOutlet:
 
     async def hold(self, now: datetime) -> None:
         """Take or renew the EXCLUSIVE queue's lease for this link (Conflict if another has it)."""
-        executor = self.connection.operations.executor
-        until = store.exclusive_until(now)
-        if not await executor.run(statements.hold_exclusive(queue_id=self.queue.pk, consumer=self.consumer, now=now,
-                                                            until=until), durable=None):
-            raise Conflict(f"Queue {self.queue.name} is EXCLUSIVE and another consumer is active")
+        await self.connection.operations.hold_exclusive(self.queue, self.consumer, now)
 
     def _send(self, row: tuple[object, ...]) -> None:
         value = store.row_value
@@ -408,13 +401,8 @@ def address(raw: str) -> tuple[str, str]:
     """`queue:<name>` or `topic:<name>` -> (kind, name); anything else is refused."""
     kind, _, name = raw.partition(":")
     if kind not in ("queue", "topic") or not name:
-        raise AddressRefused(f"Address {raw!r} is not queue:<name> or topic:<name>")
+        raise NotFound(f"Address {raw!r} is not queue:<name> or topic:<name>")
     return kind, name
-
-
-class AddressRefused(MeshError):
-    status_code = 404
-    code = "not_found"
 
 
 def max_message_size() -> int:

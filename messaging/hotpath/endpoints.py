@@ -142,7 +142,7 @@ class Endpoints:
         while True:
             now = timezone.now()
             if queue.access_type == AccessType.EXCLUSIVE:
-                await self._hold(queue, consumer, now)
+                await self.hold_exclusive(queue, consumer, now)
             flow_limit = await self._flow_limit(queue, consumer, qos, now)
             rows = await self.executor.fetch(statements.claim(
                 postgres=self.executor.postgres, queue_id=queue.pk, respect_ttl=queue.respect_ttl, qos=qos, now=now,
@@ -171,7 +171,8 @@ class Endpoints:
             (b"x-delivery-count", str(delivery_count).encode()),
         ])
 
-    async def _hold(self, queue: CachedQueue, consumer: str, now: datetime) -> None:
+    async def hold_exclusive(self, queue: CachedQueue, consumer: str, now: datetime) -> None:
+        """Take or renew an EXCLUSIVE queue's lease for `consumer` (REST or an AMQP link)."""
         until = store.exclusive_until(now)
         # A lease that runs out by itself: losing it in a crash changes nothing, so it takes
         # whatever mode the connection is in (no switch between it and the claim).

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from asgiref.sync import async_to_sync
 
@@ -53,12 +54,7 @@ def queues_written(queue_ids: Iterable[int]) -> None:
     ids = list(dict.fromkeys(queue_ids))
     if not ids:
         return
-    current = _running_loop()
-    for loop, found in list(_hubs.items()):
-        if loop is current:
-            found.wake_local(ids)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(found.wake_local, ids)
+    current = _to_every_hub(current_loop=_running_loop(), call=lambda found: found.wake_local, argument=ids)
     if not remote.enabled():
         return
     if current is not None:
@@ -69,18 +65,25 @@ def queues_written(queue_ids: Iterable[int]) -> None:
 
 def topic_published(message: LiveMessage) -> None:
     """A message was published to a topic: deliver it to live topic consumers everywhere."""
-    current = _running_loop()
-    for loop, found in list(_hubs.items()):
-        if loop is current:
-            found.deliver_local(message)
-        elif not loop.is_closed():
-            loop.call_soon_threadsafe(found.deliver_local, message)
+    current = _to_every_hub(current_loop=_running_loop(), call=lambda found: found.deliver_local, argument=message)
     if not remote.enabled():
         return
     if current is not None:
         current.create_task(_sender_for(current).send_topic(message))
     else:
         _blocking(remote.topic_message(message), [remote.topics_group(message.subaccount_id)])
+
+
+def _to_every_hub(*, current_loop: asyncio.AbstractEventLoop | None, call: Callable[[Hub], Callable[[Any], None]],
+                  argument: Any) -> asyncio.AbstractEventLoop | None:
+    """Hand `argument` to every hub of this process: at once on the caller's own loop, through
+    call_soon_threadsafe on the others. Returns the caller's loop."""
+    for loop, found in list(_hubs.items()):
+        if loop is current_loop:
+            call(found)(argument)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(call(found), argument)
+    return current_loop
 
 
 def _blocking(message: dict[str, object], groups: list[str]) -> None:

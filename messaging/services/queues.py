@@ -98,7 +98,9 @@ def queue_delete(*, instance: ServiceInstance, name: str) -> None:
         raise NotFound("Queue does not exist")
 
 
-def _pattern(instance: ServiceInstance, pattern: str) -> str:
+def topic_subscribe_accepted(*, instance: ServiceInstance, pattern: str) -> str:
+    """A topic pattern the instance may subscribe to (a queue subscription or a live topic
+    consumer), or Invalid / Forbidden."""
     try:
         validate_pattern(pattern)
     except InvalidName as error:
@@ -113,7 +115,7 @@ def subscription_put(*, instance: ServiceInstance, queue_name: str, pattern: str
     queue = Queue.objects.filter(instance=instance, name=_name(queue_name)).first()
     if queue is None:
         raise NotFound("Queue does not exist")
-    pattern = _pattern(instance, pattern)
+    pattern = topic_subscribe_accepted(instance=instance, pattern=pattern)
     existing = queue.subscriptions.filter(pattern=pattern).first()
     if existing is not None:
         return existing, False
