@@ -11,25 +11,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
-from uuid import UUID
+from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 from django.utils import timezone
 from proton import Condition, Endpoint, Event, Link, Session
 
 from meshsite.errors import MeshError
-from meshsite.platform.auth import Client, client_for_token
-from messaging import live, store
-from messaging.hotpath import endpoints
-from messaging.hotpath.database import run_sync, unavailable
+from meshsite.platform.models import ServiceInstance
+from messaging.hotpath.database import unavailable
+from messaging.live.feed import QueueFeed
+from messaging.live.session import LiveSession, StillValid
 from messaging.services.messages import consume_accepted
 from messaging.services.queues import topic_subscribe_accepted
-from messaging.store import statements
 
 from . import conditions
 from .engine import Engine
@@ -40,57 +34,22 @@ log = logging.getLogger(__name__)
 REMOTE_CLOSED = Endpoint.REMOTE_CLOSED
 
 
-@dataclass
-class Settlements:
-    """Outcomes gathered while events are processed, written as one statement per kind."""
+class AmqpConnection(LiveSession):
+    label = "amqp"
 
-    accepted: list[UUID] = field(default_factory=list)
-    released: list[UUID] = field(default_factory=list)
-    failed: list[UUID] = field(default_factory=list)
-    dropped: list[UUID] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return bool(self.accepted or self.released or self.failed or self.dropped)
-
-    def take(self, *, postgres: bool) -> list[statements.Statement]:
-        taken = []
-        now = timezone.now() if self.failed or self.dropped else None
-        if self.accepted:
-            taken.append(statements.settle(claim_ids=self.accepted))
-        if self.released:
-            taken.append(statements.give_back_uncounted(claim_ids=self.released))
-        if self.failed and now is not None:  # after the queue's redelivery delay
-            taken.append(statements.give_back_failed(postgres=postgres, claim_ids=self.failed, now=now))
-        if self.dropped and now is not None:  # counted, but at once: the link went, not the message
-            taken.append(statements.give_back_at(claim_ids=self.dropped, available_at=now))
-        self.accepted, self.released, self.failed, self.dropped = [], [], [], []
-        return taken
-
-
-class AmqpConnection:
-    def __init__(self, *, client: Client, token: str, send: Callable[[bytes], Awaitable[None]],
+    def __init__(self, *, instance: ServiceInstance, still_valid: StillValid, send: Callable[[bytes], Awaitable[None]],
                  close: Callable[[int], Awaitable[None]]) -> None:
-        self.client = client
-        self.token = token
+        super().__init__(instance=instance, still_valid=still_valid)
         self._send = send
         self._close = close
-        self.id = uuid.uuid4().hex[:12]
-        self.operations = endpoints()
-        self.hub = live.hub()
         self.engine = Engine(max_frame_size=settings.MESH_AMQP_MAX_FRAME_SIZE,
                              idle_timeout=float(settings.MESH_AMQP_IDLE_TIMEOUT), container=f"meshsite-{self.id}")
         self.handlers: dict[Link, Handler] = {}
         self.sessions = 0
-        self.settlements = Settlements()
-        self.tasks: set[asyncio.Task[Any]] = set()
-        self.loop = asyncio.get_running_loop()
         self._flushing = asyncio.Lock()
         self._flush_pending = False
-        self._settling = False
         self._tick: asyncio.TimerHandle | None = None
         self._tick_at = 0.0
-        self.finished = False
-        self._housekeeping = self.loop.create_task(self._housekeep(), name=f"meshsite-amqp-{self.id}")
 
     # --- bytes in and out ---------------------------------------------------------------------
 
@@ -104,9 +63,7 @@ class AmqpConnection:
     def process(self) -> None:
         for event in self.engine.events():
             self._on(event)
-        if self.settlements and not self._settling:
-            self._settling = True
-            self.spawn(self._settle_all(), quiet=True)
+        self.settle_soon()
 
     async def flush(self) -> None:
         """Send what the engine has written, in order; close the socket once the engine is
@@ -141,32 +98,28 @@ class AmqpConnection:
         self._tick = None
         self.spawn(self.flush(), quiet=True)  # flush ticks the engine after taking its output
 
-    @staticmethod
-    def _engine_touched(task: asyncio.Task[Any]) -> bool:
-        # Tasks that only wrote to the store (settlements) leave the engine as it was.
-        return getattr(task, "meshsite_quiet", False) is False
+    # --- what LiveSession asks of a protocol -------------------------------------------------
 
-    def spawn(self, coroutine: Coroutine[Any, Any, Any], *, quiet: bool = False) -> None:
-        task = self.loop.create_task(coroutine)
-        if quiet:
-            task.meshsite_quiet = True  # type: ignore[attr-defined]
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
+    def feeds(self) -> list[QueueFeed]:
+        return [handler for handler in self.handlers.values() if isinstance(handler, QueueOutlet)]
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self.tasks.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is None and not self._engine_touched(task):
-            return
-        if error is not None and not self.finished:
-            if unavailable(error):
-                log.warning("amqp %s: the store is unavailable; closing the connection", self.id)
-                self.close(Condition("amqp:internal-error", "The message store is unavailable; retry shortly"))
-            else:
-                log.error("amqp %s: a task failed", self.id, exc_info=error)
-                self.close(Condition(conditions.INTERNAL, "Internal error"))
+    def drop_all(self) -> None:
+        self._drop_links()
+        if self._tick is not None:
+            self._tick.cancel()
+
+    def revoke(self, reason: str) -> None:
+        self.close(Condition(conditions.UNAUTHORIZED, reason))
+
+    def task_failed(self, error: BaseException) -> None:
+        if unavailable(error):
+            log.warning("amqp %s: the store is unavailable; closing the connection", self.id)
+            self.close(Condition("amqp:internal-error", "The message store is unavailable; retry shortly"))
+        else:
+            log.error("amqp %s: a task failed", self.id, exc_info=error)
+            self.close(Condition(conditions.INTERNAL, "Internal error"))
+
+    def task_done(self) -> None:
         self.process()
         self.flush_soon()
 
@@ -253,7 +206,7 @@ class AmqpConnection:
         handler.flow()
 
     async def _queue_outlet(self, link: Link, name: str) -> QueueOutlet:
-        instance = self.client.instance
+        instance = self.instance
         qos = 0 if link.snd_settle_mode == Link.SND_SETTLED else 1
         queue_name = consume_accepted(instance=instance, queue_name=name, qos=qos)
         queue = await self.operations.catalog.queue(instance, queue_name)
@@ -267,7 +220,7 @@ class AmqpConnection:
         return outlet
 
     def _topic_outlet(self, link: Link, pattern: str) -> TopicOutlet:
-        return TopicOutlet(self, link, topic_subscribe_accepted(instance=self.client.instance, pattern=pattern))
+        return TopicOutlet(self, link, topic_subscribe_accepted(instance=self.instance, pattern=pattern))
 
     def refuse(self, link: Link, condition: Condition) -> None:
         """Attach and detach at once with the reason (AMQP's way to refuse a link)."""
@@ -299,61 +252,3 @@ class AmqpConnection:
         self.engine.connection.close()
         self.process()
         self.flush_soon()
-
-    # --- the store --------------------------------------------------------------------------
-
-    async def _settle_all(self) -> None:
-        """Write outcomes while there are any: those that arrive while a statement runs go
-        in the next one, so a client settling message by message costs a statement per
-        round trip to the store, not one per message."""
-        try:
-            while self.settlements:
-                await self._settle(self.settlements.take(postgres=self.operations.executor.postgres))
-        finally:
-            self._settling = False
-
-    async def _settle(self, taken: list[statements.Statement]) -> None:
-        executor = self.operations.executor
-        for statement in taken:
-            await executor.run(statement, durable=not store.settle_may_skip_flush())
-
-    async def _housekeep(self) -> None:
-        """Renew what this connection holds and check that its token still stands."""
-        interval = min(settings.MESH_WS_HOUSEKEEPING_SECONDS, settings.MESH_ACK_TIMEOUT / 3)
-        while not self.finished:
-            await asyncio.sleep(interval)
-            if self.finished:
-                return
-            if await run_sync(client_for_token, self.token) is None:
-                self.close(Condition(conditions.UNAUTHORIZED, "The token expired or its service key was deleted"))
-                return
-            outlets = [h for h in self.handlers.values() if isinstance(h, QueueOutlet)]
-            held = [claim for outlet in outlets for claim in outlet.held()]
-            now = timezone.now()
-            try:
-                if held:
-                    executor = self.operations.executor
-                    until = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
-                    await executor.run(statements.extend(postgres=executor.postgres, claim_ids=held, until=until))
-                for outlet in outlets:
-                    if outlet.queue.access_type == "EXCLUSIVE":
-                        await outlet.hold(now)
-            except Exception:  # noqa: BLE001 - the store is down: try again next round
-                log.warning("amqp %s: renewing claims failed", self.id, exc_info=True)
-
-    async def finish(self) -> None:
-        """The socket is gone: what the links held returns to the queue."""
-        if self.finished:
-            return
-        self.finished = True
-        self._drop_links()
-        self._housekeeping.cancel()
-        if self._tick is not None:
-            self._tick.cancel()
-        taken = self.settlements.take(postgres=self.operations.executor.postgres)
-        try:
-            await self._settle(taken)
-        except Exception:  # noqa: BLE001 - the claims' locks run out by themselves
-            log.warning("amqp %s: giving back held messages failed; their locks will expire", self.id,
-                        exc_info=True)
-

@@ -17,7 +17,7 @@ from channels.consumer import AsyncConsumer
 from channels.exceptions import StopConsumer
 from django.conf import settings
 
-from messaging.hotpath import bearer_client
+from messaging.hotpath import bearer_client, token_still_valid
 from messaging.hotpath.database import run_sync
 from messaging.live.presence import keep_alive
 from messaging.services.connections import connection_close, connection_open
@@ -65,7 +65,8 @@ class AmqpConsumer(AsyncConsumer):
         await keep_alive()
         await self.send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
         token = headers["authorization"].split()[1]
-        self.amqp = AmqpConnection(client=client, token=token, send=self._send_bytes, close=self._close)
+        self.amqp = AmqpConnection(instance=client.instance, still_valid=token_still_valid(token),
+                                   send=self._send_bytes, close=self._close)
 
     async def deny(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         if "websocket.http.response" in self.scope.get("extensions", {}):

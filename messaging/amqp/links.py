@@ -16,20 +16,17 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
-from uuid import UUID
 
 from django.conf import settings
-from django.utils import timezone
 from proton import Condition, Delivery, Disposition, Link
 
 from meshsite.errors import MeshError, NotFound
 from messaging import store
 from messaging.hotpath.catalog import CachedQueue
-from messaging.hotpath.database import run_sync, unavailable
+from messaging.hotpath.database import unavailable
 from messaging.live import LiveMessage
-from messaging.store import statements
+from messaging.live.feed import Outcome, PublishPipe, QueueFeed, Row
 
 from . import codec, conditions
 
@@ -64,11 +61,7 @@ class Inlet:
         self.target = target
         self.credit = settings.MESH_AMQP_LINK_CREDIT
         self.max_size = max_message_size()
-        self.waiting: deque[tuple[Delivery, bytes]] = deque()
-        self.draining = False
-        # Submitted publishes awaiting their commit, in link order (commits finish in order).
-        self.committing: deque[tuple[Delivery, Awaitable[None]]] = deque()
-        self.settling = False
+        self.publishes = PublishPipe(connection)
         self.closed = False
         link.flow(self.credit)
 
@@ -90,63 +83,29 @@ class Inlet:
         self.link.advance()
         if self.link.credit < self.credit // 2:
             self.link.flow(self.credit - self.link.credit)
-        self.waiting.append((delivery, data))
-        if not self.draining:
-            self.draining = True
-            self.connection.spawn(self._drain())
-
-    async def _drain(self) -> None:
-        """Messages in link order through the checks and into the writer; each is settled
-        by its own task once its commit returns, so the next one need not wait for it."""
-        try:
-            while self.waiting:
-                delivery, data = self.waiting.popleft()
-                try:
-                    commit = await self._submit(delivery, data)
-                except MeshError as error:
-                    self._settle(delivery, Disposition.REJECTED, conditions.for_error(error))
-                    continue
-                self.committing.append((delivery, commit))
-                if not self.settling:
-                    self.settling = True
-                    self.connection.spawn(self._settle_committed())
-        finally:
-            self.draining = False
-
-    async def _settle_committed(self) -> None:
-        """One task per link settles its publishes as their commits return, in order."""
-        try:
-            while self.committing:
-                delivery, commit = self.committing.popleft()
-                await self._committed(delivery, commit)
-        finally:
-            self.settling = False
+        self.publishes.put(lambda: self._submit(delivery, data), lambda error: self._answer(delivery, error))
 
     async def _submit(self, delivery: Delivery, data: bytes) -> Awaitable[None]:
         incoming = codec.decode(data, presettled=delivery.settled)
         kind, name = address(self.target or incoming.to or "")
         outgoing = incoming.outgoing
         operations = self.connection.operations
-        instance = self.connection.client.instance
+        instance = self.connection.instance
         if kind == "queue":
             return await operations.submit_to_queue(instance, name, outgoing)
         return await operations.submit_to_topic(instance, name, outgoing)
 
-    async def _committed(self, delivery: Delivery, commit: Awaitable[None]) -> None:
-        try:
-            await commit
-        except MeshError as error:
+    def _answer(self, delivery: Delivery, error: BaseException | None) -> None:
+        if error is None:
+            self._settle(delivery, Disposition.ACCEPTED, None)
+        elif isinstance(error, MeshError):
             self._settle(delivery, Disposition.REJECTED, conditions.for_error(error))
-            return
-        except Exception as error:
-            if unavailable(error):
-                # The store is down: nothing was stored, and the publisher may send it again.
-                self._settle(delivery, Disposition.RELEASED, None)
-                return
-            log.exception("amqp: a publish failed")
+        elif unavailable(error):
+            # The store is down: nothing was stored, and the publisher may send it again.
+            self._settle(delivery, Disposition.RELEASED, None)
+        else:
+            log.error("amqp: a publish failed", exc_info=error)
             self._settle(delivery, Disposition.REJECTED, Condition(conditions.INTERNAL, "Internal error"))
-            return
-        self._settle(delivery, Disposition.ACCEPTED, None)
 
     def _settle(self, delivery: Delivery, outcome: int, condition: Condition | None) -> None:
         if self.closed:
@@ -165,126 +124,37 @@ class Inlet:
 # --- the client consumes a queue -----------------------------------------------------------
 
 
-class QueueOutlet:
-    """A client's receiver link on a queue. Unsettled links claim like a qos-1 consumer
-    (locked to this link until settled; the lock renewed while the link lives); links whose
+class QueueOutlet(QueueFeed):
+    """A client's receiver link on a queue: unsettled links consume like qos 1, links whose
     sender settles (pre-settled) like qos 0."""
 
     def __init__(self, connection: AmqpConnection, link: Link, queue: CachedQueue, consumer: str) -> None:
-        self.connection = connection
         self.link = link
-        self.queue = queue
-        self.consumer = consumer
         self.presettled = link.snd_settle_mode == Link.SND_SETTLED
-        self.qos = 0 if self.presettled else 1
-        self.flow_limit = store.flow_limit(queue, self.qos)  # maxDeliveredUnackedMsgsPerFlow
-        self.unsettled: dict[str, UUID] = {}
-        self.tags = _tags()
-        self.pumping = False
-        self.again = False
-        self.closed = False
-        connection.hub.watch_queue(queue.pk, self)
-
-    # --- credit and wake-ups ----------------------------------------------------------------
-
-    def wake(self) -> None:
-        self.kick()
+        super().__init__(connection, queue, consumer=consumer, qos=0 if self.presettled else 1)
 
     def flow(self) -> None:
         self.kick()
 
-    def _wanted(self) -> int:
-        wanted = min(self.link.credit, settings.MESH_AMQP_CLAIM_BATCH)
-        if self.flow_limit:
-            wanted = min(wanted, self.flow_limit - len(self.unsettled))
-        return max(0, wanted)
+    def credit(self) -> int:
+        return self.link.credit
 
-    def kick(self) -> None:
-        if self.closed:
-            return
-        if self.pumping:
-            self.again = True  # the running pump looks once more before it rests
-            return
-        if self._wanted() == 0:
-            self._drained()
-            return
-        self.pumping = True
-        self.connection.spawn(self._pump())
-
-    async def _pump(self) -> None:
-        try:
-            while not self.closed:
-                self.again = False
-                wanted = self._wanted()
-                if wanted == 0:
-                    break
-                rows = await self._claim(wanted)
-                if self.closed:
-                    await self._give_back([store.row_value(row, "claim_id") for row in rows])
-                    return
-                for row in rows:
-                    self._send(row)
-                self.connection.flush_soon()
-                if len(rows) < wanted and not self.again:
-                    self._drained()
-                    break
-        finally:
-            self.pumping = False
-
-    def _drained(self) -> None:
+    def drained(self) -> None:
         if self.link.drain_mode and self.link.credit > 0:
             self.link.drained()
-            self.connection.flush_soon()
+            self.session.flush_soon()
 
-    async def _claim(self, wanted: int) -> list[tuple[object, ...]]:
-        """Up to `wanted` messages claimed for this link; exhausted ones go to the dead
-        message queue (as every consumer's claim does) and the claim looks again."""
-        executor = self.connection.operations.executor
-        while True:
-            now = timezone.now()
-            if self.queue.access_type == "EXCLUSIVE":
-                await self.hold(now)
-            rows = await executor.fetch(statements.claim(
-                postgres=executor.postgres, queue_id=self.queue.pk, respect_ttl=self.queue.respect_ttl, qos=self.qos,
-                now=now, limit=wanted, lock_until=lock_until(now) if self.qos else None, consumer=self.consumer,
-                redelivery_delay_ms=self.queue.redelivery_delay_in_ms,
-                max_redelivery_delay_ms=self.queue.max_redelivery_delay_in_ms,
-            ), durable=not store.claim_may_skip_flush(self.qos))
-            live_rows = []
-            for row in sorted(rows, key=lambda row: store.row_value(row, "id")):  # RETURNING has no order
-                count = store.row_value(row, "delivery_count") + (1 if self.qos == 0 else 0)
-                if store.redeliveries_exhausted(count, self.queue):
-                    message = store.message_from_row(row)
-                    message.delivery_count = count
-                    await run_sync(store.dead_letter_exhausted, message=message, queue=self.queue,
-                                   removed=self.qos == 0)
-                else:
-                    live_rows.append(row)
-            if live_rows or len(rows) < wanted:
-                return live_rows
-
-    async def hold(self, now: datetime) -> None:
-        """Take or renew the EXCLUSIVE queue's lease for this link (Conflict if another has it)."""
-        await self.connection.operations.hold_exclusive(self.queue, self.consumer, now)
-
-    def _send(self, row: tuple[object, ...]) -> None:
+    def emit(self, row: Row, tag: str, delivery_count: int) -> None:
         value = store.row_value
-        count = value(row, "delivery_count") + (1 if self.qos == 0 else 0)
-        claim_id = value(row, "claim_id")
-        tag = str(next(self.tags))
         delivery = self.link.delivery(tag)
         self.link.send(codec.encode(
             payload=bytes(value(row, "payload")), content_type=value(row, "content_type"), to=value(row, "address"),
-            message_id=str(value(row, "uuid")), created_at=value(row, "created_at"), delivery_count=count,
+            message_id=str(value(row, "uuid")), created_at=value(row, "created_at"), delivery_count=delivery_count,
             durable=value(row, "qos") == 1, properties=value(row, "properties"),
         ))
         if self.presettled:
             delivery.settle()
-        else:
-            self.unsettled[tag] = claim_id
         self.link.advance()
-
-    # --- settlement --------------------------------------------------------------------------
 
     def delivery(self, delivery: Delivery) -> None:
         """The client's outcome for a delivery: Accepted acknowledges; Released gives it back
@@ -292,48 +162,15 @@ class QueueOutlet:
         Modified without it is a release. Settled with no outcome: a release (never lost)."""
         if not (delivery.settled or delivery.remote_state):
             return
-        claim_id = self.unsettled.pop(str(delivery.tag), None)
         delivery.settle()
-        if claim_id is None:
-            return
-        # Only a link held back by maxDeliveredUnackedMsgsPerFlow needs a settlement to go on;
-        # otherwise credit decides, and a claim per settlement would be a statement per message.
-        at_limit = bool(self.flow_limit) and len(self.unsettled) + 1 >= self.flow_limit
         state = delivery.remote_state
-        settlements = self.connection.settlements
         if state == Disposition.ACCEPTED:
-            settlements.accepted.append(claim_id)
+            outcome = Outcome.ACCEPTED
         elif state == Disposition.REJECTED or (state == Disposition.MODIFIED and delivery.remote.failed):
-            settlements.failed.append(claim_id)
+            outcome = Outcome.FAILED
         else:
-            settlements.released.append(claim_id)
-            at_limit = True  # it is available again: someone (maybe this link) may take it
-        if at_limit:
-            self.kick()
-
-    def detached(self) -> None:
-        """The link or its connection went: what it holds returns to the queue at once, its
-        delivery counted (it reached the client, which may have failed on it)."""
-        if self.closed:
-            return
-        self.closed = True
-        self.connection.hub.unwatch_queue(self.queue.pk, self)
-        self.connection.settlements.dropped.extend(self.unsettled.values())
-        self.unsettled.clear()
-
-    def held(self) -> list[UUID]:
-        return list(self.unsettled.values())
-
-    async def _give_back(self, claim_ids: list[object]) -> None:
-        ids = [UUID(str(claim_id)) for claim_id in claim_ids if claim_id]
-        if ids:
-            await self.connection.operations.executor.run(statements.give_back_uncounted(claim_ids=ids))
-
-
-def lock_until(now: datetime) -> datetime:
-    """A link's claims are held for MESH_ACK_TIMEOUT and renewed by the connection's
-    housekeeping while the link lives: if the server dies, they come back by themselves."""
-    return now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
+            outcome = Outcome.RELEASED
+        self.settle(str(delivery.tag), outcome)
 
 
 # --- the client listens to a topic -----------------------------------------------------------
@@ -353,7 +190,7 @@ class TopicOutlet:
         self.tags = _tags()
         self.dropped = 0
         self.closed = False
-        connection.hub.listen(connection.client.instance.subaccount_id, self)
+        connection.hub.listen(connection.instance.subaccount_id, self)
 
     def deliver(self, message: LiveMessage) -> None:
         if self.closed:
@@ -394,7 +231,7 @@ class TopicOutlet:
     def detached(self) -> None:
         if not self.closed:
             self.closed = True
-            self.connection.hub.unlisten(self.connection.client.instance.subaccount_id, self)
+            self.connection.hub.unlisten(self.connection.instance.subaccount_id, self)
 
 
 def address(raw: str) -> tuple[str, str]:

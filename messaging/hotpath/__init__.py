@@ -17,6 +17,6 @@ what the OpenAPI document is built from.
     app        the ASGI middleware
 """
 
-from .app import HotPath, bearer_client, endpoints
+from .app import HotPath, bearer_client, endpoints, token_client, token_still_valid
 
-__all__ = ["HotPath", "bearer_client", "endpoints"]
+__all__ = ["HotPath", "bearer_client", "endpoints", "token_client", "token_still_valid"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -100,8 +101,20 @@ async def bearer_client(authorization: str) -> Client | str:
         return "Bearer token required"
     if len(parts) != 2 or len(parts[1]) > 4096:
         return "Malformed bearer token"
-    token = parts[1].decode("ascii", errors="replace")
+    client = await token_client(parts[1].decode("ascii", errors="replace"))
+    return client if client is not None else "Token is invalid or expired"
+
+
+async def token_client(token: str) -> Client | None:
+    """The client of a raw bearer token, None if it does not stand."""
     client = cached_client(token)
     if client is None:
         client = await run_sync(client_for_token, token)
-    return client if client is not None else "Token is invalid or expired"
+    return client
+
+
+def token_still_valid(token: str) -> Callable[[], Awaitable[bool]]:
+    """A WebSocket's recheck of the token it was opened with (expiry, a deleted key)."""
+    async def check() -> bool:
+        return await token_client(token) is not None
+    return check
