@@ -33,8 +33,12 @@ async def http_app(scope, receive, send):  # type: ignore[no-untyped-def]
 from django.urls import path  # noqa: E402
 
 from messaging.amqp.consumer import AmqpConsumer  # noqa: E402
+from messaging.jsonws.consumer import JsonConsumer  # noqa: E402
 
-websocket_routes: list = [path("protocols/amqp10ws", AmqpConsumer.as_asgi())]
+websocket_routes: list = [
+    path("protocols/amqp10ws", AmqpConsumer.as_asgi()),
+    path("ws/v1/", JsonConsumer.as_asgi()),
+]
 
 application = ProtocolTypeRouter(
     {

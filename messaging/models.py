@@ -9,7 +9,9 @@ separate table, so an abandoned claim needs no cleanup to become available again
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
+from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -314,3 +316,20 @@ class Connection(models.Model):
 
     def __str__(self) -> str:
         return f"{self.protocol} {self.id}"
+
+
+class WsTicket(models.Model):
+    """A single-use, short-lived pass onto the JSON WebSocket for a logged-in cockpit user
+    (a browser cannot set an Authorization header on a WebSocket). Only the SHA-256 of the
+    ticket is kept, as for tokens."""
+
+    checksum = models.CharField(max_length=64, unique=True)
+    instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="ws_tickets")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ws_tickets")
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"ticket for {self.user_id} on {self.instance_id}"
+
+    def is_expired(self, now: datetime) -> bool:
+        return self.expires_at <= now

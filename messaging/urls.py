@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from .api import management, rest, webhooks
+from .api import management, rest, tickets, webhooks
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
@@ -22,6 +22,7 @@ urlpatterns = [
     path(f"{REST}queues/<segment:queue>/messages/consumption", rest.ConsumeView.as_view()),
     path(f"{REST}queues/<segment:queue>/messages/<segment:message_id>/acknowledgement", rest.AcknowledgeView.as_view()),
     path(f"{REST}topics/<segment:topic>/messages", rest.TopicPublishView.as_view()),
+    path("api/v1/ws-tickets", tickets.WsTicketView.as_view(), name="ws-tickets"),
     path(f"{REST}subscriptions", webhooks.SubscriptionListView.as_view()),
     path(f"{REST}subscriptions/<segment:name>", webhooks.SubscriptionView.as_view()),
     path(f"{REST}subscriptions/<segment:name>/handshake", webhooks.HandshakeView.as_view()),

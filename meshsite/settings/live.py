@@ -31,3 +31,17 @@ MESH_LIVE_INTEREST_MS = env_int("MESH_LIVE_INTEREST_MS", 1000, minimum=10)
 # Live topic messages held for a topic consumer without credit; older ones are dropped.
 MESH_LIVE_TOPIC_BUFFER = env_int("MESH_LIVE_TOPIC_BUFFER", 100, minimum=0)
 MESH_WS_ALLOWED_ORIGINS = env_str("MESH_WS_ALLOWED_ORIGINS", "")
+
+# The JSON protocol (/ws/v1/).
+# Seconds a WebSocket ticket (POST /api/v1/ws-tickets) may wait before it is used; it is
+# good for one connection.
+MESH_WS_TICKET_SECONDS = env_int("MESH_WS_TICKET_SECONDS", 30, minimum=1)
+# Subscriptions (queues and topics) one JSON connection may hold at once.
+MESH_WS_MAX_SUBSCRIPTIONS = env_int("MESH_WS_MAX_SUBSCRIPTIONS", 100, minimum=1)
+# The most credit a JSON queue subscription may hold (messages sent but not yet asked for).
+MESH_WS_MAX_CREDIT = env_int("MESH_WS_MAX_CREDIT", 1000, minimum=1)
+# Publishes of one JSON connection checked or waiting for their commit; beyond, refused (429).
+MESH_WS_MAX_PENDING_PUBLISHES = env_int("MESH_WS_MAX_PENDING_PUBLISHES", 1000, minimum=1)
+# Frames waiting to be written to a slow JSON client beyond which its live topic messages
+# are dropped (queue messages are never dropped: credit bounds them).
+MESH_WS_MAX_BACKLOG = env_int("MESH_WS_MAX_BACKLOG", 1000, minimum=1)
