@@ -46,7 +46,7 @@ class JsonClient:
                                   subprotocols=[Subprotocol(p) for p in offered] or None,
                                   origin=Origin(origin) if origin else None, open_timeout=10)
         except InvalidStatus as refused:
-            raise Refused(refused.response.status_code, refused.response.body or b"") from None
+            raise Refused(refused.response.status_code, bytes(refused.response.body or b"")) from None
         client = cls(ws)
         client.welcome = await client.expect("welcome")
         return client
@@ -75,13 +75,15 @@ class JsonClient:
                     return frame
                 self.held.append(frame)
 
-    async def publish(self, *, wait: bool = True, **frame: Any) -> dict[str, Any] | None:
-        """Publish and (with wait) return the answer: `published`, or an `error`."""
+    async def publish(self, **frame: Any) -> dict[str, Any]:
+        """Publish and return the answer: `published`, or an `error`."""
+        return await self.answer(await self.publish_nowait(**frame))
+
+    async def publish_nowait(self, **frame: Any) -> str:
+        """Publish without waiting; returns the ref its answer will carry."""
         ref = str(next(self.refs))
         await self.send(op="publish", ref=ref, **frame)
-        if not wait:
-            return None
-        return await self.answer(ref)
+        return ref
 
     async def answer(self, ref: str, timeout: float = 10) -> dict[str, Any]:
         async with asyncio.timeout(timeout):

@@ -9,6 +9,7 @@ import base64
 import json
 import re
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -71,7 +72,7 @@ def test_json_publish_reaches_rest_and_amqp_shapes_with_bytes_type_and_propertie
             raw = base64.b64encode(b"\x01\x02").decode()
             answer = await c.publish(topic="a/b/c/json/t", body=raw, encoding="base64", contentType="image/png",
                                      properties={"k": "v", "n": 2}, correlationId="c-1")
-            assert answer is not None and answer["op"] == "published"
+            assert answer["op"] == "published"
             # and back over JSON: the properties the publisher set
             assert (await c.subscribe("back", queue="a/b/c/json-in", credit=0))["op"] == "subscribed"
 
@@ -214,7 +215,8 @@ def test_the_three_ways_in_and_the_refusals(live, token):  # noqa: F811
     async def scenario() -> None:
         async with await JsonClient.connect(ws_url(live), token=token, token_in_subprotocol=True) as c:
             assert c.ws.subprotocol == "meshsite.v1"
-        refusals = [({}, 401), ({"token": "wrong"}, 401), ({"token": "wrong", "token_in_subprotocol": True}, 401),
+        refusals: list[tuple[dict[str, Any], int]] = [
+                    ({}, 401), ({"token": "wrong"}, 401), ({"token": "wrong", "token_in_subprotocol": True}, 401),
                     ({"token": token, "subprotocols": ("mqtt",)}, 400),
                     ({"token": token, "origin": "https://evil.example"}, 403)]
         for kwargs, status in refusals:
