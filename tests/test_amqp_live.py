@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from meshsite.amqpclient import AmqpClient, ConnectionClosed, LinkDetached, LinkRefused, UpgradeRefused
+from meshsite.wsclient import JsonClient
 from tests.test_live_server import (  # noqa: F401  (fixtures)
     MANAGEMENT,
     MAX_MESSAGE_SIZE,
@@ -27,8 +28,8 @@ from tests.test_live_server import (  # noqa: F401  (fixtures)
 )
 
 
-def run(test: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(test(), 60))
+def run(test: Callable[[], Awaitable[None]], timeout: float = 60) -> None:
+    asyncio.run(asyncio.wait_for(test(), timeout))
 
 
 def amqp_url(live) -> str:  # noqa: F811
@@ -389,10 +390,11 @@ def test_another_instance_cannot_reach_this_instances_queue_and_the_messaging_sw
 
 @pytest.fixture(scope="module")
 def redis_live(tmp_path_factory):
-    """A server on PostgreSQL and Redis with a quota of 2 connections and fast housekeeping."""
+    """A server on PostgreSQL and Redis with a quota of 2 connections, fast housekeeping and
+    tokens good for the shortest lifetime allowed (a minute)."""
     if not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL")):
         pytest.skip("needs DATABASE_URL and REDIS_URL (CI sets both)")
-    env = {"REDIS_URL": os.environ["REDIS_URL"], "MESH_MAX_CONNECTIONS_PER_INSTANCE": "2",
+    env = {"REDIS_URL": os.environ["REDIS_URL"], "MESH_MAX_CONNECTIONS_PER_INSTANCE": "2", "MESH_TOKEN_LIFETIME": "60",
            "MESH_WS_HOUSEKEEPING_SECONDS": "1", "MESH_TOKEN_CACHE_SECONDS": "1", "MESH_LIVE_POLL_MS": "60000"}
     with live_server(tmp_path_factory.mktemp("amqp-redis"), env) as server:
         yield server
@@ -409,23 +411,31 @@ def test_a_message_published_through_one_process_reaches_a_consumer_on_another(r
     headers = {"Authorization": f"Bearer {bearer}"}
     with httpx.Client(base_url=redis_live.base, headers=headers, timeout=10) as http:  # noqa: F811
         put_queue(http, "a/b/c/across")
+        put_queue(http, "a/b/c/across-json")
         with another_process(redis_live) as other_base:
             async def scenario() -> None:
                 url = other_base.replace("http://", "ws://") + "/protocols/amqp10ws"
-                async with await AmqpClient.connect(url, token=bearer) as c:
+                json_url = other_base.replace("http://", "ws://") + "/ws/v1/"
+                async with await AmqpClient.connect(url, token=bearer) as c, \
+                        await JsonClient.connect(json_url, token=bearer) as j:
                     rcv = await c.receiver("queue:a/b/c/across", credit=5)
                     live_rcv = await c.receiver("topic:a/b/c/news/*", credit=5)
+                    await j.subscribe("q", queue="a/b/c/across-json", credit=5)
+                    await j.subscribe("t", topic="a/b/c/news/+")
                     await asyncio.sleep(2)  # past MESH_LIVE_INTEREST_MS: the publisher knows of us
                     began = time.monotonic()
                     for path, body in ((f"{REST}/queues/{enc('a/b/c/across')}/messages", b"q"),
+                                       (f"{REST}/queues/{enc('a/b/c/across-json')}/messages", b"j"),
                                        (f"{REST}/topics/{enc('a/b/c/news/today')}/messages", b"t")):
                         answer = await asyncio.to_thread(http.post, path, content=body,
                                                          headers={"Content-Type": "text/plain", "x-qos": "1"})
                         assert answer.status_code == 204
                     assert (await rcv.receive(timeout=10)).body == b"q"
+                    assert (await j.expect("message", sub="q"))["body"] == "j"
                     # The poll runs once a minute here: only the wake-up through Redis is this fast.
                     assert time.monotonic() - began < 30
                     assert (await live_rcv.receive(timeout=10)).body == b"t"
+                    assert (await j.expect("message", sub="t"))["body"] == "t"
 
             run(scenario)
 
@@ -450,6 +460,50 @@ def test_connection_quota_and_a_deleted_key_closes_its_sockets(redis_live):
         assert first.remote_condition is not None and first.remote_condition[0] == "amqp:unauthorized-access"
 
     run(scenario)
+
+
+def test_deleting_a_key_closes_its_json_sockets_and_their_messages_return(redis_live):
+    key = json.loads(manage(redis_live.env, "create_service_key", "live", "doomed-json"))
+    bearer = _token_of(key)
+    headers = {"Authorization": f"Bearer {bearer}"}
+    with httpx.Client(base_url=redis_live.base, headers=headers, timeout=10) as http:  # noqa: F811
+        put_queue(http, "a/b/c/json-doomed")
+        assert http.post(f"{REST}/queues/{enc('a/b/c/json-doomed')}/messages", content=b"held",
+                         headers={"Content-Type": "text/plain", "x-qos": "1"}).status_code == 204
+
+    async def scenario() -> None:
+        url = redis_live.base.replace("http://", "ws://") + "/ws/v1/"
+        async with await JsonClient.connect(url, token=bearer) as j:
+            await j.subscribe("s", queue="a/b/c/json-doomed", credit=1)
+            assert (await j.expect("message", sub="s"))["body"] == "held"  # and never acknowledged
+            await asyncio.to_thread(manage, redis_live.env, "delete_service_key", "live", "doomed-json")
+            error = await j.expect("error", timeout=20)
+            assert error["status"] == 401
+            await asyncio.wait_for(j.ws.wait_closed(), 10)
+            assert j.ws.close_code == 1008
+
+    run(scenario)
+    bearer = _token_of(redis_live.key)
+    with httpx.Client(base_url=redis_live.base, headers={"Authorization": f"Bearer {bearer}"}, timeout=10) as http:
+        assert rest_consume(http, "a/b/c/json-doomed").content == b"held"  # back in the queue
+
+
+def test_an_expired_token_closes_amqp_and_json_sockets_within_housekeeping(redis_live):
+    """Tokens here live 60 s (the minimum): both sockets close soon after, not never."""
+    bearer = _token_of(redis_live.key)
+
+    async def scenario() -> None:
+        base = redis_live.base.replace("http://", "ws://")
+        amqp = await AmqpClient.connect(base + "/protocols/amqp10ws", token=bearer)
+        async with await JsonClient.connect(base + "/ws/v1/", token=bearer) as j:
+            error = await j.expect("error", timeout=90)  # a bound for the test, not a measurement
+            assert (error["status"], error["code"]) == (401, "unauthorized")
+            await asyncio.wait_for(j.ws.wait_closed(), 10)
+            await asyncio.wait_for(amqp.ws.wait_closed(), 10)
+        assert j.ws.close_code == 1008
+        assert amqp.remote_condition is not None and amqp.remote_condition[0] == "amqp:unauthorized-access"
+
+    run(scenario, timeout=120)
 
 
 def test_a_consumer_that_never_settles_gets_no_more_than_the_flow_limit(live, token, http):  # noqa: F811
