@@ -198,6 +198,8 @@ def test_bad_frames_get_clear_errors_and_the_connection_serves_on(live, token, h
                 assert error["status"] == status, (text[:80], error)
             await c.subscribe("dup", queue="a/b/c/json-bad", credit=0)
             assert (await c.subscribe("dup", queue="a/b/c/json-bad"))["status"] == 409
+            at_limit = base64.b64encode(b"\xfe" * MAX_MESSAGE_SIZE).decode()
+            assert (await c.publish(queue="a/b/c/json-bad", body=at_limit, encoding="base64"))["op"] == "published"
             assert (await c.publish(queue="a/b/c/json-bad", body="still serving"))["op"] == "published"
             await c.ws.send(b"\x00binary")  # the protocol is text
             await asyncio.wait_for(c.ws.wait_closed(), 10)
@@ -208,6 +210,7 @@ def test_bad_frames_get_clear_errors_and_the_connection_serves_on(live, token, h
             assert d.ws.close_code == (1009 if live.server == "uvicorn" else 4009)
 
     run(scenario)
+    assert rest_consume(http, "a/b/c/json-bad").content == b"\xfe" * MAX_MESSAGE_SIZE
     assert rest_consume(http, "a/b/c/json-bad").content == b"still serving"  # nothing else was stored
 
 

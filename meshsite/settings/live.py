@@ -2,6 +2,7 @@
 wakes their consumers (docs/configuration.md, "WebSockets")."""
 
 from .env import env_int, env_str
+from .mesh import MESH_MAX_MESSAGE_SIZE
 
 # AMQP 1.0 over WebSocket (/protocols/amqp10ws).
 MESH_AMQP_MAX_FRAME_SIZE = env_int("MESH_AMQP_MAX_FRAME_SIZE", 64 * 1024, minimum=512)
@@ -33,6 +34,10 @@ MESH_LIVE_TOPIC_BUFFER = env_int("MESH_LIVE_TOPIC_BUFFER", 100, minimum=0)
 MESH_WS_ALLOWED_ORIGINS = env_str("MESH_WS_ALLOWED_ORIGINS", "")
 
 # The JSON protocol (/ws/v1/).
+# The largest text frame a JSON client may send: room for a body at MESH_MAX_MESSAGE_SIZE in
+# base64 and the frame around it. uvicorn is started with a WebSocket message limit of at
+# least this (meshrun); a larger frame closes the socket with 1009.
+MESH_WS_MAX_FRAME = env_int("MESH_WS_MAX_FRAME", MESH_MAX_MESSAGE_SIZE * 4 // 3 + 64 * 1024, minimum=1024)
 # Seconds a WebSocket ticket (POST /api/v1/ws-tickets) may wait before it is used; it is
 # good for one connection.
 MESH_WS_TICKET_SECONDS = env_int("MESH_WS_TICKET_SECONDS", 30, minimum=1)

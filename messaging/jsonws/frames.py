@@ -87,8 +87,8 @@ class Refused(Exception):
 
 
 def max_frame() -> int:
-    """The largest text frame: a body at the message size limit in base64, and room around it."""
-    return settings.MESH_MAX_MESSAGE_SIZE * 4 // 3 + 64 * 1024
+    """The largest text frame (MESH_WS_MAX_FRAME)."""
+    return int(settings.MESH_WS_MAX_FRAME)
 
 
 def parse(text: str) -> Request:

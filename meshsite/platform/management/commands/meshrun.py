@@ -126,12 +126,13 @@ def web_server_command(server: str, host: str, port: int) -> list[str]:
     --no-proxy-headers: uvicorn trusts X-Forwarded-* from 127.0.0.1 by default, which would
     make a plain-HTTP request "secure" behind MESH_TRUST_X_FORWARDED_PROTO's back.
     --ws-max-size: one limit for a WebSocket message and an HTTP body (uvicorn: 16 MiB by
-    default, Daphne: 1 MiB fixed).
+    default, Daphne: 1 MiB fixed): the larger of the request body limit and the JSON
+    protocol's frame limit (a body at the message size limit, in base64).
     """
     if server == "daphne":
         return [_bin("daphne"), "-b", host, "-p", str(port), "meshsite.asgi:application"]
     return [_bin("uvicorn"), "--host", host, "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-            "--ws", "websockets", "--ws-max-size", str(settings.MESH_MAX_REQUEST_BODY), "--no-proxy-headers",
+            "--ws", "websockets", "--ws-max-size", str(max(settings.MESH_MAX_REQUEST_BODY, settings.MESH_WS_MAX_FRAME)), "--no-proxy-headers",
             "meshsite.asgi:application"]
 
 
