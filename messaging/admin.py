@@ -28,7 +28,7 @@ from meshsite.errors import Conflict
 from meshsite.platform.admin import ReadOnlyAdmin, ServiceWritesAdmin, adopt
 from meshsite.platform.models import Service, ServiceInstance
 
-from .models import DeliveryAttempt, Message, Queue, Subscription, WebhookSubscription
+from .models import Connection, DeliveryAttempt, Message, Queue, Subscription, WebhookSubscription, WsTicket
 from .names import InvalidName, validate_pattern, validate_queue_name
 from .services import (
     QueueAttributes,
@@ -293,3 +293,24 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
     list_select_related = ["subscription"]
     readonly_fields = ["subscription", "message_uuid", "attempted_at", "succeeded", "status_code", "latency_ms",
                        "error", "response_excerpt"]
+
+
+@admin.register(Connection)
+class ConnectionAdmin(ReadOnlyAdmin):
+    """Open WebSocket connections (AMQP and JSON), kept by the server processes that hold them."""
+
+    list_display = ["opened_at", "instance", "protocol", "process"]
+    list_filter = ["protocol"]
+    search_fields = ["instance__name"]
+    list_select_related = ["instance", "process"]
+    readonly_fields = ["id", "instance", "process", "protocol", "opened_at"]
+
+
+@admin.register(WsTicket)
+class WsTicketAdmin(ReadOnlyAdmin):
+    """Unused JSON WebSocket tickets; only their checksums are stored, and those not shown."""
+
+    list_display = ["expires_at", "user", "instance"]
+    list_select_related = ["user", "instance"]
+    readonly_fields = ["user", "instance", "expires_at"]
+    exclude = ["checksum"]

@@ -3,7 +3,7 @@ user's browser (session and CSRF, as every cockpit write); meshsite's own error 
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -14,13 +14,21 @@ from meshsite.errors import Invalid
 from ..services.tickets import ws_ticket_issue
 
 
+_ERROR = inline_serializer("MeshError", {
+    "detail": serializers.CharField(), "code": serializers.CharField(),
+    "extra": serializers.JSONField(required=False, allow_null=True)})
+
+
 class WsTicketView(APIView):
     @extend_schema(
         tags=["WebSocket"], operation_id="ws_ticket_create", summary="Issue a ticket for the JSON WebSocket",
         request=inline_serializer("WsTicketRequest", {"instance": serializers.UUIDField()}),
         responses={201: inline_serializer("WsTicket", {
             "ticket": serializers.CharField(), "expiresAt": serializers.DateTimeField(),
-            "url": serializers.CharField()})},
+            "url": serializers.CharField()}),
+            400: OpenApiResponse(_ERROR, description="No instance id in the body"),
+            403: OpenApiResponse(_ERROR, description="No session, no CSRF token, or not a staff user"),
+            404: OpenApiResponse(_ERROR, description="No Event Mesh instance with this id")},
     )
     def post(self, request: Request) -> Response:
         instance_id = request.data.get("instance") if isinstance(request.data, dict) else None

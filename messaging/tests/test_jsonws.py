@@ -185,3 +185,16 @@ def test_a_ticket_opens_once_only_for_staff_and_only_while_fresh(mesh, settings)
     with pytest.raises(MeshError) as refused:
         ws_ticket_issue(user=staff, instance_id="00000000-0000-0000-0000-000000000000")
     assert refused.value.status_code == 404
+
+
+def test_the_admin_lists_tickets_without_their_checksums(mesh, admin_client):
+    instance = mesh("ticket-admin", "t/a/d").instance
+    staff = _user("lister", is_staff=True)
+    ws_ticket_issue(user=staff, instance_id=str(instance.pk))
+    stored = WsTicket.objects.get()
+    page = admin_client.get("/admin/messaging/wsticket/")
+    assert page.status_code == 200 and "lister" in page.content.decode()
+    detail = admin_client.get(f"/admin/messaging/wsticket/{stored.pk}/change/").content.decode()
+    assert stored.checksum not in detail
+    assert admin_client.get("/admin/messaging/wsticket/add/").status_code == 403
+    assert admin_client.get("/admin/messaging/connection/").status_code == 200
