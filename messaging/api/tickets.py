@@ -13,7 +13,6 @@ from meshsite.errors import Invalid
 
 from ..services.tickets import ws_ticket_issue
 
-
 _ERROR = inline_serializer("MeshError", {
     "detail": serializers.CharField(), "code": serializers.CharField(),
     "extra": serializers.JSONField(required=False, allow_null=True)})

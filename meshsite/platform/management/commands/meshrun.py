@@ -131,8 +131,9 @@ def web_server_command(server: str, host: str, port: int) -> list[str]:
     """
     if server == "daphne":
         return [_bin("daphne"), "-b", host, "-p", str(port), "meshsite.asgi:application"]
+    ws_max_size = max(settings.MESH_MAX_REQUEST_BODY, settings.MESH_WS_MAX_FRAME)
     return [_bin("uvicorn"), "--host", host, "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-            "--ws", "websockets", "--ws-max-size", str(max(settings.MESH_MAX_REQUEST_BODY, settings.MESH_WS_MAX_FRAME)), "--no-proxy-headers",
+            "--ws", "websockets", "--ws-max-size", str(ws_max_size), "--no-proxy-headers",
             "meshsite.asgi:application"]
 
 
