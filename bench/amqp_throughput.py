@@ -1,4 +1,4 @@
-"""AMQP 1.0 over WebSocket: the issue's goals on one server process, beside the raw
+"""AMQP 1.0 and JSON over WebSocket: the issue's goals on one server process, beside the raw
 PostgreSQL batched-insert rate of the same run.
 
   raw batched insert  INSERT of 100 rows per statement (autocommit, synchronous_commit on),
@@ -8,7 +8,10 @@ PostgreSQL batched-insert rate of the same run.
   amqp consume        a receiver link with credit --window on the queue the publish filled,
                       every message settled Accepted
   latency             REST publish (one keep-alive client, open loop at --rate msgs/s) to a
-                      queue that an AMQP receiver consumes; publish-to-arrival p50 / p99
+                      queue that an AMQP receiver (then a JSON subscription) consumes;
+                      publish-to-arrival p50 / p99
+  json publish        one JSON connection, --window publishes unanswered, base64 bodies
+  json consume        a JSON subscription with credit --window, acks in batches of a tenth
   idle connections    --idle AMQP connections opened and held with a 10 s idle timeout, so
                       heartbeats flow both ways; the server's RSS, and how many are still open
                       after --idle-hold seconds
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import multiprocessing
@@ -49,6 +53,7 @@ from bench.harness import (  # noqa: E402
     save_results,
 )
 from meshsite.amqpclient import AmqpClient  # noqa: E402
+from meshsite.wsclient import JsonClient  # noqa: E402
 
 QUEUE = f"{NAMESPACE}/amqp-bench"
 LATENCY_QUEUE = f"{NAMESPACE}/amqp-latency"
@@ -134,36 +139,111 @@ async def amqp_consume(url: str, token: str, duration: float, window: int) -> di
     return {"received": received, "seconds": elapsed, "rate": received / elapsed}
 
 
-async def latency(mesh: Mesh, url: str, token: str, duration: float, rate: int) -> dict[str, Any]:
-    arrivals: list[float] = []
-    async with await AmqpClient.connect(url, token=token) as client:
-        receiver = await client.receiver(f"queue:{LATENCY_QUEUE}", credit=500)
+class AmqpArrivals:
+    """An AMQP receiver on the latency queue; each arrival's age in seconds."""
 
-        async def consume() -> None:
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    async def run(self, arrivals: list[float], ready: asyncio.Event) -> None:
+        async with await AmqpClient.connect(self.url, token=self.token) as client:
+            receiver = await client.receiver(f"queue:{LATENCY_QUEUE}", credit=500)
+            ready.set()
             while True:
                 message = await receiver.receive(timeout=None)
                 arrivals.append(time.time() - json.loads(message.body)["t"])
                 await message.accept()
                 receiver.flow(1)
 
-        consumer = asyncio.create_task(consume())
-        path = f"/messagingrest/v1/queues/{enc(LATENCY_QUEUE)}/messages"
-        headers = {"Authorization": f"Bearer {token}", "x-qos": "1", "content-type": "application/json"}
-        async with httpx.AsyncClient(base_url=f"http://{HOST}:{mesh.ports[0]}") as http:
-            interval = 1 / rate
-            next_at = time.perf_counter()
-            deadline = next_at + duration
-            while next_at < deadline:
-                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                body = json.dumps({"t": time.time()})
-                response = await http.post(path, content=body, headers=headers)
-                response.raise_for_status()
-                next_at += interval
-        await asyncio.sleep(1)
-        consumer.cancel()
+
+class JsonArrivals:
+    """A JSON WebSocket subscription on the latency queue; each arrival's age in seconds."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    async def run(self, arrivals: list[float], ready: asyncio.Event) -> None:
+        async with await JsonClient.connect(self.url, token=self.token) as client:
+            await client.subscribe("s", queue=LATENCY_QUEUE, credit=500)
+            ready.set()
+            while True:
+                message = await client.expect("message", timeout=3600)
+                arrivals.append(time.time() - json.loads(message["body"])["t"])
+                await client.send(op="ack", sub="s", tag=message["tag"])
+                await client.send(op="credit", sub="s", credit=1)
+
+
+async def latency(mesh: Mesh, consumer: AmqpArrivals | JsonArrivals, token: str, duration: float,
+                  rate: int) -> dict[str, Any]:
+    arrivals: list[float] = []
+    ready = asyncio.Event()
+    task = asyncio.create_task(consumer.run(arrivals, ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    path = f"/messagingrest/v1/queues/{enc(LATENCY_QUEUE)}/messages"
+    headers = {"Authorization": f"Bearer {token}", "x-qos": "1", "content-type": "application/json"}
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{mesh.ports[0]}") as http:
+        interval = 1 / rate
+        next_at = time.perf_counter()
+        deadline = next_at + duration
+        while next_at < deadline:
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            body = json.dumps({"t": time.time()})
+            response = await http.post(path, content=body, headers=headers)
+            response.raise_for_status()
+            next_at += interval
+    await asyncio.sleep(1)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     values = sorted(arrivals)
     return {"received": len(values), "p50_ms": percentile(values, 0.5) * 1000,
             "p99_ms": percentile(values, 0.99) * 1000}
+
+
+async def json_publish(url: str, token: str, duration: float, window: int, payload: bytes) -> dict[str, Any]:
+    """Pipelined JSON publishes (--window unanswered), base64 bodies, to the bench queue."""
+    body = base64.b64encode(payload).decode()
+    async with await JsonClient.connect(url, token=token) as client:
+        sent = answered = refused = 0
+        started = time.perf_counter()
+        deadline = started + duration
+        while time.perf_counter() < deadline or answered < sent:
+            while sent - answered < window and time.perf_counter() < deadline:
+                await client.send(op="publish", queue=QUEUE, body=body, encoding="base64")
+                sent += 1
+            answer = json.loads(await client.ws.recv())
+            answered += 1
+            refused += answer["op"] != "published"
+        elapsed = time.perf_counter() - started
+    return {"published": answered - refused, "refused": refused, "seconds": elapsed,
+            "rate": (answered - refused) / elapsed}
+
+
+async def json_consume(url: str, token: str, duration: float, window: int) -> dict[str, Any]:
+    """A JSON queue subscription with credit --window, acknowledged in batches of a tenth of it."""
+    async with await JsonClient.connect(url, token=token) as client:
+        await client.subscribe("s", queue=QUEUE, credit=window)
+        received = 0
+        tags: list[str] = []
+        started = time.perf_counter()
+        deadline = started + duration
+        while time.perf_counter() < deadline:
+            try:
+                frame = json.loads(await asyncio.wait_for(client.ws.recv(), 2))
+            except TimeoutError:
+                break  # the queue is empty
+            if frame.get("op") != "message":
+                continue
+            received += 1
+            tags.append(frame["tag"])
+            if len(tags) >= max(1, window // 10):
+                await client.send(op="ack", sub="s", tags=tags)
+                await client.send(op="credit", sub="s", credit=len(tags))
+                tags = []
+        if tags:
+            await client.send(op="ack", sub="s", tags=tags)
+        elapsed = time.perf_counter() - started
+    return {"received": received, "seconds": elapsed, "rate": received / elapsed}
 
 
 def _idle_worker(url: str, token: str, count: int, hold: float, out: Any) -> None:
@@ -248,18 +328,28 @@ def main() -> int:
         print("amqp publish:", {k: round(v, 1) for k, v in publish.items()})
         consume = asyncio.run(amqp_consume(url, token, args.duration, args.window))
         print("amqp consume+accept:", {k: round(v, 1) for k, v in consume.items()})
-        late = asyncio.run(latency(mesh, url, token, args.duration, args.rate))
+        late = asyncio.run(latency(mesh, AmqpArrivals(url, token), token, args.duration, args.rate))
         print("latency REST -> AMQP:", {k: round(v, 2) for k, v in late.items()})
+        json_url = f"ws://{HOST}:{mesh.ports[0]}/ws/v1/"
+        json_late = asyncio.run(latency(mesh, JsonArrivals(json_url, token), token, args.duration, args.rate))
+        print("latency REST -> JSON:", {k: round(v, 2) for k, v in json_late.items()})
+        json_pub = asyncio.run(json_publish(json_url, token, args.duration, args.window, payload))
+        print("json publish:", {k: round(v, 1) for k, v in json_pub.items()})
+        json_con = asyncio.run(json_consume(json_url, token, args.duration, args.window))
+        print("json consume+ack:", {k: round(v, 1) for k, v in json_con.items()})
         idle = idle_connections(mesh, token, args.idle, args.idle_hold, args.idle_workers) if args.idle else {}
         if idle:
             print("idle connections:", idle)
-        output.update(raw_batched_insert=raw, publish=publish, consume=consume, latency=late, idle=idle)
+        output.update(raw_batched_insert=raw, publish=publish, consume=consume, latency=late, idle=idle,
+                      json_latency=json_late, json_publish=json_pub, json_consume=json_con)
         best_raw = max(raw.values())
         print()
         goal_line("AMQP publish >= 5,000 msgs/s", publish["rate"], publish["rate"] >= 5000, "msgs/s")
         goal_line("AMQP consume + accept >= 5,000 msgs/s", consume["rate"], consume["rate"] >= 5000, "msgs/s")
-        goal_line("latency p50 <= 5 ms", late["p50_ms"], late["p50_ms"] <= 5, "ms")
-        goal_line("latency p99 <= 25 ms", late["p99_ms"], late["p99_ms"] <= 25, "ms")
+        goal_line("latency REST -> AMQP p50 <= 5 ms", late["p50_ms"], late["p50_ms"] <= 5, "ms")
+        goal_line("latency REST -> AMQP p99 <= 25 ms", late["p99_ms"], late["p99_ms"] <= 25, "ms")
+        goal_line("latency REST -> JSON p50 <= 5 ms", json_late["p50_ms"], json_late["p50_ms"] <= 5, "ms")
+        goal_line("latency REST -> JSON p99 <= 25 ms", json_late["p99_ms"], json_late["p99_ms"] <= 25, "ms")
         if idle:
             ok = idle["alive_after_hold"] == args.idle and idle["server_rss_mib_held"] < 1024
             goal_line(f"{args.idle} idle connections, RSS < 1 GiB", idle["server_rss_mib_held"], ok, "MiB")

@@ -655,6 +655,7 @@ def start_py_spy(py_spy: str, pid: int, rate: int, raw_path: Path, svg_path: Pat
 
 def save_results(output: dict[str, Any], name: str, stamp: str, print_breakdown: Any, print_profile: Any) -> int:
     """Write a run's JSON to bench/results and print its breakdown and profile, if any."""
+    RESULTS.mkdir(parents=True, exist_ok=True)  # git-ignored: absent on a fresh clone
     path = RESULTS / f"{name}-{stamp}.json"
     path.write_text(json.dumps(output, indent=2))
     if output.get("breakdown"):

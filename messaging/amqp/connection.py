@@ -32,6 +32,10 @@ from .links import Handler, Inlet, QueueOutlet, TopicOutlet, address, max_messag
 log = logging.getLogger(__name__)
 
 REMOTE_CLOSED = Endpoint.REMOTE_CLOSED
+# The engine events `_on` acts on; the engine drops the rest unread.
+HANDLED = (Event.LINK_FLOW, Event.DELIVERY, Event.LINK_REMOTE_OPEN, Event.LINK_REMOTE_CLOSE, Event.LINK_REMOTE_DETACH,
+           Event.SESSION_REMOTE_OPEN, Event.SESSION_REMOTE_CLOSE, Event.CONNECTION_REMOTE_OPEN,
+           Event.CONNECTION_REMOTE_CLOSE, Event.TRANSPORT_TAIL_CLOSED)
 
 
 class AmqpConnection(LiveSession):
@@ -61,7 +65,7 @@ class AmqpConnection(LiveSession):
             await self.flush()
 
     def process(self) -> None:
-        for event in self.engine.events():
+        for event in self.engine.events(HANDLED):
             self._on(event)
         self.settle_soon()
 

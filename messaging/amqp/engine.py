@@ -10,9 +10,10 @@ otherwise holds frames back until the next event.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from proton import Collector, Connection, Event, Transport
+from cproton import isnull, pn_collector_peek, pn_collector_pop, pn_event_type
+from proton import Collector, Connection, Event, EventType, Transport
 
 # Output is sent in WebSocket messages of at most this many bytes.
 OUTPUT_SLICE = 256 * 1024
@@ -45,13 +46,21 @@ class Engine:
             view = view[capacity:]
         return True
 
-    def events(self) -> Iterator[Event]:
+    def events(self, wanted: Iterable[EventType]) -> Iterator[Event]:
+        """The pending events of the `wanted` types. The others (most of them: a transport
+        event for every write, local state changes) are dropped before proton wraps them in
+        Python objects, which measured ~10% of a consuming connection's CPU."""
+        numbers = {kind.number for kind in wanted}
+        collector = self.collector._impl  # noqa: SLF001 - the C collector, read without wrapping
         while True:
-            event = self.collector.peek()
-            if event is None:
+            impl = pn_collector_peek(collector)
+            if isnull(impl):
                 return
-            yield event
-            self.collector.pop()
+            if pn_event_type(impl) in numbers:
+                event = self.collector.peek()
+                if event is not None:
+                    yield event
+            pn_collector_pop(collector)
 
     def output(self) -> bytes:
         """The next slice of pending output (b"" when there is none)."""

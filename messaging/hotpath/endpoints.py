@@ -202,7 +202,8 @@ class Endpoints:
     async def ack(self, client: Client, request: Request, name: str, message_id: str) -> Answer:
         queue_name, claim_id = ack_accepted(queue_name=name, message_id=message_id)
         settled = await self.executor.run(statements.settle(
-            claim_ids=[claim_id], held_at=timezone.now(), instance_id=client.instance.pk, queue_name=queue_name,
+            postgres=self.executor.postgres, claim_ids=[claim_id], held_at=timezone.now(),
+            instance_id=client.instance.pk, queue_name=queue_name,
         ), durable=not store.settle_may_skip_flush())
         if settled:
             return OK

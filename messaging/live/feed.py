@@ -195,7 +195,8 @@ class QueueFeed:
     async def _give_back(self, claim_ids: list[object]) -> None:
         ids = [UUID(str(claim_id)) for claim_id in claim_ids if claim_id]
         if ids:
-            await self.session.operations.executor.run(statements.give_back_uncounted(claim_ids=ids))
+            await self.session.operations.executor.run(statements.give_back_uncounted(
+                postgres=self.session.operations.executor.postgres, claim_ids=ids))
 
 
 def lock_until(now: datetime) -> datetime:

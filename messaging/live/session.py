@@ -53,13 +53,13 @@ class Settlements:
         taken = []
         now = timezone.now() if self.failed or self.dropped else None
         if self.accepted:
-            taken.append(statements.settle(claim_ids=self.accepted))
+            taken.append(statements.settle(postgres=postgres, claim_ids=self.accepted))
         if self.released:
-            taken.append(statements.give_back_uncounted(claim_ids=self.released))
+            taken.append(statements.give_back_uncounted(postgres=postgres, claim_ids=self.released))
         if self.failed and now is not None:  # after the queue's redelivery delay
             taken.append(statements.give_back_failed(postgres=postgres, claim_ids=self.failed, now=now))
         if self.dropped and now is not None:  # counted, but at once: the consumer went, not the message
-            taken.append(statements.give_back_at(claim_ids=self.dropped, available_at=now))
+            taken.append(statements.give_back_at(postgres=postgres, claim_ids=self.dropped, available_at=now))
         self.accepted, self.released, self.failed, self.dropped = [], [], [], []
         return taken
 

@@ -96,8 +96,8 @@ def settle(*, claim_ids: Sequence[UUID], held_at: datetime | None = None,
     claim taken over by another consumer has a new claim id anyway."""
     if not claim_ids:
         return 0
-    return run(statements.settle(claim_ids=list(claim_ids), held_at=held_at, instance_id=instance_id,
-                                 queue_name=queue_name))
+    return run(statements.settle(postgres=postgres(), claim_ids=list(claim_ids), held_at=held_at,
+                                 instance_id=instance_id, queue_name=queue_name))
 
 
 def give_back_at(*, claim_ids: Sequence[UUID], available_at: datetime) -> int:
@@ -105,7 +105,7 @@ def give_back_at(*, claim_ids: Sequence[UUID], available_at: datetime) -> int:
     schedule, no redelivery delay), their delivery counted."""
     if not claim_ids:
         return 0
-    return run(statements.give_back_at(claim_ids=list(claim_ids), available_at=available_at))
+    return run(statements.give_back_at(postgres=postgres(), claim_ids=list(claim_ids), available_at=available_at))
 
 
 def give_back_failed(*, claim_ids: Sequence[UUID], now: datetime) -> int:
@@ -125,7 +125,7 @@ def give_back_unattempted(*, messages: Sequence[Message], qos: int) -> None:
     if not messages:
         return
     if qos == 1:
-        run(statements.give_back_uncounted(claim_ids=[m.claim_id for m in messages if m.claim_id]))
+        run(statements.give_back_uncounted(postgres=postgres(), claim_ids=[m.claim_id for m in messages if m.claim_id]))
         return
     for message in messages:
         message.delivery_count -= 1  # the claim counted this delivery in the returned copy only

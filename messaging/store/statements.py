@@ -40,6 +40,15 @@ def _marks(count: int) -> str:
     return ", ".join(["%s"] * count)
 
 
+def _claim_in(postgres: bool, claim_ids: list[UUID]) -> tuple[str, list[Any]]:
+    """`claim_id` among `claim_ids`. On PostgreSQL one array parameter: one statement text
+    whatever the count (prepared once), and one parameter to adapt instead of hundreds, which
+    measured 14% of a consuming AMQP connection's CPU; SQLite has no arrays."""
+    if postgres:
+        return "claim_id = ANY(%s::uuid[])", [list(claim_ids)]
+    return f"claim_id IN ({_marks(len(claim_ids))})", list(claim_ids)
+
+
 # --- claim ---------------------------------------------------------------------------------------
 
 # A queue's messages in queue order, read from the FIFO index `message_fifo (queue_id, id)`.
@@ -127,12 +136,12 @@ def claim(
 # --- settle and give back --------------------------------------------------------------------
 
 
-def settle(*, claim_ids: list[UUID], held_at: datetime | None = None,
+def settle(*, postgres: bool, claim_ids: list[UUID], held_at: datetime | None = None,
            instance_id: UUID | None = None, queue_name: str | None = None) -> Statement:
     """Remove settled (acknowledged) messages. With `held_at`, only while the claim's lock
     still holds then; with an instance and queue name, only in that queue (tenant-safe)."""
-    sql = f"DELETE FROM {MESSAGE} WHERE claim_id IN ({_marks(len(claim_ids))})"  # noqa: S608
-    params: list[Any] = list(claim_ids)
+    match, params = _claim_in(postgres, claim_ids)
+    sql = f"DELETE FROM {MESSAGE} WHERE {match}"  # noqa: S608
     if held_at is not None:
         sql += " AND locked_until > %s"
         params.append(held_at)
@@ -148,13 +157,13 @@ def settle(*, claim_ids: list[UUID], held_at: datetime | None = None,
     return Statement(sql, params)
 
 
-def give_back_at(*, claim_ids: list[UUID], available_at: datetime) -> Statement:
+def give_back_at(*, postgres: bool, claim_ids: list[UUID], available_at: datetime) -> Statement:
     """Back to the queue at `available_at`, exactly (a caller's own retry schedule, such as a
     webhook's backoff: no redelivery delay on top), the delivery still counted, so
     maxRedeliveryCount applies."""
-    sql = (f"UPDATE {MESSAGE} SET locked_until = %s, available_at = %s"  # noqa: S608
-           f" WHERE claim_id IN ({_marks(len(claim_ids))})")
-    return Statement(sql, [available_at, available_at, *claim_ids])
+    match, params = _claim_in(postgres, claim_ids)
+    sql = f"UPDATE {MESSAGE} SET locked_until = %s, available_at = %s WHERE {match}"  # noqa: S608
+    return Statement(sql, [available_at, available_at, *params])
 
 
 def give_back_failed(*, postgres: bool, claim_ids: list[UUID], now: datetime) -> Statement:
@@ -166,20 +175,22 @@ def give_back_failed(*, postgres: bool, claim_ids: list[UUID], now: datetime) ->
         postgres, base=_queue_column("redelivery_delay_in_ms"), cap=_queue_column("max_redelivery_delay_in_ms"),
         start=now,
     )
+    match, params = _claim_in(postgres, claim_ids)
     return Statement(
         f"UPDATE {MESSAGE} SET locked_until = %s, available_at = {lapse}"  # noqa: S608
-        f" WHERE claim_id IN ({_marks(len(claim_ids))}) AND locked_until > %s",
-        [now, *lapse_params, *claim_ids, now],
+        f" WHERE {match} AND locked_until > %s",
+        [now, *lapse_params, *params, now],
     )
 
 
-def give_back_uncounted(*, claim_ids: list[UUID]) -> Statement:
+def give_back_uncounted(*, postgres: bool, claim_ids: list[UUID]) -> Statement:
     """Back to the queue at once, as if never claimed: a claim that was never attempted, or
     AMQP Released."""
+    match, params = _claim_in(postgres, claim_ids)
     return Statement(
         f"UPDATE {MESSAGE} SET locked_until = NULL, available_at = NULL, claim_id = NULL, claimed_by = '',"  # noqa: S608
-        f" delivery_count = delivery_count - 1 WHERE claim_id IN ({_marks(len(claim_ids))})",
-        list(claim_ids),
+        f" delivery_count = delivery_count - 1 WHERE {match}",
+        params,
     )
 
 
@@ -190,10 +201,10 @@ def extend(*, postgres: bool, claim_ids: list[UUID], until: datetime) -> Stateme
         postgres, base=_queue_column("redelivery_delay_in_ms"), cap=_queue_column("max_redelivery_delay_in_ms"),
         start=until,
     )
+    match, params = _claim_in(postgres, claim_ids)
     return Statement(
-        f"UPDATE {MESSAGE} SET locked_until = %s, available_at = {lapse}"  # noqa: S608
-        f" WHERE claim_id IN ({_marks(len(claim_ids))})",
-        [until, *lapse_params, *claim_ids],
+        f"UPDATE {MESSAGE} SET locked_until = %s, available_at = {lapse} WHERE {match}",  # noqa: S608
+        [until, *lapse_params, *params],
     )
 
 

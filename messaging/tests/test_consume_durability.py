@@ -76,11 +76,12 @@ def test_an_ack_reads_one_claim_by_its_index_even_on_a_table_never_analyzed():
                              lock_until=now + timedelta(minutes=1), consumer="c",
                              redelivery_delay_ms=queue.redelivery_delay_in_ms,
                              max_redelivery_delay_ms=queue.max_redelivery_delay_in_ms)
-    settle = statements.settle(claim_ids=[uuid.uuid4()], held_at=now, instance_id=instance.pk, queue_name=queue.name)
+    settle = statements.settle(postgres=True, claim_ids=[uuid.uuid4()], held_at=now, instance_id=instance.pk,
+                               queue_name=queue.name)
     with connection.cursor() as cursor:
         cursor.execute(claim.sql, [store.adapt(value) for value in claim.params])
         claim_id = cursor.fetchone()[statements.MESSAGE_COLUMNS.index("claim_id")]
-        params = [claim_id, *settle.params[1:]]
+        params = [[claim_id], *settle.params[1:]]
         cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + settle.sql, [store.adapt(v) for v in params])
         plan = "\n".join(row[0] for row in cursor.fetchall())
     # Before message_claim was unique, the planner ANDed it with a bitmap of the whole queue
