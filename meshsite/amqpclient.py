@@ -479,6 +479,10 @@ class AmqpClient:
             return pending >= 0
 
     async def _settle_flush(self) -> bool:
+        # One turn of the loop first: settlements made in the same turn (a consumer settling
+        # what one read brought) leave in one WebSocket message, as proton's own reactor
+        # writes once per turn, instead of one message per disposition.
+        await asyncio.sleep(0)
         try:
             return await self._flush()
         except WsClosed:

@@ -21,6 +21,9 @@ MESH_MAX_CONNECTIONS_PER_INSTANCE = env_int("MESH_MAX_CONNECTIONS_PER_INSTANCE",
 # Seconds between a connection's housekeeping: its token re-checked (an expired token or a
 # deleted service key closes it), its claims and EXCLUSIVE lease renewed.
 MESH_WS_HOUSEKEEPING_SECONDS = env_int("MESH_WS_HOUSEKEEPING_SECONDS", 10, minimum=1)
+# Milliseconds a connection gathers its clients' outcomes (accept, release, reject, ack,
+# nack) before writing them in one statement; 0 writes at once.
+MESH_WS_SETTLE_BATCH_MS = env_int("MESH_WS_SETTLE_BATCH_MS", 5, minimum=0)
 
 # The live layer: how a consumer learns of new messages. Same-process publishes wake it at
 # once; other processes' through the channel layer (Redis); and every MESH_LIVE_POLL_MS the

@@ -92,17 +92,24 @@ def _plain(value: Any) -> Any:
 
 
 def encode(*, payload: bytes, content_type: str, to: str, message_id: str, created_at: datetime,
-           delivery_count: int, durable: bool, properties: str) -> bytes:
+           delivery_count: int, durable: bool, properties: str, reuse: Message | None = None) -> bytes:
     """A delivery to a consumer: the stored bytes as one Data section, `to` = where it was
     published ("topic:<t>" or "queue:<q>"), and the publisher's properties. The header's
-    delivery-count is AMQP's: earlier attempts, so 0 on the first delivery."""
+    delivery-count is AMQP's: earlier attempts, so 0 on the first delivery. `reuse`: a
+    Message of the caller's to fill instead of a new one (making one measured ~5% of a
+    consuming connection's CPU)."""
     kept: dict[str, Any] = json.loads(properties) if properties else {}
-    message = Message(
-        body=payload, content_type=content_type, address=to, durable=durable,
-        id=kept.get("message_id", message_id), correlation_id=kept.get("correlation_id"),
-        subject=kept.get("subject"), reply_to=kept.get("reply_to"),
-        properties=kept.get("application_properties") or None,
-    )
+    message = reuse if reuse is not None else Message()
+    message.clear()
+    message.body = payload
+    message.content_type = content_type
+    message.address = to
+    message.durable = durable
+    message.id = kept.get("message_id", message_id)
+    message.correlation_id = kept.get("correlation_id")
+    message.subject = kept.get("subject")  # type: ignore[assignment]  # proton types these str; None clears them
+    message.reply_to = kept.get("reply_to")  # type: ignore[assignment]
+    message.properties = kept.get("application_properties") or None
     message.inferred = True  # bytes as a Data section, not an AmqpValue holding binary
     message.creation_time = created_at.timestamp()
     message.delivery_count = max(0, delivery_count - 1)

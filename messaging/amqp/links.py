@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
-from proton import Condition, Delivery, Disposition, Link
+from proton import Condition, Delivery, Disposition, Link, Message
 
 from meshsite.errors import MeshError, NotFound
 from messaging import store
@@ -131,6 +131,7 @@ class QueueOutlet(QueueFeed):
     def __init__(self, connection: AmqpConnection, link: Link, queue: CachedQueue, consumer: str) -> None:
         self.link = link
         self.presettled = link.snd_settle_mode == Link.SND_SETTLED
+        self.message = Message()  # filled anew for each delivery
         super().__init__(connection, queue, consumer=consumer, qos=0 if self.presettled else 1)
 
     def flow(self) -> None:
@@ -150,7 +151,7 @@ class QueueOutlet(QueueFeed):
         self.link.send(codec.encode(
             payload=bytes(value(row, "payload")), content_type=value(row, "content_type"), to=value(row, "address"),
             message_id=str(value(row, "uuid")), created_at=value(row, "created_at"), delivery_count=delivery_count,
-            durable=value(row, "qos") == 1, properties=value(row, "properties"),
+            durable=value(row, "qos") == 1, properties=value(row, "properties"), reuse=self.message,
         ))
         if self.presettled:
             delivery.settle()

@@ -137,8 +137,15 @@ class LiveSession:
     async def _settle_all(self) -> None:
         """Write outcomes while there are any: those that arrive while a statement runs go
         in the next one, so a client settling message by message costs a statement per
-        round trip to the store, not one per message."""
+        round trip to the store, not one per message. The first waits MESH_WS_SETTLE_BATCH_MS
+        for company: without it a consumer settling each message as it goes (SAP's clients
+        do) averaged 4 outcomes per statement at 4,000 messages/s. The wait delays only the
+        store's view of an outcome, never a delivery: credit and the flow limit are counted
+        here, and a crash in between redelivers (an acknowledgement may be lost, never a
+        message)."""
         try:
+            if settings.MESH_WS_SETTLE_BATCH_MS:
+                await asyncio.sleep(settings.MESH_WS_SETTLE_BATCH_MS / 1000)
             while self.settlements:
                 await self._settle(self.settlements.take(postgres=self.operations.executor.postgres))
         finally:
