@@ -228,7 +228,8 @@ class Receiver(_Link):
         presettled = dlv.settled
         if presettled:
             dlv.settle()
-        self._inbox.put_nowait(received_from(data, dlv, settled=presettled, flush=self._client._settle_flush))
+        self._inbox.put_nowait(received_from(data, dlv, settled=presettled, flush=self._client._settle_flush,
+                                                  kick=self._client._kick_soon))
 
     def _fail(self, exc: AmqpError) -> None:
         if self.error is None:
@@ -274,6 +275,7 @@ class AmqpClient:
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self._ended: asyncio.Future[None] = self._loop.create_future()
         self._wake = asyncio.Event()
+        self._kick_pending = False
         self._timers_changed = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self.remote_condition: tuple[str | None, str | None] | None = None
@@ -393,6 +395,17 @@ class AmqpClient:
 
     def _kick(self) -> None:
         self._wake.set()
+
+    def _kick_soon(self) -> None:
+        """A write within a millisecond: settlements made meanwhile (a consumer accepting
+        message after message) share it, one WebSocket message instead of one each."""
+        if not self._kick_pending:
+            self._kick_pending = True
+            asyncio.get_running_loop().call_later(0.001, self._kicked)
+
+    def _kicked(self) -> None:
+        self._kick_pending = False
+        self._kick()
 
     # -- input ----------------------------------------------------------------------------------
 
