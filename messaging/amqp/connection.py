@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from django.conf import settings
-from django.utils import timezone
 from proton import Condition, Endpoint, Event, Link, Session
 
 from meshsite.errors import MeshError
@@ -215,12 +214,7 @@ class AmqpConnection(LiveSession):
         queue_name = consume_accepted(instance=instance, queue_name=name, qos=qos)
         queue = await self.operations.catalog.queue(instance, queue_name)
         outlet = QueueOutlet(self, link, queue, consumer=f"amqp:{self.id}:{link.name[:64]}")
-        if queue.access_type == "EXCLUSIVE":
-            try:
-                await outlet.hold(timezone.now())
-            except MeshError:
-                outlet.detached()
-                raise
+        await outlet.admit()
         return outlet
 
     def _topic_outlet(self, link: Link, pattern: str) -> TopicOutlet:

@@ -26,7 +26,7 @@ from messaging import store
 from messaging.hotpath.catalog import CachedQueue
 from messaging.hotpath.database import unavailable
 from messaging.live import LiveMessage
-from messaging.live.feed import Outcome, PublishPipe, QueueFeed, Row
+from messaging.live.feed import Outcome, PublishPipe, QueueFeed, Row, TopicFeed
 
 from . import codec, conditions
 
@@ -177,7 +177,7 @@ class QueueOutlet(QueueFeed):
 # --- the client listens to a topic -----------------------------------------------------------
 
 
-class TopicOutlet:
+class TopicOutlet(TopicFeed):
     """A client's receiver link on `topic:<pattern>`: live messages, never stored. Without
     credit a few are held (MESH_LIVE_TOPIC_BUFFER), the oldest dropped first; outcomes are
     settled and otherwise ignored (there is nothing to give back)."""
@@ -185,13 +185,10 @@ class TopicOutlet:
     def __init__(self, connection: AmqpConnection, link: Link, pattern: str) -> None:
         self.connection = connection
         self.link = link
-        self.pattern = pattern
         self.presettled = link.snd_settle_mode == Link.SND_SETTLED
         self.held: deque[LiveMessage] = deque(maxlen=settings.MESH_LIVE_TOPIC_BUFFER or None)
         self.tags = _tags()
-        self.dropped = 0
-        self.closed = False
-        connection.hub.listen(connection.instance.subaccount_id, self)
+        super().__init__(connection, pattern)
 
     def deliver(self, message: LiveMessage) -> None:
         if self.closed:
@@ -228,11 +225,6 @@ class TopicOutlet:
     def delivery(self, delivery: Delivery) -> None:
         if delivery.settled or delivery.remote_state:
             delivery.settle()
-
-    def detached(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.connection.hub.unlisten(self.connection.instance.subaccount_id, self)
 
 
 def address(raw: str) -> tuple[str, str]:

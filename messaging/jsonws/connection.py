@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
 from meshsite.errors import Conflict, Invalid, LimitReached, MeshError, NotFound
 from meshsite.platform.models import ServiceInstance
@@ -24,7 +23,7 @@ from messaging import store
 from messaging.hotpath.catalog import CachedQueue
 from messaging.hotpath.database import unavailable
 from messaging.live import LiveMessage
-from messaging.live.feed import Outcome, PublishPipe, QueueFeed, Row
+from messaging.live.feed import Outcome, PublishPipe, QueueFeed, Row, TopicFeed
 from messaging.live.session import LiveSession, StillValid
 from messaging.services.messages import consume_accepted
 from messaging.services.queues import topic_subscribe_accepted
@@ -82,17 +81,14 @@ class QueueSubscription(QueueFeed):
         ))
 
 
-class TopicSubscription:
+class TopicSubscription(TopicFeed):
     """`subscribe` with a topic pattern: live messages of matching topics, never stored,
     nothing to settle."""
 
     def __init__(self, connection: JsonConnection, sub: str, pattern: str) -> None:
         self.connection = connection
         self.sub = sub
-        self.pattern = pattern
-        self.dropped = 0
-        self.closed = False
-        connection.hub.listen(connection.instance.subaccount_id, self)
+        super().__init__(connection, pattern)
 
     def deliver(self, message: LiveMessage) -> None:
         if self.closed:
@@ -104,11 +100,6 @@ class TopicSubscription:
         ), droppable=True)
         if not sent:
             self.dropped += 1
-
-    def detached(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.connection.hub.unlisten(self.connection.instance.subaccount_id, self)
 
 
 Subscription = QueueSubscription | TopicSubscription
@@ -177,12 +168,7 @@ class JsonConnection(LiveSession):
         queue_name = consume_accepted(instance=self.instance, queue_name=name, qos=request.qos)
         queue = await self.operations.catalog.queue(self.instance, queue_name)
         subscription = QueueSubscription(self, request.sub, queue, credit=request.credit, qos=request.qos)
-        if queue.access_type == "EXCLUSIVE":
-            try:
-                await subscription.hold(timezone.now())
-            except MeshError:
-                subscription.detached()
-                raise
+        await subscription.admit()
         return subscription
 
     def _queue_subscription(self, sub: str) -> QueueSubscription:

@@ -3,6 +3,7 @@
     QueueFeed    claims a queue's messages for one consumer (an AMQP receiver link, a JSON
                  subscription) as its credit allows, keeps what it holds until the client
                  settles it, and hands it all back when the consumer goes
+    TopicFeed    a consumer of live topic messages, registered with the hub while it lives
     PublishPipe  a connection's publishes through the checks into the group-commit writer in
                  arrival order, each answered once its commit returns
 
@@ -23,12 +24,14 @@ from uuid import UUID
 from django.conf import settings
 from django.utils import timezone
 
+from meshsite.errors import MeshError
 from messaging import store
 from messaging.hotpath.catalog import CachedQueue
 from messaging.hotpath.database import run_sync
 from messaging.store import statements
 
 if TYPE_CHECKING:
+    from .hub import LiveMessage
     from .session import LiveSession
 
 Row = tuple[Any, ...]
@@ -145,6 +148,17 @@ class QueueFeed:
         """Deliveries so far including this one (a qos-0 claim does not count it in the row)."""
         return store.row_value(row, "delivery_count") + (1 if self.qos == 0 else 0)
 
+    async def admit(self) -> None:
+        """An EXCLUSIVE queue admits one consumer: take its lease now (then the consumer is
+        attached), or detach and raise Conflict while another holds it."""
+        if self.queue.access_type != "EXCLUSIVE":
+            return
+        try:
+            await self.hold(timezone.now())
+        except MeshError:
+            self.detached()
+            raise
+
     async def hold(self, now: datetime) -> None:
         """Take or renew the EXCLUSIVE queue's lease for this consumer (Conflict if another has it)."""
         await self.session.operations.hold_exclusive(self.queue, self.consumer, now)
@@ -197,6 +211,26 @@ class QueueFeed:
         if ids:
             await self.session.operations.executor.run(statements.give_back_uncounted(
                 postgres=self.session.operations.executor.postgres, claim_ids=ids))
+
+
+class TopicFeed:
+    """One consumer of live topic messages matching `pattern` (an AMQP receiver link on
+    `topic:<pattern>`, a JSON topic subscription): registered with the hub until detached."""
+
+    def __init__(self, session: LiveSession, pattern: str) -> None:
+        self.session = session
+        self.pattern = pattern
+        self.dropped = 0  # live messages it could not take (no credit, a slow client)
+        self.closed = False
+        session.hub.listen(session.instance.subaccount_id, self)
+
+    def deliver(self, message: LiveMessage) -> None:
+        raise NotImplementedError
+
+    def detached(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.session.hub.unlisten(self.session.instance.subaccount_id, self)
 
 
 def lock_until(now: datetime) -> datetime:
