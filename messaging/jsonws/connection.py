@@ -127,11 +127,20 @@ class JsonConnection(LiveSession):
         except frames.Refused as refused:
             self.send(frames.error(refused.error, ref=refused.ref, sub=refused.sub))
             return
+        ref, sub = getattr(request, "ref", None), getattr(request, "sub", None)
         try:
             await self._handle(request)
         except MeshError as error:
-            sub = getattr(request, "sub", None)
-            self.send(frames.error(error, ref=getattr(request, "ref", None), sub=sub))
+            self.send(frames.error(error, ref=ref, sub=sub))
+        except Exception as error:
+            # The store went away under a subscribe: refuse this request, keep the socket
+            # (and what it holds, which returns by itself if the store stays away).
+            if not unavailable(error):
+                log.error("json %s: a %s failed", self.id, type(request).__name__, exc_info=error)
+                self.send(frames.error(Internal("Internal error"), ref=ref, sub=sub))
+                return
+            self.send(frames.error(StoreUnavailable("The message store is unavailable; retry shortly"), ref=ref,
+                                   sub=sub))
 
     async def _handle(self, request: frames.Request) -> None:
         if isinstance(request, frames.Publish):

@@ -198,3 +198,30 @@ def test_the_admin_lists_tickets_without_their_checksums(mesh, admin_client):
     assert stored.checksum not in detail
     assert admin_client.get("/admin/messaging/wsticket/add/").status_code == 403
     assert admin_client.get("/admin/messaging/connection/").status_code == 200
+
+
+def test_a_store_outage_under_a_subscribe_is_a_503_frame_and_the_socket_serves_on(mesh, monkeypatch):
+    # The boundary we cannot cut here without taking the store down for every test: the
+    # catalog's read, failing as psycopg does when the server is gone.
+    import psycopg
+
+    client: MeshClient = mesh("outage", "o/u/t")
+    assert client.put_queue("o/u/t/q").status_code == 201
+
+    async def scenario() -> None:
+        c = await connect(client.token)
+        catalog = endpoints().catalog
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+        monkeypatch.setattr(catalog, "queue", down)
+        await c.send_json_to({"op": "subscribe", "sub": "s", "queue": "o/u/t/q"})
+        refused = await next_frame(c, "error")
+        assert (refused["status"], refused["sub"]) == (503, "s")
+        monkeypatch.undo()
+        await c.send_json_to({"op": "subscribe", "sub": "s", "queue": "o/u/t/q"})
+        assert (await next_frame(c, "subscribed"))["sub"] == "s"  # nothing half-made was left
+        await c.disconnect()
+
+    run(scenario)
