@@ -71,6 +71,28 @@ class LimitReached(MeshError):
     code = "limit_reached"
 
 
+class Unauthorized(MeshError):
+    status_code = status.HTTP_401_UNAUTHORIZED
+    code = "unauthorized"
+
+
+STORE_UNAVAILABLE = "The message store is unavailable; retry shortly"
+
+
+class Unavailable(MeshError):
+    """The store is down or restarting: retryable, nothing was written."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "unavailable"
+
+
+class InternalError(MeshError):
+    """A bug of ours, said without its details (they go to the log)."""
+
+    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    code = "internal"
+
+
 class APIError(exceptions.APIException):
     """A MeshError (or a database outage) carried through DRF's handler."""
 
@@ -91,8 +113,7 @@ def _as_api_error(exc: Exception) -> Exception:
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The store is down or restarting: a retryable condition, not a server bug.
         return APIError(
-            "The message store is unavailable; retry shortly", status_code=503,
-            code="unavailable", headers={"Retry-After": "5"}, extra=None,
+            STORE_UNAVAILABLE, status_code=503, code=Unavailable.code, headers={"Retry-After": "5"}, extra=None,
         )
     return exc
 

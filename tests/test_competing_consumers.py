@@ -1,6 +1,6 @@
 """Competing consumers on one queue, for real: an AMQP receiver, a JSON WebSocket
 subscription, a REST consumer and a webhook (a Celery worker pushing to an HTTP receiver on
-loopback) drain the same queue of a live uvicorn at once. Each message reaches exactly one
+loopback) drain the same queue of a live server (uvicorn, then Daphne) at once. Each message reaches exactly one
 of them: none twice, none lost."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from meshsite.amqpclient import AmqpClient
 from meshsite.wsclient import JsonClient
 from tests.test_amqp_live import enc, put_queue, run
-from tests.test_live_server import REST, LiveServer, live_server, stop
+from tests.test_live_server import REST, SERVERS, LiveServer, live_server, stop
 from tests.test_webhook_worker import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,8 +27,9 @@ QUEUE = "a/b/c/compete"
 COUNT = 60
 
 
-@pytest.fixture(scope="module")
-def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Receiver]]:
+@pytest.fixture(scope="module", params=SERVERS)
+def hooked(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, Receiver]]:
     """A server and a Celery worker on one database and broker (the file-system broker of
     their shared var dir), and a receiver that answers every push after 100 ms."""
     import threading
@@ -38,8 +39,8 @@ def hooked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
     thread.start()
     env = {"MESH_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8", "MESH_WEBHOOK_RETRY_SCHEDULE": "0.2",
            "MESH_SWEEP_INTERVAL": "1"}
-    directory = tmp_path_factory.mktemp("compete")
-    with live_server(directory, env) as server:
+    directory = tmp_path_factory.mktemp(f"compete-{request.param}")
+    with live_server(directory, env, server=request.param) as server:
         celery = str(Path(sys.executable).parent / "celery")
         with (directory / "worker.log").open("wb") as out:
             worker = subprocess.Popen([celery, "-A", "meshsite", "worker", "--pool=solo", "--loglevel=WARNING"],

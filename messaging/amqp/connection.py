@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from django.conf import settings
 from proton import Condition, Endpoint, Event, Link, Session
 
-from meshsite.errors import MeshError
+from meshsite.errors import STORE_UNAVAILABLE, MeshError
 from meshsite.platform.models import ServiceInstance
 from messaging.hotpath.database import unavailable
 from messaging.live.feed import QueueFeed
@@ -117,7 +117,7 @@ class AmqpConnection(LiveSession):
     def task_failed(self, error: BaseException) -> None:
         if unavailable(error):
             log.warning("amqp %s: the store is unavailable; closing the connection", self.id)
-            self.close(Condition("amqp:internal-error", "The message store is unavailable; retry shortly"))
+            self.close(Condition(conditions.INTERNAL, STORE_UNAVAILABLE))
         else:
             log.error("amqp %s: a task failed", self.id, exc_info=error)
             self.close(Condition(conditions.INTERNAL, "Internal error"))

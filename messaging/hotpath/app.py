@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from meshsite.bodylimit import read_body
-from meshsite.errors import MeshError
+from meshsite.errors import STORE_UNAVAILABLE, MeshError
 from meshsite.platform.auth import Client, cached_client, client_for_token
 
 from .database import executor, run_sync, unavailable
@@ -22,7 +22,7 @@ from .routes import Route, match
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = sap_error(503, "The message store is unavailable; retry shortly", {"Retry-After": "5"})
+UNAVAILABLE = sap_error(503, STORE_UNAVAILABLE, {"Retry-After": "5"})
 INTERNAL = sap_error(500, "Internal error")
 OPTION = "messagingrest"
 

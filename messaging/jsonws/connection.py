@@ -17,7 +17,17 @@ from typing import Any
 
 from django.conf import settings
 
-from meshsite.errors import Conflict, Invalid, LimitReached, MeshError, NotFound
+from meshsite.errors import (
+    STORE_UNAVAILABLE,
+    Conflict,
+    InternalError,
+    Invalid,
+    LimitReached,
+    MeshError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 from meshsite.platform.models import ServiceInstance
 from messaging import store
 from messaging.hotpath.catalog import CachedQueue
@@ -36,21 +46,6 @@ POLICY = 1008  # the credentials no longer stand
 SERVER_ERROR = 1011
 
 _OUTCOMES = {"ack": Outcome.ACCEPTED, "nack": Outcome.FAILED, "release": Outcome.RELEASED}
-
-
-class StoreUnavailable(MeshError):
-    status_code = 503
-    code = "unavailable"
-
-
-class Unauthorized(MeshError):
-    status_code = 401
-    code = "unauthorized"
-
-
-class Internal(MeshError):
-    status_code = 500
-    code = "internal"
 
 
 class QueueSubscription(QueueFeed):
@@ -137,9 +132,9 @@ class JsonConnection(LiveSession):
             # (and what it holds, which returns by itself if the store stays away).
             if not unavailable(error):
                 log.error("json %s: a %s failed", self.id, type(request).__name__, exc_info=error)
-                self.send(frames.error(Internal("Internal error"), ref=ref, sub=sub))
+                self.send(frames.error(InternalError("Internal error"), ref=ref, sub=sub))
                 return
-            self.send(frames.error(StoreUnavailable("The message store is unavailable; retry shortly"), ref=ref,
+            self.send(frames.error(Unavailable(STORE_UNAVAILABLE), ref=ref,
                                    sub=sub))
 
     async def _handle(self, request: frames.Request) -> None:
@@ -222,10 +217,10 @@ class JsonConnection(LiveSession):
         elif isinstance(error, MeshError):
             answer = frames.error(error)
         elif unavailable(error):  # nothing was stored: the client may publish it again
-            answer = frames.error(StoreUnavailable("The message store is unavailable; nothing was stored"))
+            answer = frames.error(Unavailable("The message store is unavailable; nothing was stored"))
         else:
             log.error("json %s: a publish failed", self.id, exc_info=error)
-            answer = frames.error(Internal("Internal error"))
+            answer = frames.error(InternalError("Internal error"))
         if ref is not None:
             answer["ref"] = ref
         self.send(answer)
@@ -283,7 +278,7 @@ class JsonConnection(LiveSession):
     def task_failed(self, error: BaseException) -> None:
         if unavailable(error):
             log.warning("json %s: the store is unavailable; closing the connection", self.id)
-            self._end(StoreUnavailable("The message store is unavailable; retry shortly"), SERVER_ERROR)
+            self._end(Unavailable(STORE_UNAVAILABLE), SERVER_ERROR)
         else:
             log.error("json %s: a task failed", self.id, exc_info=error)
-            self._end(Internal("Internal error"), SERVER_ERROR)
+            self._end(InternalError("Internal error"), SERVER_ERROR)

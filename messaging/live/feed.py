@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -28,6 +28,7 @@ from meshsite.errors import MeshError
 from messaging import store
 from messaging.hotpath.catalog import CachedQueue
 from messaging.hotpath.database import run_sync
+from messaging.services.messages import lock_until
 from messaging.store import statements
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ class Outcome(Enum):
 
 class QueueFeed:
     """One consumer of a queue. qos 1 claims like a REST consumer with qos 1 (locked to this
-    consumer until settled, the lock renewed by the connection's housekeeping while it
-    lives); qos 0 removes what it claims."""
+    consumer for MESH_ACK_TIMEOUT until settled, the lock renewed by the connection's
+    housekeeping while it lives, so that if the server dies the claims come back by
+    themselves); qos 0 removes what it claims."""
 
     def __init__(self, session: LiveSession, queue: CachedQueue, *, consumer: str, qos: int) -> None:
         self.session = session
@@ -127,7 +129,7 @@ class QueueFeed:
                 await self.hold(now)
             rows = await executor.fetch(statements.claim(
                 postgres=executor.postgres, queue_id=self.queue.pk, respect_ttl=self.queue.respect_ttl, qos=self.qos,
-                now=now, limit=wanted, lock_until=lock_until(now) if self.qos else None, consumer=self.consumer,
+                now=now, limit=wanted, lock_until=lock_until(now, self.qos), consumer=self.consumer,
                 redelivery_delay_ms=self.queue.redelivery_delay_in_ms,
                 max_redelivery_delay_ms=self.queue.max_redelivery_delay_in_ms,
             ), durable=not store.claim_may_skip_flush(self.qos))
@@ -186,7 +188,7 @@ class QueueFeed:
             settlements.failed.append(claim_id)
         else:
             settlements.released.append(claim_id)
-            at_limit = True  # it is available again: someone (maybe this consumer) may take it
+            settlements.reopened.add(self.queue.pk)  # its consumers are woken once it is written
         self.session.settle_soon()
         if at_limit:
             self.kick()
@@ -199,8 +201,10 @@ class QueueFeed:
             return
         self.closed = True
         self.session.hub.unwatch_queue(self.queue.pk, self)
-        self.session.settlements.dropped.extend(self.unsettled.values())
-        self.unsettled.clear()
+        if self.unsettled:
+            self.session.settlements.dropped.extend(self.unsettled.values())
+            self.session.settlements.reopened.add(self.queue.pk)
+            self.unsettled.clear()
         self.session.settle_soon()
 
     def held(self) -> list[UUID]:
@@ -231,12 +235,6 @@ class TopicFeed:
         if not self.closed:
             self.closed = True
             self.session.hub.unlisten(self.session.instance.subaccount_id, self)
-
-
-def lock_until(now: datetime) -> datetime:
-    """A consumer's claims are held for MESH_ACK_TIMEOUT and renewed by the connection's
-    housekeeping while it lives: if the server dies, they come back by themselves."""
-    return now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
 
 
 Submit = Callable[[], Awaitable[Awaitable[None]]]

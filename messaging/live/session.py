@@ -26,6 +26,7 @@ from meshsite.platform.models import ServiceInstance
 from messaging import store
 from messaging.store import statements
 
+from . import hub, queues_written
 from .hub import Hub
 
 if TYPE_CHECKING:
@@ -45,11 +46,15 @@ class Settlements:
     released: list[UUID] = field(default_factory=list)
     failed: list[UUID] = field(default_factory=list)
     dropped: list[UUID] = field(default_factory=list)
+    # Queues whose messages these outcomes make available again at once (released, dropped):
+    # their consumers are woken once the statements are written.
+    reopened: set[int] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return bool(self.accepted or self.released or self.failed or self.dropped)
 
-    def take(self, *, postgres: bool) -> list[statements.Statement]:
+    def take(self, *, postgres: bool) -> tuple[list[statements.Statement], set[int]]:
+        """The statements that write these outcomes, and the queues they reopen."""
         taken = []
         now = timezone.now() if self.failed or self.dropped else None
         if self.accepted:
@@ -60,8 +65,9 @@ class Settlements:
             taken.append(statements.give_back_failed(postgres=postgres, claim_ids=self.failed, now=now))
         if self.dropped and now is not None:  # counted, but at once: the consumer went, not the message
             taken.append(statements.give_back_at(postgres=postgres, claim_ids=self.dropped, available_at=now))
-        self.accepted, self.released, self.failed, self.dropped = [], [], [], []
-        return taken
+        reopened = self.reopened
+        self.accepted, self.released, self.failed, self.dropped, self.reopened = [], [], [], [], set()
+        return taken, reopened
 
 
 class LiveSession:
@@ -69,7 +75,6 @@ class LiveSession:
 
     def __init__(self, *, instance: ServiceInstance, still_valid: StillValid) -> None:
         from messaging.hotpath import endpoints  # the executor and catalog live with the hot path
-        from messaging.live import hub
 
         self.instance = instance
         self.still_valid = still_valid
@@ -147,14 +152,16 @@ class LiveSession:
             if settings.MESH_WS_SETTLE_BATCH_MS:
                 await asyncio.sleep(settings.MESH_WS_SETTLE_BATCH_MS / 1000)
             while self.settlements:
-                await self._settle(self.settlements.take(postgres=self.operations.executor.postgres))
+                await self._settle(*self.settlements.take(postgres=self.operations.executor.postgres))
         finally:
             self._settling = False
 
-    async def _settle(self, taken: list[statements.Statement]) -> None:
+    async def _settle(self, taken: list[statements.Statement], reopened: set[int]) -> None:
         executor = self.operations.executor
         for statement in taken:
             await executor.run(statement, durable=not store.settle_may_skip_flush())
+        if reopened:  # without it, consumers (this one too) would find them at the next poll
+            queues_written(reopened)
 
     async def _housekeep(self) -> None:
         """Renew what this connection holds and check that its credentials still stand."""
@@ -176,7 +183,7 @@ class LiveSession:
         now = timezone.now()
         if held:
             executor = self.operations.executor
-            until = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)
+            until = now + timedelta(seconds=settings.MESH_ACK_TIMEOUT)  # what a claim's lock is
             await executor.run(statements.extend(postgres=executor.postgres, claim_ids=held, until=until))
         for feed in feeds:
             if feed.queue.access_type == "EXCLUSIVE":
@@ -189,9 +196,9 @@ class LiveSession:
         self.finished = True
         self.drop_all()
         self._housekeeping.cancel()
-        taken = self.settlements.take(postgres=self.operations.executor.postgres)
+        taken, reopened = self.settlements.take(postgres=self.operations.executor.postgres)
         try:
-            await self._settle(taken)
+            await self._settle(taken, reopened)
         except Exception:  # noqa: BLE001 - the claims' locks run out by themselves
             log.warning("%s %s: giving back held messages failed; their locks will expire", self.label, self.id,
                         exc_info=True)

@@ -225,3 +225,27 @@ def test_a_store_outage_under_a_subscribe_is_a_503_frame_and_the_socket_serves_o
         await c.disconnect()
 
     run(scenario)
+
+
+def test_a_released_or_dropped_message_wakes_its_queues_consumers_without_the_poll(mesh, settings):
+    settings.MESH_LIVE_POLL_MS = 600_000  # only a wake-up can bring them back in time here
+    client: MeshClient = mesh("wake", "w/a/k")
+    assert client.put_queue("w/a/k/q").status_code == 201
+    assert client.publish("queues", "w/a/k/q", b"one").status_code == 204
+
+    async def scenario() -> None:
+        first = await connect(client.token)
+        await first.send_json_to({"op": "subscribe", "sub": "s", "queue": "w/a/k/q", "credit": 5})
+        message = await next_frame(first, "message")
+        await first.send_json_to({"op": "release", "sub": "s", "tag": message["tag"]})
+        again = await next_frame(first, "message")  # back once the release is written
+        assert again["body"] == "one"
+        second = await connect(client.token)
+        await second.send_json_to({"op": "subscribe", "sub": "s", "queue": "w/a/k/q", "credit": 5})
+        await next_frame(second, "subscribed")
+        await first.disconnect()  # what it held returns, and the other consumer hears of it
+        taken = await next_frame(second, "message")
+        assert (taken["body"], taken["deliveryCount"]) == ("one", 2)
+        await second.disconnect()
+
+    run(scenario)
