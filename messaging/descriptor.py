@@ -115,3 +115,18 @@ class Rules:
 
     def allows(self, kind: str, action: str, name: str) -> bool:
         return any(covers(pattern, name) for pattern in self.rules[kind][action])
+
+
+def descriptor_template(instance_name: str) -> dict[str, Any]:
+    """Where the cockpit's descriptor editor starts: the namespace `a/b/c`, every API on, and
+    rules that keep the instance's keys inside its own namespace."""
+    return {
+        "emname": instance_name,
+        "namespace": "a/b/c",
+        "version": "1.1.0",
+        "options": {"management": True, "messagingrest": True, "messaging": True},
+        "rules": {
+            "queueRules": {"publishFilter": ["${namespace}/*"], "subscribeFilter": ["${namespace}/*"]},
+            "topicRules": {"publishFilter": ["${namespace}/*"], "subscribeFilter": ["${namespace}/*"]},
+        },
+    }

@@ -92,3 +92,28 @@ class ServiceKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.instance.name}/{self.name}"
+
+
+class Role(models.TextChoices):
+    ADMINISTRATOR = "administrator", "Administrator"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    """A user's role in one subaccount: administrators change everything in it, viewers read.
+
+    A superuser is an administrator of every subaccount without a row here."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    subaccount = models.ForeignKey(Subaccount, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "subaccount"], name="membership_unique_user"),
+            models.CheckConstraint(condition=models.Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.subaccount}: {self.role}"

@@ -18,3 +18,19 @@ PARAMETER_VALIDATORS: dict[tuple[str, str], ParameterValidator] = {}
 
 def register_parameters(service: str, plan: str, validator: ParameterValidator) -> None:
     PARAMETER_VALIDATORS[(service, plan)] = validator
+
+
+# (service, plan) -> the URL name of the application a subscription of that plan opens; the
+# cockpit links to it without importing the app (messaging registers the Event Mesh app).
+SUBSCRIPTION_APPS: dict[tuple[str, str], str] = {}
+
+# (service, plan) -> a starting point for the parameters editor, given the instance name.
+PARAMETER_TEMPLATES: dict[tuple[str, str], Callable[[str], dict[str, Any]]] = {}
+
+
+def register_subscription_app(service: str, plan: str, url_name: str) -> None:
+    SUBSCRIPTION_APPS[(service, plan)] = url_name
+
+
+def register_parameter_template(service: str, plan: str, template: Callable[[str], dict[str, Any]]) -> None:
+    PARAMETER_TEMPLATES[(service, plan)] = template

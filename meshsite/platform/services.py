@@ -13,7 +13,7 @@ from django.utils import timezone
 from oauth2_provider.models import get_access_token_model, get_application_model, get_refresh_token_model
 
 from .auth import forget_cached_tokens
-from .models import Entitlement, Service, ServiceInstance, ServiceKey, Subaccount
+from .models import Entitlement, Membership, Role, Service, ServiceInstance, ServiceKey, Subaccount
 from .registry import PARAMETER_VALIDATORS
 
 DEFAULT_ENTITLEMENTS = (
@@ -24,7 +24,12 @@ DEFAULT_ENTITLEMENTS = (
 
 
 class PlatformError(Exception):
-    """A refused platform operation; the message is meant for the user."""
+    """A refused platform operation; the message is meant for the user, and `field` names
+    the input it concerns (a form shows it there), if one does."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -51,37 +56,44 @@ def instance_create(
         Entitlement.objects.select_for_update().filter(subaccount=subaccount, service=service, plan=plan).first()
     )
     if entitlement is None:
-        raise PlatformError(f"The subaccount has no entitlement for {service}/{plan}")
+        raise PlatformError(f"The subaccount has no entitlement for {service}/{plan}", field="plan")
     used = ServiceInstance.objects.filter(subaccount=subaccount, service=service, plan=plan).count()
     if used >= entitlement.quota:
-        raise PlatformError(f"Quota exceeded: {used} of {entitlement.quota} {service}/{plan} instances in use")
+        raise PlatformError(f"Quota exceeded: {used} of {entitlement.quota} {service}/{plan} instances in use",
+                            field="plan")
     if ServiceInstance.objects.filter(subaccount=subaccount, name=name).exists():
-        raise PlatformError(f"Service instance {name!r} already exists")
+        raise PlatformError(f"Service instance {name!r} already exists", field="name")
     normalized = _parameters(service, plan, name, parameters)
     namespace = normalized.get("namespace", "") if service == Service.EVENT_MESH else ""
     if namespace and ServiceInstance.objects.filter(subaccount=subaccount, namespace=namespace).exists():
-        raise PlatformError(f"Namespace {namespace!r} is already used by another instance")
+        raise PlatformError(f"Namespace {namespace!r} is already used by another instance", field="parameters")
     try:
         return ServiceInstance.objects.create(
             subaccount=subaccount, service=service, plan=plan, name=name,
             parameters=normalized, namespace=namespace,
         )
     except IntegrityError as error:  # a concurrent create won the race
-        raise PlatformError(f"Service instance {name!r} conflicts with an existing one") from error
+        raise PlatformError(f"Service instance {name!r} conflicts with an existing one", field="name") from error
+
+
+def instance_parameters_check(*, service: str, plan: str, name: str, parameters: Any) -> dict[str, Any]:
+    """The normalized parameters instance_create would store, or PlatformError saying why not
+    (the cockpit's descriptor editor asks this as the user types)."""
+    return _parameters(service, plan, name, parameters)
 
 
 def _parameters(service: str, plan: str, name: str, parameters: Any) -> dict[str, Any]:
     if not name or len(name) > 100:
-        raise PlatformError("Instance name must be 1 to 100 characters")
+        raise PlatformError("Instance name must be 1 to 100 characters", field="name")
     validator = PARAMETER_VALIDATORS.get((service, plan))
     if validator is None:
         if parameters not in (None, {}):
-            raise PlatformError(f"{service}/{plan} takes no parameters")
+            raise PlatformError(f"{service}/{plan} takes no parameters", field="parameters")
         return {}
     try:
         return validator(parameters, name)
     except ValueError as error:
-        raise PlatformError(str(error)) from None
+        raise PlatformError(str(error), field="parameters") from None
 
 
 @transaction.atomic
@@ -92,17 +104,18 @@ def entitlement_put(*, subaccount: Subaccount, service: str, plan: str, quota: i
     instances would otherwise exist beyond what the subaccount is entitled to.
     """
     if service not in Service.values:
-        raise PlatformError(f"Unknown service {service!r}")
+        raise PlatformError(f"Unknown service {service!r}", field="service")
     if not plan or len(plan) > 40:
-        raise PlatformError("Plan must be 1 to 40 characters")
+        raise PlatformError("Plan must be 1 to 40 characters", field="plan")
     if quota < 0:
-        raise PlatformError("Quota must be 0 or more")
+        raise PlatformError("Quota must be 0 or more", field="quota")
     entitlement, created = Entitlement.objects.select_for_update().get_or_create(
         subaccount=subaccount, service=service, plan=plan, defaults={"quota": quota}
     )
     used = ServiceInstance.objects.filter(subaccount=subaccount, service=service, plan=plan).count()
     if quota < used:
-        raise PlatformError(f"{used} {service}/{plan} instances are in use; the quota cannot be lower")
+        raise PlatformError(f"{used} {service}/{plan} instances are in use; the quota cannot be lower",
+                            field="quota")
     if not created and entitlement.quota != quota:
         entitlement.quota = quota
         entitlement.save(update_fields=["quota"])
@@ -132,9 +145,9 @@ def instance_delete(*, instance: ServiceInstance) -> None:
 @transaction.atomic
 def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey:
     if not name or len(name) > 100:
-        raise PlatformError("Service key name must be 1 to 100 characters")
+        raise PlatformError("Service key name must be 1 to 100 characters", field="name")
     if instance.keys.filter(name=name).exists():
-        raise PlatformError(f"Service key {name!r} already exists for {instance.name!r}")
+        raise PlatformError(f"Service key {name!r} already exists for {instance.name!r}", field="name")
     secret = secrets.token_urlsafe(32)
     application_model = get_application_model()
     application = application_model.objects.create(
@@ -147,6 +160,31 @@ def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey
     )
     key = ServiceKey.objects.create(instance=instance, name=name, application=application)
     return NewServiceKey(key=key, client_secret=secret)
+
+
+@transaction.atomic
+def service_key_rotate(*, key: ServiceKey) -> NewServiceKey:
+    """A new client secret for the key; the old one, and every token issued with it, stop
+    working at once (here, and in other processes once their token cache entries age out)."""
+    secret = secrets.token_urlsafe(32)
+    application = type(key.application).objects.select_for_update().get(pk=key.application_id)
+    application.client_secret = secret  # hashed by django-oauth-toolkit on save
+    application.save(update_fields=["client_secret"])
+    get_access_token_model().objects.filter(application=application).delete()
+    forget_cached_tokens()
+    transaction.on_commit(forget_cached_tokens)
+    key.application = application
+    return NewServiceKey(key=key, client_secret=secret)
+
+
+@transaction.atomic
+def membership_put(*, subaccount: Subaccount, user_id: int, role: str) -> Membership:
+    if role not in Role.values:
+        raise PlatformError(f"Unknown role {role!r}; one of {', '.join(Role.values)}", field="role")
+    membership, _ = Membership.objects.update_or_create(
+        subaccount=subaccount, user_id=user_id, defaults={"role": role}
+    )
+    return membership
 
 
 @transaction.atomic
@@ -177,3 +215,8 @@ def access_tokens_expired_delete(*, batch_size: int = 10_000) -> int:
         deleted += count
         if count < batch_size:
             return deleted
+
+
+@transaction.atomic
+def membership_delete(*, membership: Membership) -> None:
+    membership.delete()

@@ -73,6 +73,11 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "meshsite.urls"
+
+# The cockpit signs people in at /login/ (the admin keeps its own form at /admin/login/).
+LOGIN_URL = "cockpit:login"
+LOGIN_REDIRECT_URL = "cockpit:home"
+LOGOUT_REDIRECT_URL = "cockpit:login"
 ASGI_APPLICATION = "meshsite.asgi.application"
 WSGI_APPLICATION = "meshsite.wsgi.application"
 

@@ -26,7 +26,7 @@ class WsTicketView(APIView):
             "ticket": serializers.CharField(), "expiresAt": serializers.DateTimeField(),
             "url": serializers.CharField()}),
             400: OpenApiResponse(_ERROR, description="No instance id in the body"),
-            403: OpenApiResponse(_ERROR, description="No session, no CSRF token, or not a staff user"),
+            403: OpenApiResponse(_ERROR, description="No session, no CSRF token, or not an administrator"),
             404: OpenApiResponse(_ERROR, description="No Event Mesh instance with this id")},
     )
     def post(self, request: Request) -> Response:

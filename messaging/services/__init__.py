@@ -14,6 +14,7 @@ from .messages import (
 from .queues import (
     QueueAttributes,
     queue_delete,
+    queue_purge,
     queue_put,
     subscription_delete,
     subscription_put,
@@ -39,6 +40,7 @@ __all__ = [
     "message_publish_to_topic",
     "message_release",
     "queue_delete",
+    "queue_purge",
     "queue_put",
     "queues_sweep",
     "subscription_delete",

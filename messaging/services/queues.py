@@ -13,7 +13,8 @@ from meshsite.platform.models import ServiceInstance
 
 from ..models import Queue, Subscription
 from ..names import InvalidName, literal_prefix, validate_pattern, validate_queue_name
-from ..selectors import rules_for
+from ..selectors import queue_get, rules_for
+from ..store import cleanup
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,23 @@ def queue_delete(*, instance: ServiceInstance, name: str) -> None:
     deleted, _ = Queue.objects.filter(instance=instance, name=_name(name)).delete()
     if not deleted:
         raise NotFound("Queue does not exist")
+
+
+PURGE_BATCH = 5_000
+
+
+def queue_purge(*, instance: ServiceInstance, name: str) -> int:
+    """Delete every message of the queue; returns how many. Batch by batch, each in a short
+    transaction of its own, so a large queue's publishers and consumers are never blocked
+    behind one long DELETE (messages published meanwhile may go too)."""
+    queue = queue_get(instance=instance, name=_name(name))
+    purged = 0
+    while True:
+        with transaction.atomic():
+            deleted = cleanup.purge_batch(queue_id=queue.pk, limit=PURGE_BATCH)
+        purged += deleted
+        if deleted < PURGE_BATCH:
+            return purged
 
 
 def topic_subscribe_accepted(*, instance: ServiceInstance, pattern: str) -> str:

@@ -6,8 +6,8 @@ an ordinary CSRF-protected request and opens the socket with it: the ticket is r
 for MESH_WS_TICKET_SECONDS and for one connection, bound to one instance, and only its
 SHA-256 is stored.
 
-Who may have a ticket: a staff user, for any instance (until the cockpit's per-subaccount
-roles say more).
+Who may have a ticket: an administrator of the instance's subaccount (meshsite.platform.roles;
+a viewer may not, since consuming and publishing change the queues), for as long as they stay one.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from meshsite.errors import Forbidden, NotFound
 from meshsite.platform.models import Service, ServiceInstance
+from meshsite.platform.roles import can_write, role_of
 
 from ..models import WsTicket
 
@@ -42,12 +43,17 @@ def _checksum(raw: str) -> str:
 
 
 def ws_ticket_issue(*, user: AbstractBaseUser | AnonymousUser, instance_id: str) -> Ticket:
-    if not (user.is_authenticated and user.is_active and getattr(user, "is_staff", False)):
-        raise Forbidden("WebSocket tickets are issued to staff users")
+    if not (user.is_authenticated and user.is_active):
+        raise Forbidden("WebSocket tickets are issued to logged-in users")
     try:
         instance = ServiceInstance.objects.get(pk=instance_id, service=Service.EVENT_MESH)
     except (ServiceInstance.DoesNotExist, ValidationError, ValueError, TypeError):  # no such id, or no id at all
         raise NotFound("No Event Mesh instance with this id") from None
+    # Someone with no role in the subaccount learns nothing of the instance: the same 404.
+    if role_of(user=user, subaccount_id=instance.subaccount_id) is None:
+        raise NotFound("No Event Mesh instance with this id")
+    if not can_write(user=user, subaccount_id=instance.subaccount_id):
+        raise Forbidden("WebSocket tickets are issued to administrators of the instance's subaccount")
     now = timezone.now()
     raw = secrets.token_urlsafe(32)
     expires_at = now + timedelta(seconds=settings.MESH_WS_TICKET_SECONDS)
@@ -66,13 +72,16 @@ def ws_ticket_redeem(*, raw: str) -> tuple[ServiceInstance, int] | None:
         if ticket is None:
             return None
         ticket.delete()
-    if ticket.is_expired(timezone.now()) or not (ticket.user.is_active and ticket.user.is_staff):
+    if ticket.is_expired(timezone.now()):
+        return None
+    if not can_write(user=ticket.user, subaccount_id=ticket.instance.subaccount_id):
         return None
     return ticket.instance, ticket.user_id
 
 
 def ws_ticket_still_valid(*, user_id: int, instance_id: uuid.UUID) -> bool:
-    """A ticket's connection lasts while its user stays an active staff user and its
-    instance exists."""
-    return (get_user_model().objects.filter(pk=user_id, is_active=True, is_staff=True).exists()
-            and ServiceInstance.objects.filter(pk=instance_id).exists())
+    """A ticket's connection lasts while its user stays an administrator of the instance's
+    subaccount and the instance exists."""
+    instance = ServiceInstance.objects.filter(pk=instance_id).first()
+    user = get_user_model().objects.filter(pk=user_id).first()
+    return instance is not None and user is not None and can_write(user=user, subaccount_id=instance.subaccount_id)

@@ -61,3 +61,13 @@ def _dead_msg_queue(queue: Queue, condition: Q) -> Queue | None:
     if target is not None or not Message.objects.filter(condition, queue_id=queue.pk).exists():
         return target
     return Queue.objects.get_or_create(instance_id=queue.instance_id, name=queue.dead_msg_queue)[0]
+
+
+def purge_batch(*, queue_id: int, limit: int) -> int:
+    """Delete up to `limit` of a queue's messages, oldest first, held or not: a purge is the
+    operator's word that none of them matter (a consumer's later settle finds nothing)."""
+    ids = list(Message.objects.filter(queue_id=queue_id).order_by("id").values_list("id", flat=True)[:limit])
+    if not ids:
+        return 0
+    deleted, _ = Message.objects.filter(id__in=ids).delete()
+    return deleted

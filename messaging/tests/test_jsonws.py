@@ -19,11 +19,12 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from meshsite.errors import MeshError
+from meshsite.platform.models import Membership
 from meshsite.testing import MeshClient
 from messaging.hotpath import endpoints
 from messaging.jsonws import frames
 from messaging.models import Message, WsTicket
-from messaging.services.tickets import ws_ticket_issue, ws_ticket_redeem
+from messaging.services.tickets import ws_ticket_issue, ws_ticket_redeem, ws_ticket_still_valid
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -165,32 +166,53 @@ def test_bodies_travel_as_text_when_textual_and_as_base64_otherwise():
 # --- tickets -------------------------------------------------------------------------------------
 
 
-def _user(name: str, *, is_staff: bool) -> Any:
-    return get_user_model().objects.create_user(username=name, password="x", is_staff=is_staff)
+def _user(name: str, *, role: str | None = None, instance: Any = None) -> Any:
+    user = get_user_model().objects.create_user(username=name, password="x")
+    if role is not None:
+        Membership.objects.create(user=user, subaccount_id=instance.subaccount_id, role=role)
+    return user
 
 
-def test_a_ticket_opens_once_only_for_staff_and_only_while_fresh(mesh, settings):
+def test_a_ticket_opens_once_for_an_administrator_and_only_while_fresh(mesh, settings):
     instance = mesh("tickets", "t/i/c").instance
-    staff = _user("staff", is_staff=True)
-    ticket = ws_ticket_issue(user=staff, instance_id=str(instance.pk))
+    admin = _user("administrator", role="administrator", instance=instance)
+    ticket = ws_ticket_issue(user=admin, instance_id=str(instance.pk))
     assert not WsTicket.objects.filter(checksum=ticket.raw).exists()  # only its hash is kept
-    assert ws_ticket_redeem(raw=ticket.raw) == (instance, staff.pk)
+    assert ws_ticket_redeem(raw=ticket.raw) == (instance, admin.pk)
     assert ws_ticket_redeem(raw=ticket.raw) is None  # single use
-    stale = ws_ticket_issue(user=staff, instance_id=str(instance.pk))
+    stale = ws_ticket_issue(user=admin, instance_id=str(instance.pk))
     WsTicket.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
     assert ws_ticket_redeem(raw=stale.raw) is None
     with pytest.raises(MeshError) as refused:
-        ws_ticket_issue(user=_user("plain", is_staff=False), instance_id=str(instance.pk))
-    assert refused.value.status_code == 403
-    with pytest.raises(MeshError) as refused:
-        ws_ticket_issue(user=staff, instance_id="00000000-0000-0000-0000-000000000000")
+        ws_ticket_issue(user=admin, instance_id="00000000-0000-0000-0000-000000000000")
     assert refused.value.status_code == 404
+
+
+def test_viewers_get_no_ticket_and_outsiders_learn_nothing(mesh):
+    instance = mesh("ticket-roles", "t/r/c").instance
+    viewer = _user("viewer", role="viewer", instance=instance)
+    with pytest.raises(MeshError) as refused:
+        ws_ticket_issue(user=viewer, instance_id=str(instance.pk))
+    assert refused.value.status_code == 403
+    with pytest.raises(MeshError) as refused:  # no role at all: as if there were no such instance
+        ws_ticket_issue(user=_user("outsider"), instance_id=str(instance.pk))
+    assert refused.value.status_code == 404
+
+
+def test_a_ticket_and_its_connection_end_when_the_user_stops_being_an_administrator(mesh):
+    instance = mesh("ticket-demoted", "t/d/c").instance
+    admin = _user("soon-viewer", role="administrator", instance=instance)
+    ticket = ws_ticket_issue(user=admin, instance_id=str(instance.pk))
+    assert ws_ticket_still_valid(user_id=admin.pk, instance_id=instance.pk)
+    Membership.objects.filter(user=admin).update(role="viewer")
+    assert not ws_ticket_still_valid(user_id=admin.pk, instance_id=instance.pk)
+    assert ws_ticket_redeem(raw=ticket.raw) is None
 
 
 def test_the_admin_lists_tickets_without_their_checksums(mesh, admin_client):
     instance = mesh("ticket-admin", "t/a/d").instance
-    staff = _user("lister", is_staff=True)
-    ws_ticket_issue(user=staff, instance_id=str(instance.pk))
+    lister = _user("lister", role="administrator", instance=instance)
+    ws_ticket_issue(user=lister, instance_id=str(instance.pk))
     stored = WsTicket.objects.get()
     page = admin_client.get("/admin/messaging/wsticket/")
     assert page.status_code == 200 and "lister" in page.content.decode()

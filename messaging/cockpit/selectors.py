@@ -1,0 +1,117 @@
+"""Reads of the Event Mesh application's pages, each one grouped query."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, Max, Min, Q, Sum
+from django.utils import timezone
+
+from meshsite.platform.models import Service, ServiceInstance, Subaccount
+
+from ..models import Connection, DeliveryAttempt, Message, Queue, WebhookSubscription
+
+TOPIC = "topic:"
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    queue: Queue
+    messages: int
+    size: int
+    unacknowledged: int
+    consumers: int  # distinct consumers holding messages of it now
+    oldest: datetime | None
+    subscriptions: int
+    webhooks: int
+
+    @property
+    def oldest_age_seconds(self) -> float | None:
+        return None if self.oldest is None else max((timezone.now() - self.oldest).total_seconds(), 0.0)
+
+
+def message_clients(*, subaccount: Subaccount) -> list[ServiceInstance]:
+    return list(subaccount.instances.filter(service=Service.EVENT_MESH, plan="default")
+                .annotate(queue_count=Count("queues")).order_by("name"))
+
+
+def is_subscribed(*, subaccount: Subaccount) -> bool:
+    return subaccount.instances.filter(service=Service.EVENT_MESH, plan="standard").exists()
+
+
+def queue_rows(*, instance: ServiceInstance) -> list[QueueRow]:
+    now = timezone.now()
+    queues = list(Queue.objects.filter(instance=instance).annotate(
+        subscription_count=Count("subscriptions", distinct=True), webhook_count=Count("webhooks", distinct=True),
+    ).order_by("name"))
+    held = Q(locked_until__gt=now)
+    rows = Message.objects.filter(queue__instance=instance).values("queue_id").annotate(
+        n=Count("id"), size=Sum("size"), unacked=Count("id", filter=held),
+        consumers=Count("claimed_by", filter=held, distinct=True), oldest=Min("created_at"),
+    )
+    stats: dict[int, dict[str, Any]] = {row["queue_id"]: dict(row) for row in rows}
+    return [_row(queue, stats.get(queue.pk, {})) for queue in queues]
+
+
+def _row(queue: Queue, stats: dict[str, Any]) -> QueueRow:
+    def count(key: str) -> int:
+        return int(stats.get(key) or 0)
+
+    return QueueRow(
+        queue=queue, messages=count("n"), size=count("size"), unacknowledged=count("unacked"),
+        consumers=count("consumers"), oldest=stats.get("oldest"),
+        subscriptions=getattr(queue, "subscription_count", 0), webhooks=getattr(queue, "webhook_count", 0),
+    )
+
+
+def connections_by_protocol(*, instance: ServiceInstance) -> dict[str, int]:
+    rows = Connection.objects.filter(instance=instance).values("protocol").annotate(n=Count("id"))
+    return {row["protocol"]: row["n"] for row in rows}
+
+
+def topics_seen(*, instance: ServiceInstance, limit: int = 200) -> list[str]:
+    """Topics of the messages the instance's queues hold now (what a pattern may be tried on)."""
+    addresses = (Message.objects.filter(queue__instance=instance, address__startswith=TOPIC)
+                 .values_list("address", flat=True).distinct().order_by("address")[:limit])
+    return [address[len(TOPIC):] for address in addresses]
+
+
+def dead_message_queues(*, instance: ServiceInstance) -> list[str]:
+    named: set[str] = set(Queue.objects.filter(instance=instance).exclude(dead_msg_queue=None)
+                .exclude(dead_msg_queue="").values_list("dead_msg_queue", flat=True))  # type: ignore[arg-type]
+    holding = set(Message.objects.filter(queue__instance=instance).exclude(dead_from="")
+                  .values_list("queue__name", flat=True).distinct())
+    return sorted(named | holding)
+
+
+def dead_messages(*, queue: Queue, limit: int = 200) -> list[Message]:
+    return list(Message.objects.filter(queue=queue).defer("payload").order_by("id")[:limit])
+
+
+def message_peek(*, instance: ServiceInstance, message_uuid: str) -> Message | None:
+    return Message.objects.select_related("queue").filter(queue__instance=instance, uuid=message_uuid).first()
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    webhook: str
+    endpoint: str
+    error: str
+    status_code: int | None
+    count: int
+    last: datetime
+
+
+def failed_deliveries(*, instance: ServiceInstance, hours: int = 24) -> list[FailureGroup]:
+    since = timezone.now() - timedelta(hours=hours)
+    rows = (DeliveryAttempt.objects.filter(subscription__instance=instance, succeeded=False, attempted_at__gte=since)
+            .values("subscription__name", "subscription__endpoint", "error", "status_code")
+            .annotate(n=Count("id"), last=Max("attempted_at")).order_by("-n", "-last")[:100])
+    return [FailureGroup(row["subscription__name"], row["subscription__endpoint"], row["error"],
+                         row["status_code"], row["n"], row["last"]) for row in rows]
+
+
+def webhooks_of(*, instance: ServiceInstance) -> list[WebhookSubscription]:
+    return list(WebhookSubscription.objects.filter(instance=instance).select_related("queue").order_by("name"))
