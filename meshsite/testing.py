@@ -13,10 +13,11 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client as DjangoClient
 
 from meshsite.platform.auth import forget_cached_tokens
-from meshsite.platform.models import ServiceInstance
+from meshsite.platform.models import Membership, ServiceInstance, Subaccount
 from meshsite.platform.ratelimit import forget_refusals
 from meshsite.platform.services import instance_create, service_key_create, subaccount_default
 
@@ -130,3 +131,28 @@ def _fresh_cache(settings: Any) -> None:
         name: {**config, "KEY_PREFIX": f"test-{secrets.token_hex(6)}"} for name, config in settings.CACHES.items()
     }
     forget_refusals()
+
+
+# --- the cockpit's people -------------------------------------------------------------------
+
+
+@pytest.fixture
+def subaccount(db: None, fast_hashing: None) -> Subaccount:
+    return subaccount_default()
+
+
+@pytest.fixture
+def person(subaccount: Subaccount) -> Callable[..., DjangoClient]:
+    """`person("ann", "administrator")` -> a client logged in as a new user with that role in
+    the default subaccount (no role: an outsider)."""
+
+    def factory(name: str, role: str | None = None, *, in_subaccount: Subaccount | None = None,
+                **client_options: Any) -> DjangoClient:
+        user = get_user_model().objects.create_user(username=name, password="pw")
+        if role is not None:
+            Membership.objects.create(user=user, subaccount=in_subaccount or subaccount, role=role)
+        client = DjangoClient(**client_options)
+        client.force_login(user)
+        return client
+
+    return factory

@@ -125,9 +125,11 @@ def wait_until_serving(base: str, process: subprocess.Popen, log: Path) -> None:
 
 @contextmanager
 def live_server(var_dir: Path, extra_env: dict[str, str] | None = None, *, server: str = "uvicorn",
-                collect_static: bool = False, command: list[str] | None = None) -> Iterator[LiveServer]:
+                collect_static: bool = False, command: list[str] | None = None,
+                with_instance: bool = True) -> Iterator[LiveServer]:
     """A migrated server (uvicorn or daphne; or `command`, with {port} in it) with one instance
-    and key; with collect_static, its static files
+    and key (or, without, only what `meshseed` makes: the subaccount and an admin whose password
+    is in var_dir/admin-password); with collect_static, its static files
     collected as in production (compressing them takes most of a minute on a busy machine,
     so only the tests of static files ask for it)."""
     port = free_port()
@@ -147,8 +149,12 @@ def live_server(var_dir: Path, extra_env: dict[str, str] | None = None, *, serve
         manage(env, "migrate", "--noinput")
         if collect_static:
             manage(env, "collectstatic", "--noinput")
-        manage(env, "create_service", "event-mesh", "default", "live", "-c", '{"namespace": "a/b/c"}')
-        key = json.loads(manage(env, "create_service_key", "live", "k1"))
+        key: dict[str, Any] = {}
+        if with_instance:
+            manage(env, "create_service", "event-mesh", "default", "live", "-c", '{"namespace": "a/b/c"}')
+            key = json.loads(manage(env, "create_service_key", "live", "k1"))
+        else:
+            manage(env, "meshseed")
         with log.open("wb") as out:
             argv = ([part.replace("{port}", str(port)) for part in command] if command
                     else web_server_command(server, "127.0.0.1", port))

@@ -3,7 +3,6 @@ the management and messaging APIs call; a refusal is shown beside its field."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.forms import Form
@@ -79,7 +78,7 @@ def _queues_page(request: HttpRequest, page: Page, instance: ServiceInstance, fo
 @require_http_methods(["GET", "POST"])
 def queues(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
     instance = _client(page, instance_id)
-    form = QueueForm(request.POST or None, initial={"name": f"{instance.namespace}/"})
+    form = QueueForm(request.POST or None, initial={"name": f"{instance.namespace}/", "access_type": "NON_EXCLUSIVE"})
     if request.method == "POST":
         if form.is_valid():
             try:
@@ -239,8 +238,8 @@ def test(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
     instance = _client(page, instance_id)
     return _render(request, page, instance, "test", "mesh/test.html", {
         "queues": _queue_names(instance),
-        "config": json.dumps({"instance": str(instance.pk), "namespace": instance.namespace,
-                              "ticketUrl": reverse("ws-tickets"), "canWrite": page.can_write}),
+        "config": {"instance": str(instance.pk), "namespace": instance.namespace,
+                   "ticketUrl": reverse("ws-tickets"), "canWrite": page.can_write},
     })
 
 

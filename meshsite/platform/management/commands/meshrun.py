@@ -67,7 +67,8 @@ class Command(BaseCommand):
         reason = None
         try:
             wait_until_answering(host, port, children)
-            self.say(f"meshsite is running on http://{host}:{port} (Ctrl-C stops it)")
+            self.say(f"meshsite is running on http://{host}:{port} (Ctrl-C stops it); "
+                     f"the cockpit is at http://{host}:{port}/")
             watch(children)
         except KeyboardInterrupt:
             pass

@@ -25,7 +25,7 @@ class Command(BaseCommand):
         if not get_user_model().objects.filter(is_superuser=True).exists():
             self._create_admin(password_file)
         self.stdout.write(f"Subaccount {subaccount.name!r} is ready.")
-        login = f"Log in at {settings.MESH_PUBLIC_URL}/admin/"
+        login = f"Log in to the cockpit at {settings.MESH_PUBLIC_URL}/ (the Django admin: /admin/)"
         if password_file.exists():
             self.stdout.write(f"{login} as 'admin' with the password in {password_file} ({RESET_HINT})")
         else:
