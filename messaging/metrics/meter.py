@@ -42,8 +42,9 @@ _start_lock = threading.Lock()
 
 
 def meter_count(queue_id: int, kind: str, n: int = 1) -> None:
-    """Count `n` events of `kind` (one of KINDS) for a queue, in the current minute."""
-    if n <= 0:
+    """Count `n` events of `kind` (one of KINDS) for a queue, in the current minute; a
+    negative `n` takes back what turned out not to have happened (a claim given back unused)."""
+    if not n:
         return
     index = _INDEX[kind]
     key = (queue_id, int(time.time()) // 60)
@@ -59,7 +60,7 @@ def meter_count(queue_id: int, kind: str, n: int = 1) -> None:
 def meter_count_after_commit(queue_id: int, kind: str, n: int = 1) -> None:
     """Count once the caller's transaction commits (at once outside one): a rolled-back
     claim or settle happened to nobody."""
-    if n > 0:
+    if n:
         transaction.on_commit(lambda: meter_count(queue_id, kind, n))
 
 
