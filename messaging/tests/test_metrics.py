@@ -376,3 +376,12 @@ def test_open_connections_are_counted_by_protocol_for_live_processes_only(mesh):
     assert samples[("meshsite_connections", frozenset({("protocol", "amqp")}))] == 2
     assert samples[("meshsite_connections", frozenset({("protocol", "json")}))] == 1
     assert samples[("meshsite_store_latency_seconds", frozenset())] > 0
+
+
+def test_the_admin_shows_the_meters_rows_read_only(admin_client):
+    queue = Queue.objects.create(instance=make_instance(), name=Q)
+    QueueMinute.objects.create(queue=queue, minute=datetime(2026, 5, 1, 12, 30, tzinfo=UTC), published=3)
+    QueueCounter.objects.create(queue=queue, published=3)
+    for model in ("queueminute", "queuecounter"):
+        assert admin_client.get(f"/admin/messaging/{model}/").status_code == 200
+        assert admin_client.get(f"/admin/messaging/{model}/add/").status_code == 403
