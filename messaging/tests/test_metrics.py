@@ -7,6 +7,7 @@ Transactional: counts made inside a transaction are taken once it commits, as in
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -28,6 +29,8 @@ from messaging.models import Connection, Queue, QueueCounter, QueueMinute, Serve
 from messaging.services import queues_sweep
 
 from .conftest import Q, hook, run
+from .test_jsonws import connect, next_frame
+from .test_jsonws import run as run_ws
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -385,3 +388,32 @@ def test_the_admin_shows_the_meters_rows_read_only(admin_client):
     for model in ("queueminute", "queuecounter"):
         assert admin_client.get(f"/admin/messaging/{model}/").status_code == 200
         assert admin_client.get(f"/admin/messaging/{model}/add/").status_code == 403
+
+
+def test_json_websocket_publish_delivery_and_ack_count_once(mesh):
+    client = mesh()
+    client.put_queue(Q)
+
+    async def scenario() -> None:
+        ws = await connect(client.token)
+        for ref in ("1", "2"):
+            await ws.send_json_to({"op": "publish", "ref": ref, "queue": Q, "body": "x"})
+            await next_frame(ws, "published")
+        await ws.send_json_to({"op": "subscribe", "sub": "s", "queue": Q, "credit": 2})
+        first, _ = await next_frame(ws, "message"), await next_frame(ws, "message")
+        await ws.send_json_to({"op": "ack", "sub": "s", "tag": first["tag"]})
+        for _ in range(100):  # the ack is written (and counted) in the connection's next settle batch
+            if acknowledged() == 1:
+                break
+            await asyncio.sleep(0.05)
+        await ws.disconnect()  # the second goes back to the queue: still one consumption
+
+    def acknowledged() -> int:
+        return sum(counts[KINDS.index("acknowledged")] for counts in meter_pending().values())
+
+    run_ws(scenario)
+    samples = flushed_scrape(client)
+    assert of(samples, "meshsite_messages_published_total") == 2
+    assert of(samples, "meshsite_messages_consumed_total") == 2
+    assert of(samples, "meshsite_messages_acknowledged_total") == 1
+    assert of(samples, "meshsite_queue_messages") == 1
