@@ -22,6 +22,7 @@ def favicon(request: HttpRequest) -> HttpResponseRedirect:
 urlpatterns = [
     path("oauth/token", TokenView.as_view(), name="oauth-token"),
     path("favicon.ico", favicon, name="favicon"),
+    path("metrics", include("messaging.metrics.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(permission_classes=[]), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema", permission_classes=[]), name="api-docs"),

@@ -28,7 +28,18 @@ from meshsite.errors import Conflict
 from meshsite.platform.admin import ReadOnlyAdmin, ServiceWritesAdmin, adopt
 from meshsite.platform.models import Service, ServiceInstance
 
-from .models import Connection, DeliveryAttempt, Message, Queue, Subscription, WebhookSubscription, WsTicket
+from .metrics.meter import KINDS
+from .models import (
+    Connection,
+    DeliveryAttempt,
+    Message,
+    Queue,
+    QueueCounter,
+    QueueMinute,
+    Subscription,
+    WebhookSubscription,
+    WsTicket,
+)
 from .names import InvalidName, validate_pattern, validate_queue_name
 from .services import (
     QueueAttributes,
@@ -314,3 +325,27 @@ class WsTicketAdmin(ReadOnlyAdmin):
     list_select_related = ["user", "instance"]
     readonly_fields = ["user", "instance", "expires_at"]
     exclude = ["checksum"]
+
+
+_COUNTS = list(KINDS)
+
+
+@admin.register(QueueMinute)
+class QueueMinuteAdmin(ReadOnlyAdmin):
+    """The meter's counts per queue and minute: written by each process's flush, pruned by the sweep."""
+
+    list_display = ["minute", "queue", *_COUNTS]
+    search_fields = ["queue__name"]
+    list_select_related = ["queue"]
+    readonly_fields = ["queue", "minute", *_COUNTS]
+    date_hierarchy = "minute"
+
+
+@admin.register(QueueCounter)
+class QueueCounterAdmin(ReadOnlyAdmin):
+    """Each queue's totals since it was created: what /metrics exports as counters."""
+
+    list_display = ["queue", *_COUNTS]
+    search_fields = ["queue__name"]
+    list_select_related = ["queue"]
+    readonly_fields = ["queue", *_COUNTS]

@@ -333,3 +333,43 @@ class WsTicket(models.Model):
 
     def is_expired(self, now: datetime) -> bool:
         return self.expires_at <= now
+
+
+class _QueueCounts(models.Model):
+    """The six counts the meter keeps (messaging.metrics.meter.KINDS), per queue."""
+
+    published = models.BigIntegerField(default=0)
+    consumed = models.BigIntegerField(default=0)
+    acknowledged = models.BigIntegerField(default=0)
+    delivered = models.BigIntegerField(default=0)  # webhook pushes the receiver accepted
+    delivery_failed = models.BigIntegerField(default=0)  # webhook attempts that failed
+    dead_lettered = models.BigIntegerField(default=0)  # moved to the dead message queue, or dropped
+
+    class Meta:
+        abstract = True
+
+
+class QueueMinute(_QueueCounts):
+    """What happened to a queue in one minute (UTC, truncated), for the cockpit's rates.
+    Monitoring data, not messages: written by the meter's flush, deleted after
+    MESH_METER_RETENTION_HOURS by the sweep."""
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="+", db_index=False)
+    minute = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "minute"], name="queue_minute_unique")]
+        indexes = [models.Index(fields=["minute"], name="queue_minute_age")]  # retention
+
+    def __str__(self) -> str:
+        return f"{self.queue_id} @ {self.minute:%Y-%m-%d %H:%M}"
+
+
+class QueueCounter(_QueueCounts):
+    """A queue's counts since it was created, upserted by the same flush as its minutes: what
+    /metrics exports, so that Prometheus counters stay monotonic when old minutes go."""
+
+    queue = models.OneToOneField(Queue, on_delete=models.CASCADE, primary_key=True, related_name="+")
+
+    def __str__(self) -> str:
+        return f"counters of {self.queue_id}"

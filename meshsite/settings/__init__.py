@@ -10,5 +10,6 @@ from .cache import *  # noqa: F403
 from .database import *  # noqa: F403
 from .live import *  # noqa: F403
 from .mesh import *  # noqa: F403
+from .metrics import *  # noqa: F403
 from .oauth import *  # noqa: F403
 from .webhooks import *  # noqa: F403

@@ -23,6 +23,7 @@ from meshsite.platform.auth import Client
 from meshsite.platform.models import ServiceInstance
 from messaging import live, services, store
 from messaging.api import headers
+from messaging.metrics import meter_count
 from messaging.models import AccessType
 from messaging.services.messages import (
     ack_accepted,
@@ -163,6 +164,7 @@ class Endpoints:
             message = store.message_from_row(row)
             message.delivery_count = delivery_count
             await run_sync(store.dead_letter_exhausted, message=message, queue=queue, removed=qos == 0)
+        meter_count(queue.pk, "consumed")
         message_id = str(store.row_value(row, "claim_id" if qos == 1 else "uuid"))
         return Answer(200, bytes(store.row_value(row, "payload")), [
             (b"content-type", store.row_value(row, "content_type").encode("latin-1")),
@@ -201,11 +203,13 @@ class Endpoints:
 
     async def ack(self, client: Client, request: Request, name: str, message_id: str) -> Answer:
         queue_name, claim_id = ack_accepted(queue_name=name, message_id=message_id)
-        settled = await self.executor.run(statements.settle(
+        statement = statements.settle(
             postgres=self.executor.postgres, claim_ids=[claim_id], held_at=timezone.now(),
             instance_id=client.instance.pk, queue_name=queue_name,
-        ), durable=not store.settle_may_skip_flush())
+        )
+        settled = await self.executor.fetch(statement, durable=not store.settle_may_skip_flush())
         if settled:
+            store.count_returned(statement, settled)
             return OK
         queue = await self.catalog.queue(client.instance, queue_name)
         held = await self.executor.fetch(statements.claim_in_queue(queue_id=queue.pk, claim_id=claim_id),

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
+
+from messaging.metrics import meter_count
 
 from .database import Executor, Row, unavailable
 
@@ -92,6 +94,9 @@ class GroupWriter:
             return
         self.batches += 1
         self.rows += len(rows)
+        # Counted once committed; a row's first column is its queue (NEW_MESSAGE_COLUMNS).
+        for queue_id, n in Counter(row[0] for row in rows).items():
+            meter_count(queue_id, "published", n)
         for publish in batch:
             _settle(publish, None)
 

@@ -28,6 +28,7 @@ from meshsite.errors import MeshError
 from messaging import store
 from messaging.hotpath.catalog import CachedQueue
 from messaging.hotpath.database import run_sync
+from messaging.metrics import meter_count
 from messaging.services.messages import lock_until
 from messaging.store import statements
 
@@ -144,6 +145,7 @@ class QueueFeed:
                 else:
                     live_rows.append(row)
             if live_rows or len(rows) < wanted:
+                meter_count(self.queue.pk, "consumed", len(live_rows))
                 return live_rows
 
     def delivery_count(self, row: Row) -> int:
@@ -212,6 +214,7 @@ class QueueFeed:
 
     async def _give_back(self, claim_ids: list[object]) -> None:
         ids = [UUID(str(claim_id)) for claim_id in claim_ids if claim_id]
+        meter_count(self.queue.pk, "consumed", -len(ids))  # claimed, never sent
         if ids:
             await self.session.operations.executor.run(statements.give_back_uncounted(
                 postgres=self.session.operations.executor.postgres, claim_ids=ids))

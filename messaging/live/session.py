@@ -158,8 +158,12 @@ class LiveSession:
 
     async def _settle(self, taken: list[statements.Statement], reopened: set[int]) -> None:
         executor = self.operations.executor
+        durable = not store.settle_may_skip_flush()
         for statement in taken:
-            await executor.run(statement, durable=not store.settle_may_skip_flush())
+            if statement.counted:  # the acknowledgements: their rows are the meter's
+                store.count_returned(statement, await executor.fetch(statement, durable=durable))
+            else:
+                await executor.run(statement, durable=durable)
         if reopened:  # without it, consumers (this one too) would find them at the next poll
             queues_written(reopened)
 

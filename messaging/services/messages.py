@@ -24,6 +24,7 @@ from meshsite.platform.models import ServiceInstance
 
 from .. import live, store
 from ..mediatype import MAX_LENGTH, is_media_type
+from ..metrics import meter_count_after_commit
 from ..models import Message, Queue
 from ..names import InvalidName, validate_queue_name, validate_topic
 from ..selectors import queue_get, queues_subscribed_to, rules_for
@@ -129,6 +130,7 @@ def message_publish_to_queue(*, instance: ServiceInstance, queue_name: str, outg
     except IntegrityError:  # the queue was deleted after it was looked up
         raise NotFound("Queue does not exist") from None
     # Registered after the row is written: outside a transaction this runs at once.
+    meter_count_after_commit(queue.pk, "published")
     transaction.on_commit(lambda: live.queues_written([queue.pk]))
     if queue.has_webhooks:
         transaction.on_commit(lambda: _wake([queue.pk]))
@@ -170,6 +172,8 @@ def message_publish_to_topic(*, instance: ServiceInstance, topic: str, outgoing:
             try:
                 with transaction.atomic():
                     Message.objects.bulk_create([_row(q, outgoing, f"topic:{topic}", now, expires_at) for q in queues])
+                for queue in queues:  # after the insert stood: a retry below counts its own
+                    meter_count_after_commit(queue.pk, "published")
             except IntegrityError:  # a subscribed queue was deleted meanwhile: publish to the rest
                 return message_publish_to_topic(instance=instance, topic=topic, outgoing=outgoing)
     return len(queues)

@@ -18,6 +18,7 @@ from datetime import datetime
 from django.conf import settings
 from django.utils import timezone
 
+from ..metrics.retention import minutes_prune
 from ..models import Queue
 from ..store import cleanup
 from .connections import connections_forget_dead
@@ -28,6 +29,7 @@ Batch = Callable[..., int]
 def queues_sweep(*, now: datetime | None = None, batch: int | None = None) -> int:
     now = now or timezone.now()
     connections_forget_dead(now=now)  # the quota of a server process that died
+    minutes_prune(now=now)  # the meter's minutes past MESH_METER_RETENTION_HOURS
     limit = batch or settings.MESH_SWEEP_BATCH
     deadline = time.monotonic() + settings.MESH_SWEEP_INTERVAL
     moved = 0

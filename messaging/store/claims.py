@@ -4,9 +4,11 @@ transaction; none decides an answer's status or shape, that stays with the calle
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from django.conf import settings
@@ -14,6 +16,7 @@ from django.db import transaction
 
 from meshsite.errors import Conflict
 
+from ..metrics.meter import meter_count, meter_count_after_commit
 from ..models import AccessType, Message
 from . import rules, statements
 from .capacity import check_unacked
@@ -65,6 +68,7 @@ def claim(
                 live.append(message)
         if live or not full:
             live.sort(key=lambda message: message.pk)  # RETURNING promises no order
+            meter_count_after_commit(queue.pk, "consumed", len(live))
             return Claim(live, full)
 
 
@@ -96,8 +100,23 @@ def settle(*, claim_ids: Sequence[UUID], held_at: datetime | None = None,
     claim taken over by another consumer has a new claim id anyway."""
     if not claim_ids:
         return 0
-    return run(statements.settle(postgres=postgres(), claim_ids=list(claim_ids), held_at=held_at,
-                                 instance_id=instance_id, queue_name=queue_name))
+    statement = statements.settle(postgres=postgres(), claim_ids=list(claim_ids), held_at=held_at,
+                                  instance_id=instance_id, queue_name=queue_name)
+    rows = fetch(statement)
+    count_returned(statement, rows, after_commit=True)
+    return len(rows)
+
+
+def count_returned(statement: statements.Statement, rows: Sequence[Sequence[Any]], *,
+                   after_commit: bool = False) -> None:
+    """The meter's count of a statement that returns a queue id per row it changed
+    (`Statement.counted`): the sync path, the hot path and the WebSocket sessions run the same
+    settle statement, and each counts its rows here. `after_commit` inside a transaction."""
+    if not statement.counted:
+        return
+    count = meter_count_after_commit if after_commit else meter_count
+    for queue_id, n in Counter(int(row[0]) for row in rows).items():
+        count(queue_id, statement.counted, n)
 
 
 def give_back_at(*, claim_ids: Sequence[UUID], available_at: datetime) -> int:
@@ -124,6 +143,8 @@ def give_back_unattempted(*, messages: Sequence[Message], qos: int) -> None:
     again with the same id, so it keeps its place in the queue."""
     if not messages:
         return
+    # Never handed to anyone: the claim's count of them is taken back.
+    meter_count_after_commit(messages[0].queue_id, "consumed", -len(messages))
     if qos == 1:
         run(statements.give_back_uncounted(postgres=postgres(), claim_ids=[m.claim_id for m in messages if m.claim_id]))
         return

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from django.db.models import Q
 
+from ..metrics.meter import meter_count
 from ..models import Message, Queue
 from . import rules, statements
 from .claims import EXHAUSTED
@@ -49,6 +50,7 @@ def _batch(queue: Queue, condition: rules.Fragment, same: Q, order: str, limit: 
         target_id=target.pk if target else None, reason=reason, dead_from=queue.name,
     )
     moved = run(statement)  # in autocommit: a transaction of its own
+    meter_count(queue.pk, "dead_lettered", moved)
     if moved and target is None:
         log.info("dropped %d messages from %s: %s (no deadMsgQueue)", moved, queue.name, reason)
     return moved

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..metrics.meter import meter_count_after_commit
 from ..models import Message, Queue
 from .queues import StoredQueue
 
@@ -24,6 +25,7 @@ def dead_letter(*, message: Message, queue: StoredQueue, reason: str, removed: b
     the dead message queue. A missing dead message queue is created rather than losing the
     message.
     """
+    meter_count_after_commit(queue.pk, "dead_lettered")
     if not queue.dead_msg_queue:
         log.info("dropping message %s from %s: %s (no deadMsgQueue)", message.uuid, queue.name, reason)
         if not removed:

@@ -34,6 +34,9 @@ SKIP_WAL_FLUSH = "SET LOCAL synchronous_commit TO OFF"
 class Statement:
     sql: str
     params: list[Any]
+    # The meter's kind (messaging.metrics.meter.KINDS) of each row it returns, a queue id per
+    # row: whoever runs it fetches the rows and counts them (messaging.store.count_returned).
+    counted: str = ""
 
 
 def _marks(count: int) -> str:
@@ -138,8 +141,9 @@ def claim(
 
 def settle(*, postgres: bool, claim_ids: list[UUID], held_at: datetime | None = None,
            instance_id: UUID | None = None, queue_name: str | None = None) -> Statement:
-    """Remove settled (acknowledged) messages. With `held_at`, only while the claim's lock
-    still holds then; with an instance and queue name, only in that queue (tenant-safe)."""
+    """Remove settled (acknowledged) messages, returning the queue id of each. With `held_at`,
+    only while the claim's lock still holds then; with an instance and queue name, only in
+    that queue (tenant-safe)."""
     match, params = _claim_in(postgres, claim_ids)
     sql = f"DELETE FROM {MESSAGE} WHERE {match}"  # noqa: S608
     if held_at is not None:
@@ -154,7 +158,8 @@ def settle(*, postgres: bool, claim_ids: list[UUID], held_at: datetime | None = 
         sql += (f" AND (SELECT instance_id = %s AND name = %s FROM {QUEUE}"  # noqa: S608
                 f" WHERE {QUEUE}.id = {MESSAGE}.queue_id)")
         params += [instance_id, queue_name]
-    return Statement(sql, params)
+    # The queue of each settled message, for the meter: a batch may span queues.
+    return Statement(f"{sql} RETURNING queue_id", params, counted="acknowledged")
 
 
 def give_back_at(*, postgres: bool, claim_ids: list[UUID], available_at: datetime) -> Statement:

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import connection
 
 from ... import store
+from ...metrics import meter_count_after_commit
 from ...models import DeliveryAttempt, Message, WebhookStatus, WebhookSubscription
 from .lease import _engine_transaction, _sql
 from .pushing import Outcome
@@ -48,6 +49,9 @@ def _settle(
             _failed(subscription, *failure)
         elif delivered:
             _succeeded(subscription, outcomes[-1][2])
+        # With the round's commit: a round rolled back and settled again counts once.
+        meter_count_after_commit(subscription.queue_id, "delivered", len(delivered))
+        meter_count_after_commit(subscription.queue_id, "delivery_failed", 1 if failure is not None else 0)
 
 
 _ATTEMPT_COLUMNS = (
