@@ -239,6 +239,11 @@ def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, passw
     expect(dead_count).to_have_text("1")
     expect(failures).to_contain_text(receiver.url)
     expect(failures).to_contain_text("500")
+    # The chart: the two publishes of the story, counted per minute by the server processes.
+    chart = page.locator("#rates-chart")
+    reload_until(page, lambda: chart.get_attribute("data-total") == "2")
+    expect(chart).to_have_attribute("data-total", "2")
+    expect(chart.locator("canvas")).to_have_count(1)
     story.shot("monitor")
 
     # Pause the webhook (so the re-queued message stays to be seen), then re-queue from the DMQ.

@@ -14,6 +14,7 @@ client = [
     path("webhook-actions/<slug:action>/<path:name>", views.webhook_action, name="webhook-action"),
     path("test/", views.test, name="test"),
     path("monitor/", views.monitor, name="monitor"),
+    path("monitor/rates", views.rates, name="rates"),
     path("dead-letters/<path:name>", views.dead_letters, name="dead-letters"),
     path("requeue/<path:name>", views.dead_letters_requeue_view, name="requeue"),
     path("messages/<uuid:message_id>", views.message, name="message"),

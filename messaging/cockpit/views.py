@@ -16,6 +16,7 @@ from meshsite.errors import MeshError, NotFound
 from meshsite.platform.models import Service, ServiceInstance
 
 from .. import selectors as mesh
+from ..metrics.selectors import queue_rates
 from ..names import InvalidName, covers, validate_topic
 from ..services import (
     dead_letters_requeue,
@@ -251,8 +252,24 @@ def monitor(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
         "failures": selectors.failed_deliveries(instance=instance),
         "dead_queues": selectors.dead_message_queues(instance=instance),
         "connections": selectors.connections_by_protocol(instance=instance),
-        "rates_url": "",  # RATES
+        "rates_url": reverse("mesh:rates", args=[page.subaccount.pk, instance.pk]),
     })
+
+
+@cockpit_page()
+def rates(request: HttpRequest, page: Page, instance_id: str) -> JsonResponse:
+    """The Monitor chart's data: per-minute counts of the last hour, per queue, from the
+    meter's minutes in the database (so every server process's work is in it)."""
+    instance = _client(page, instance_id)
+    series = queue_rates(instance=instance, minutes=60)
+    minutes = series[0].minutes if series else []
+    return JsonResponse({
+        "minutes": [minute.isoformat() for minute in minutes],
+        "queues": [{"queue": one.queue, **{kind: getattr(one, kind) for kind in RATE_KINDS}} for one in series],
+    })
+
+
+RATE_KINDS = ("published", "consumed", "acknowledged", "delivered", "delivery_failed", "dead_lettered")
 
 
 @cockpit_page()

@@ -14,6 +14,7 @@ import pytest
 from meshsite.platform.models import Entitlement, ServiceInstance, Subaccount
 from meshsite.platform.services import instance_create
 from meshsite.testing import MeshClient, make_instance, mesh_client_for
+from messaging.metrics.meter import meter_flush
 from messaging.models import Message, Queue, Subscription, WebhookSubscription
 from messaging.services import QueueAttributes, queue_put
 from messaging.services.deadletter import message_dead_letter
@@ -253,3 +254,20 @@ def test_another_subaccounts_message_client_is_404(person, em, subaccount):
     assert admin.get(f"/subaccounts/{other.pk}/event-mesh/{foreign.pk}/").status_code == 404
     assert Message.objects.count() == 1
     assert ServiceInstance.objects.filter(pk=foreign.pk).exists()
+
+
+def test_the_monitor_chart_reads_the_per_minute_counters(person, em, django_capture_on_commit_callbacks):
+    admin = person("ada", "administrator")
+    queue_put(instance=em.instance, name=Q, attributes=QueueAttributes())
+    queue_put(instance=em.instance, name="a/b/c/quiet", attributes=QueueAttributes())
+    with django_capture_on_commit_callbacks(execute=True):
+        for _ in range(3):
+            assert em.publish("queues", Q).status_code == 204
+    meter_flush()
+    answer = admin.get(app(em, "monitor/rates")).json()
+    assert len(answer["minutes"]) == 60
+    by_queue = {row["queue"]: row for row in answer["queues"]}
+    assert set(by_queue) == {Q, "a/b/c/quiet"}
+    assert sum(by_queue[Q]["published"]) == 3 and by_queue[Q]["published"][-1] == 3
+    assert sum(by_queue["a/b/c/quiet"]["published"]) == 0
+    assert person("olga").get(app(em, "monitor/rates")).status_code == 404
