@@ -191,6 +191,7 @@ def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, passw
     page.click("#consume-button")
     expect(page.locator("#stop-button")).to_be_enabled()
     page.select_option("#publish-kind", "topic")
+    expect(page.locator("#publish-queue-field")).to_be_hidden()
     page.fill("#publish-topic", TOPIC)
     page.fill("#publish-body", '{"id": 1}')
     page.click("#publish-button")

@@ -3,7 +3,8 @@
 The admin writes only through the services (or offers nothing): a subaccount is the one the
 settings name and is read-only, instances are created by the CLI or the cockpit (they need a
 descriptor and a key shown once), entitlements change through `entitlement_put`, and deletes
-go through `instance_delete` and `service_key_delete`.
+go through `instance_delete` and `service_key_delete`; memberships (cockpit roles) through
+`membership_put` and `membership_delete`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 
 from meshsite.errors import MeshError
 
-from .models import Entitlement, ServiceInstance, ServiceKey, Subaccount
-from .services import PlatformError, entitlement_delete, entitlement_put, instance_delete, service_key_delete
+from .models import Entitlement, Membership, ServiceInstance, ServiceKey, Subaccount
+from .services import (
+    PlatformError,
+    entitlement_delete,
+    entitlement_put,
+    instance_delete,
+    membership_delete,
+    membership_put,
+    service_key_delete,
+)
 
 REFUSALS: tuple[type[Exception], ...] = (MeshError, PlatformError)
 _REFUSAL = "_mesh_service_refusal"
@@ -205,3 +214,23 @@ class ServiceKeyAdmin(ServiceWritesAdmin):
 
     def service_delete(self, obj: ServiceKey) -> None:
         service_key_delete(key=obj)
+
+
+@admin.register(Membership)
+class MembershipAdmin(ServiceWritesAdmin):
+    """A user's role in a subaccount (the cockpit's Members page writes the same way)."""
+
+    list_display = ["user", "subaccount", "role", "created_at"]
+    list_filter = ["role", "subaccount"]
+    search_fields = ["user__username", "subaccount__name"]
+    list_select_related = ["user", "subaccount"]
+    fields = ["user", "subaccount", "role"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return ["user", "subaccount"] if obj is not None else []
+
+    def save_model(self, request: HttpRequest, obj: Membership, form: Any, change: bool) -> None:
+        adopt(obj, membership_put(subaccount=obj.subaccount, user_id=obj.user_id, role=obj.role))
+
+    def service_delete(self, obj: Membership) -> None:
+        membership_delete(membership=obj)

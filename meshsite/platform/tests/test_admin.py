@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from django.test import RequestFactory
 from oauth2_provider.models import get_access_token_model, get_application_model
 
-from meshsite.platform.models import Entitlement, ServiceInstance, ServiceKey, Subaccount
+from meshsite.platform.models import Entitlement, Membership, ServiceInstance, ServiceKey, Subaccount
 from meshsite.platform.services import subaccount_default
 from meshsite.testing import make_instance, mesh_client_for
 
@@ -94,3 +94,21 @@ def test_the_database_refuses_an_impossible_platform_value(db, model, field, val
     make_instance()
     with pytest.raises(IntegrityError), transaction.atomic():
         model.objects.filter(pk=model.objects.first().pk).update(**{field: value})
+
+
+def test_roles_are_given_changed_and_taken_in_the_admin_through_the_services(db, admin_client, django_user_model):
+    bob = django_user_model.objects.create_user(username="bob", password="pw")
+    subaccount = subaccount_default()
+    add = "/admin/platform/membership/add/"
+    _errors(admin_client.post(add, {"user": bob.pk, "subaccount": subaccount.pk, "role": "owner"}))
+    assert admin_client.post(add, {"user": bob.pk, "subaccount": subaccount.pk, "role": "viewer"}).status_code == 302
+    membership = Membership.objects.get(user=bob)
+    assert membership.role == "viewer"
+    url = f"/admin/platform/membership/{membership.pk}/change/"
+    assert admin_client.post(url, {"role": "administrator"}).status_code == 302
+    membership.refresh_from_db()
+    assert (membership.role, membership.subaccount_id) == ("administrator", subaccount.pk)
+    listing = admin_client.get("/admin/platform/membership/?q=bob").content.decode()
+    assert "bob" in listing
+    assert admin_client.post(f"/admin/platform/membership/{membership.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert not Membership.objects.exists()
