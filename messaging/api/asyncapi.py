@@ -44,6 +44,13 @@ class AsyncApiView(ManagementView):
     @extend_schema(
         tags=["Event Mesh management"], operation_id="asyncapi_document",
         summary="The instance's queues, topics and webhook subscriptions as an AsyncAPI 3.0.0 document",
+        description=(
+            "The live topology of the token's instance, as a file to download: a channel per queue and per "
+            "topic (subscription patterns, and topics of the messages stored now), send and receive "
+            "operations, webhook subscriptions as receive operations, the `httprest` and `amqp10ws` servers "
+            "and the client-credentials security scheme. No credentials or signing secrets. Needs the "
+            "`management` option."
+        ),
         parameters=[OpenApiParameter(
             "Content-Disposition", str, OpenApiParameter.HEADER, response=[200], required=True,
             description='`attachment; filename="<instance>-asyncapi.json"`')],

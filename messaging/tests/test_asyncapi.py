@@ -12,8 +12,10 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
+from django.test import Client
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import validators
@@ -201,10 +203,7 @@ def test_the_same_topology_gives_the_same_version_and_a_change_a_new_one(seeded:
 
 
 def _decode(key: str) -> str:
-    raw = re.sub(r"_([0-9A-F]{2})", lambda match: f"%{match.group(1)}", key)
-    from urllib.parse import unquote
-
-    return unquote(raw, errors="strict")
+    return unquote(re.sub(r"_([0-9A-F]{2})", lambda match: f"%{match.group(1)}", key), errors="strict")
 
 
 @settings(max_examples=300, derandomize=True, database=None)
@@ -218,3 +217,11 @@ def test_component_keys_are_valid_and_reversible(name: str) -> None:
 def test_component_keys_keep_names_that_a_readable_form_would_merge_apart() -> None:
     names = ["a/b", "a_b", "a_2Fb", "a-b", "a.b", "a+b", "a*b"]
     assert len({component_key(name) for name in names}) == len(names)
+
+
+def test_the_endpoint_is_in_the_openapi_document_with_its_download_header() -> None:
+    response = Client().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    operation = json.loads(response.content)["paths"][URL]["get"]
+    assert operation["operationId"] == "asyncapi_document"
+    answer = operation["responses"]["200"]
+    assert "application/json" in answer["content"] and set(answer["headers"]) == {"Content-Disposition"}
