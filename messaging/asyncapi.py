@@ -87,9 +87,9 @@ def _subscriptions(*, instance: ServiceInstance) -> Iterable[tuple[str, str]]:
 def _topics_stored(*, instance: ServiceInstance) -> Iterable[tuple[str, str]]:
     """(topic, queue) of the messages stored now that were published to a topic.
 
-    No index serves `address`: this reads every message row of the instance's queues (through
-    `message_fifo`), milliseconds per ten thousand. Acceptable for a document fetched by hand;
-    not something to call per request of the hot path.
+    No index serves `address`: this reads every message row of the instance's queues. Measured
+    on PostgreSQL (one queue, 50 topics): 5 ms at 10,000 messages, 37 ms at 100,000. Fine for a
+    document fetched by hand; not for anything on the hot path.
     """
     rows = (
         Message.objects.filter(queue__instance=instance, address__startswith="topic:")
