@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from .api import management, rest, tickets, webhooks
+from .api import asyncapi, management, rest, tickets, webhooks
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
@@ -23,6 +23,7 @@ urlpatterns = [
     path(f"{REST}queues/<segment:queue>/messages/<segment:message_id>/acknowledgement", rest.AcknowledgeView.as_view()),
     path(f"{REST}topics/<segment:topic>/messages", rest.TopicPublishView.as_view()),
     path("api/v1/ws-tickets", tickets.WsTicketView.as_view(), name="ws-tickets"),
+    path("api/v1/asyncapi", asyncapi.AsyncApiView.as_view(), name="asyncapi"),
     path(f"{REST}subscriptions", webhooks.SubscriptionListView.as_view()),
     path(f"{REST}subscriptions/<segment:name>", webhooks.SubscriptionView.as_view()),
     path(f"{REST}subscriptions/<segment:name>/handshake", webhooks.HandshakeView.as_view()),
