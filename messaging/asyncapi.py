@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from django.conf import settings
 
@@ -334,3 +335,16 @@ def asyncapi_document(*, instance: ServiceInstance) -> dict[str, Any]:
         "operations": operations,
         "components": _components(),
     }
+
+
+_UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def attachment(instance_name: str) -> str:
+    """The Content-Disposition: a plain-ASCII `filename` every client reads, and RFC 6266's
+    `filename*` with the real name when it holds anything else (quotes, slashes, non-ASCII)."""
+    plain = _UNSAFE_IN_FILENAME.sub("-", instance_name).strip("-.") or "instance"
+    value = f'attachment; filename="{plain}-asyncapi.json"'
+    if plain != instance_name:
+        value += f"; filename*=UTF-8''{quote(instance_name, safe='')}-asyncapi.json"
+    return value

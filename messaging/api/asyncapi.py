@@ -3,9 +3,7 @@ to download (messaging.asyncapi builds it), for the bearer token of one of its s
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import quote
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -13,27 +11,15 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ..asyncapi import asyncapi_document
+from ..asyncapi import asyncapi_document, attachment
 from .management import ManagementView
 from .openapi import responses
-
-_UNSAFE_IN_FILENAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class IndentedJSONRenderer(JSONRenderer):
     # The answer is a file people open in an editor or diff between downloads.
     def get_indent(self, accepted_media_type: str, renderer_context: dict[str, Any]) -> int:
         return 2
-
-
-def attachment(instance_name: str) -> str:
-    """The Content-Disposition: a plain-ASCII `filename` every client reads, and RFC 6266's
-    `filename*` with the real name when it holds anything else (quotes, slashes, non-ASCII)."""
-    plain = _UNSAFE_IN_FILENAME.sub("-", instance_name).strip("-.") or "instance"
-    value = f'attachment; filename="{plain}-asyncapi.json"'
-    if plain != instance_name:
-        value += f"; filename*=UTF-8''{quote(instance_name, safe='')}-asyncapi.json"
-    return value
 
 
 class AsyncApiView(ManagementView):

@@ -18,6 +18,7 @@ client = [
     path("dead-letters/<path:name>", views.dead_letters, name="dead-letters"),
     path("requeue/<path:name>", views.dead_letters_requeue_view, name="requeue"),
     path("messages/<uuid:message_id>", views.message, name="message"),
+    path("asyncapi.json", views.asyncapi, name="asyncapi"),
 ]
 
 urlpatterns = [

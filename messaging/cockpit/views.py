@@ -3,6 +3,7 @@ the management and messaging APIs call; a refusal is shown beside its field."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.forms import Form
@@ -16,6 +17,7 @@ from meshsite.errors import MeshError, NotFound
 from meshsite.platform.models import Service, ServiceInstance
 
 from .. import selectors as mesh
+from ..asyncapi import asyncapi_document, attachment
 from ..metrics.selectors import queue_rates
 from ..names import InvalidName, covers, validate_topic
 from ..services import (
@@ -308,3 +310,14 @@ def message(request: HttpRequest, page: Page, instance_id: str, message_id: str)
     return _render(request, page, instance, "monitor", "mesh/message.html", {
         "message": found, "body": body, "binary": binary,
     })
+
+
+@cockpit_page()
+def asyncapi(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
+    """The message client's live topology as an AsyncAPI 3 document, to download (the same
+    document the API serves at /api/v1/asyncapi to the instance's own keys)."""
+    instance = _client(page, instance_id)
+    response = HttpResponse(json.dumps(asyncapi_document(instance=instance), indent=2),
+                            content_type="application/json")
+    response["Content-Disposition"] = attachment(instance.name)
+    return response

@@ -271,3 +271,16 @@ def test_the_monitor_chart_reads_the_per_minute_counters(person, em, django_capt
     assert sum(by_queue[Q]["published"]) == 3 and by_queue[Q]["published"][-1] == 3
     assert sum(by_queue["a/b/c/quiet"]["published"]) == 0
     assert person("olga").get(app(em, "monitor/rates")).status_code == 404
+
+
+def test_the_asyncapi_document_downloads_from_the_app(person, em):
+    admin = person("ada", "administrator")
+    queue_put(instance=em.instance, name=Q, attributes=QueueAttributes())
+    answer = person("vic", "viewer").get(app(em, "asyncapi.json"))  # reading: viewers too
+    assert answer.status_code == 200
+    assert answer["Content-Disposition"] == 'attachment; filename="emname-asyncapi.json"'
+    document = json.loads(answer.content)
+    assert document["asyncapi"] == "3.0.0"
+    assert any(channel["address"] == f"queue:{Q}" for channel in document["channels"].values())
+    assert "AsyncAPI document" in text(admin.get(app(em)))
+    assert person("olga").get(app(em, "asyncapi.json")).status_code == 404
