@@ -1,5 +1,6 @@
 """Smoke pass of `make run` on the embedded default: start it, create an instance and a key
-with the CLI, then token -> queue -> publish -> consume -> ack over real HTTP, then Ctrl-C."""
+with the CLI, then token -> queue -> publish -> consume -> ack over real HTTP, the cockpit's
+login page and its stylesheet, then Ctrl-C."""
 
 from __future__ import annotations
 
@@ -62,7 +63,11 @@ def main() -> None:
         assert (status, body) == (200, b"smoke"), (status, body)
         message_id = {k.lower(): v for k, v in headers.items()}["x-message-id"]
         assert call("POST", f"{rest}/{message_id}/acknowledgement", b"", auth)[0] == 200
-        print("1 passed, 0 failed: embedded smoke (make run, CLI, token, queue, publish, consume, ack)")
+        status, page, _ = call("GET", "/")  # the cockpit: redirected to its login page
+        assert status == 200 and b'name="username"' in page, (status, page[:200])
+        stylesheet = page.split(b'rel="stylesheet" href="', 1)[1].split(b'"', 1)[0].decode()
+        assert call("GET", stylesheet)[0] == 200, stylesheet  # collected and served by the app itself
+        print("1 passed, 0 failed: embedded smoke (make run, CLI, token, queue, publish, consume, ack, cockpit)")
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:
