@@ -36,7 +36,9 @@ from .models import (
     Queue,
     QueueCounter,
     QueueMinute,
+    ServerProcess,
     Subscription,
+    Topology,
     WebhookSubscription,
     WsTicket,
 )
@@ -315,6 +317,23 @@ class ConnectionAdmin(ReadOnlyAdmin):
     search_fields = ["instance__name"]
     list_select_related = ["instance", "process"]
     readonly_fields = ["id", "instance", "process", "protocol", "opened_at"]
+
+
+@admin.register(ServerProcess)
+class ServerProcessAdmin(ReadOnlyAdmin):
+    """Server processes holding WebSocket connections, with their last heartbeat."""
+
+    list_display = ["id", "host", "started_at", "seen_at"]
+    search_fields = ["id", "host"]
+    readonly_fields = ["id", "host", "started_at", "seen_at"]
+
+
+@admin.register(Topology)
+class TopologyAdmin(ReadOnlyAdmin):
+    """The topology version the processes' caches compare with (raised by every change)."""
+
+    list_display = ["id", "version"]
+    readonly_fields = ["version"]
 
 
 @admin.register(WsTicket)

@@ -132,6 +132,7 @@ class SubaccountAdmin(ReadOnlyAdmin):
     would make the platform create a fresh one and orphan every instance)."""
 
     list_display = ["name", "created_at"]
+    search_fields = ["name"]
     readonly_fields = ["name", "created_at"]
     inlines = [EntitlementInline]
 
@@ -140,6 +141,7 @@ class SubaccountAdmin(ReadOnlyAdmin):
 class EntitlementAdmin(ServiceWritesAdmin):
     list_display = ["subaccount", "service", "plan", "quota"]
     list_filter = ["service", "plan"]
+    search_fields = ["subaccount__name", "plan"]
     fields = ["subaccount", "service", "plan", "quota"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -198,6 +200,7 @@ class ServiceInstanceAdmin(ServiceWritesAdmin):
 @admin.register(ServiceKey)
 class ServiceKeyAdmin(ServiceWritesAdmin):
     list_display = ["name", "instance", "client_id", "created_at"]
+    list_filter = ["instance__service"]
     search_fields = ["name", "instance__name", "application__client_id"]
     list_select_related = ["instance", "application"]
     readonly_fields = ["instance", "name", "application", "created_at"]

@@ -392,3 +392,16 @@ def test_the_constraint_migrations_apply_to_a_database_with_rows():
     assert queue.max_redelivery_count == 2 and queue.messages.get().qos == 0
     with pytest.raises(IntegrityError), transaction.atomic():
         Queue.objects.update(max_redelivery_count=-1)
+
+
+def test_every_model_of_meshsite_is_in_the_admin_and_its_list_renders(db, admin_client):
+    from django.apps import apps
+    from django.contrib import admin
+
+    ours = [model for model in apps.get_models() if model._meta.app_label in ("platform", "messaging", "visibility")]
+    assert len(ours) >= 16
+    missing = [model.__name__ for model in ours if model not in admin.site._registry]
+    assert missing == []
+    for model in ours:
+        url = f"/admin/{model._meta.app_label}/{model._meta.model_name}/"
+        assert admin_client.get(url).status_code == 200, url
