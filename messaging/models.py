@@ -310,6 +310,9 @@ class Connection(models.Model):
     process = models.ForeignKey(ServerProcess, on_delete=models.CASCADE, related_name="connections")
     protocol = models.CharField(max_length=8)
     opened_at = models.DateTimeField()
+    # The ids of the queues it consumes now (AMQP receiver links, JSON queue subscriptions),
+    # written when they change: the cockpit's "consumers connected" per queue.
+    queue_ids = models.JSONField(default=list, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["instance", "process"], name="connection_instance")]

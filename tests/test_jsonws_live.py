@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from meshsite.amqpclient import AmqpClient
 from meshsite.wsclient import JsonClient, Refused
-from tests.test_amqp_live import _second_key, enc, put_queue, rest_consume, run, subscribe
+from tests.test_amqp_live import _second_key, amqp_url, enc, put_queue, rest_consume, run, subscribe
 from tests.test_live_server import (  # noqa: F401  (fixtures)
     MAX_MESSAGE_SIZE,
     REST,
@@ -232,15 +233,16 @@ def test_the_three_ways_in_and_the_refusals(live, token):  # noqa: F811
     run(scenario)
 
 
-def _staff_session(live) -> httpx.Client:  # noqa: F811
+def _staff_session(live, name: str = "admin") -> httpx.Client:  # noqa: F811
+    username = f"{name}-{live.server}"
     manage({**live.env, "DJANGO_SUPERUSER_PASSWORD": "pw-for-tests"}, "createsuperuser", "--noinput",
-           "--username", f"admin-{live.server}", "--email", "a@example.com")
+           "--username", username, "--email", "a@example.com")
     session = httpx.Client(base_url=live.base, timeout=10, follow_redirects=False)
     page = session.get("/admin/login/")
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
     assert csrf is not None
     answer = session.post("/admin/login/?next=/admin/", data={
-        "csrfmiddlewaretoken": csrf.group(1), "username": f"admin-{live.server}", "password": "pw-for-tests"})
+        "csrfmiddlewaretoken": csrf.group(1), "username": username, "password": "pw-for-tests"})
     assert answer.status_code == 302, answer.text
     return session
 
@@ -288,3 +290,41 @@ def test_another_instance_cannot_reach_this_instances_queue(live, token, http): 
     run(scenario)
     assert rest_consume(http, "a/b/c/json-private").content == b"mine"
     assert rest_consume(http, "a/b/c/json-private").status_code == 204
+
+
+def test_the_cockpit_counts_the_amqp_and_json_connections_consuming_a_queue(live, token, http):  # noqa: F811
+    put_queue(http, "a/b/c/watched")
+    manage(live.env, "create_service", "event-mesh", "standard", "event-mesh-app")
+    session = _staff_session(live, "watcher")
+    overview = session.get("/").headers["location"]  # the one subaccount
+    page = f"{overview}event-mesh/{live.key['serviceinstanceid']}/"
+
+    def consumers() -> str:
+        html = session.get(page).text
+        found = re.search(r'<tr data-queue="a/b/c/watched">.*?data-consumers>(\d+)<', html, re.S)
+        assert found is not None, html
+        return found.group(1)
+
+    def eventually(wanted: str) -> None:
+        deadline = time.monotonic() + 10
+        while consumers() != wanted and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert consumers() == wanted
+
+    async def scenario() -> None:
+        async with await JsonClient.connect(ws_url(live), token=token) as c:
+            await c.subscribe("s", queue="a/b/c/watched", credit=1)
+            await asyncio.to_thread(eventually, "1")
+            async with await AmqpClient.connect(amqp_url(live), token=token) as a:
+                receiver = await a.receiver("queue:a/b/c/watched", credit=1)
+                await asyncio.to_thread(eventually, "2")
+                await receiver.close()
+                await asyncio.to_thread(eventually, "1")
+            await c.send(op="unsubscribe", sub="s")
+            await c.expect("unsubscribed", sub="s")
+            await asyncio.to_thread(eventually, "0")
+
+    try:
+        run(scenario)
+    finally:
+        session.close()

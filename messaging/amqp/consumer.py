@@ -35,6 +35,7 @@ class AmqpConsumer(LiveConsumer):
         token = headers["authorization"].split()[1]
         self.session = self.amqp = AmqpConnection(instance=client.instance, still_valid=token_still_valid(token),
                                                   send=self._send_bytes, close=self.close)
+        self.amqp.connection_id = self.connection_id
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         data = message.get("bytes")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from meshsite.platform.models import Service, ServiceInstance, Subaccount
 
 from ..models import Connection, DeliveryAttempt, Message, Queue, WebhookSubscription
+from ..services.connections import STALE
 
 TOPIC = "topic:"
 
@@ -22,7 +23,7 @@ class QueueRow:
     messages: int
     size: int
     unacknowledged: int
-    consumers: int  # distinct consumers holding messages of it now
+    consumers: int  # live AMQP / JSON WebSocket connections consuming it now
     oldest: datetime | None
     subscriptions: int
     webhooks: int
@@ -48,10 +49,11 @@ def queue_rows(*, instance: ServiceInstance) -> list[QueueRow]:
     ).order_by("name"))
     held = Q(locked_until__gt=now)
     rows = Message.objects.filter(queue__instance=instance).values("queue_id").annotate(
-        n=Count("id"), size=Sum("size"), unacked=Count("id", filter=held),
-        consumers=Count("claimed_by", filter=held, distinct=True), oldest=Min("created_at"),
+        n=Count("id"), size=Sum("size"), unacked=Count("id", filter=held), oldest=Min("created_at"),
     )
     stats: dict[int, dict[str, Any]] = {row["queue_id"]: dict(row) for row in rows}
+    for queue_id, consumers in consumers_by_queue(instance=instance).items():
+        stats.setdefault(queue_id, {})["consumers"] = consumers
     return [_row(queue, stats.get(queue.pk, {})) for queue in queues]
 
 
@@ -66,9 +68,23 @@ def _row(queue: Queue, stats: dict[str, Any]) -> QueueRow:
     )
 
 
+def _live_connections(instance: ServiceInstance):  # type: ignore[no-untyped-def]
+    return Connection.objects.filter(instance=instance, process__seen_at__gt=timezone.now() - STALE)
+
+
 def connections_by_protocol(*, instance: ServiceInstance) -> dict[str, int]:
-    rows = Connection.objects.filter(instance=instance).values("protocol").annotate(n=Count("id"))
+    rows = _live_connections(instance).values("protocol").annotate(n=Count("id"))
     return {row["protocol"]: row["n"] for row in rows}
+
+
+def consumers_by_queue(*, instance: ServiceInstance) -> dict[int, int]:
+    """Live connections consuming each queue. Read whole and counted here: an instance has
+    at most MESH_MAX_CONNECTIONS_PER_INSTANCE of them, and SQLite cannot search JSON lists."""
+    counts: dict[int, int] = {}
+    for queue_ids in _live_connections(instance).values_list("queue_ids", flat=True):
+        for queue_id in queue_ids:
+            counts[queue_id] = counts.get(queue_id, 0) + 1
+    return counts
 
 
 def topics_seen(*, instance: ServiceInstance, limit: int = 200) -> list[str]:

@@ -46,6 +46,7 @@ class JsonConsumer(LiveConsumer):
         await self.send({"type": "websocket.accept", "subprotocol": frames.SUBPROTOCOL if offered else None})
         self.session = self.json = JsonConnection(instance=instance, still_valid=still_valid,
                                                   send=self._send_text, close=self.close)
+        self.json.connection_id = self.connection_id
         self.json.send({"op": "welcome", "protocol": frames.SUBPROTOCOL, "connection": self.json.id,
                         "instance": str(instance.pk), "namespace": instance.namespace,
                         "maxFrame": frames.max_frame()})

@@ -63,6 +63,7 @@ class QueueFeed:
         self.again = False
         self.closed = False
         session.hub.watch_queue(queue.pk, self)
+        session.consumers_changed()
 
     # --- what a protocol supplies -------------------------------------------------------------
 
@@ -203,6 +204,7 @@ class QueueFeed:
             return
         self.closed = True
         self.session.hub.unwatch_queue(self.queue.pk, self)
+        self.session.consumers_changed()
         if self.unsettled:
             self.session.settlements.dropped.extend(self.unsettled.values())
             self.session.settlements.reopened.add(self.queue.pk)

@@ -24,6 +24,8 @@ from django.utils import timezone
 
 from meshsite.platform.models import ServiceInstance
 from messaging import store
+from messaging.hotpath.database import run_sync
+from messaging.services.connections import connection_consumes
 from messaging.store import statements
 
 from . import hub, queues_written
@@ -86,6 +88,8 @@ class LiveSession:
         self.loop = asyncio.get_running_loop()
         self._settling = False
         self.finished = False
+        self.connection_id: uuid.UUID | None = None  # its Connection row, once admitted
+        self._consumed: list[int] = []  # the queue ids that row says it consumes
         self._housekeeping = self.loop.create_task(self._housekeep(), name=f"meshsite-{self.label}-{self.id}")
 
     # --- what a protocol supplies -------------------------------------------------------------
@@ -166,6 +170,24 @@ class LiveSession:
                 await executor.run(statement, durable=durable)
         if reopened:  # without it, consumers (this one too) would find them at the next poll
             queues_written(reopened)
+
+    def consumers_changed(self) -> None:
+        """A queue feed came or went: record the queues consumed on the Connection row, once
+        the protocol's own bookkeeping of the change is done (hence call_soon)."""
+        self.loop.call_soon(self._record_consumed)
+
+    def _record_consumed(self) -> None:
+        consumed = sorted({feed.queue.pk for feed in self.feeds() if not feed.closed})
+        if self.connection_id is None or self.finished or consumed == self._consumed:
+            return
+        self._consumed = consumed
+        self.spawn(self._write_consumed(self.connection_id, consumed), quiet=True)
+
+    async def _write_consumed(self, connection_id: uuid.UUID, consumed: list[int]) -> None:
+        try:
+            await run_sync(connection_consumes, connection_id=connection_id, queue_ids=consumed)
+        except Exception:  # noqa: BLE001 - only the cockpit's count is stale; the next change writes it
+            log.warning("%s %s: recording the queues consumed failed", self.label, self.id, exc_info=True)
 
     async def _housekeep(self) -> None:
         """Renew what this connection holds and check that its credentials still stand."""

@@ -63,3 +63,8 @@ def connections_forget_dead(*, now: datetime | None = None) -> int:
     cutoff = (now or timezone.now()) - STALE
     deleted, _ = ServerProcess.objects.filter(seen_at__lte=cutoff).delete()
     return int(deleted)
+
+
+def connection_consumes(*, connection_id: uuid.UUID, queue_ids: list[int]) -> None:
+    """The queues a connection consumes from now on (what the cockpit counts per queue)."""
+    Connection.objects.filter(pk=connection_id).update(queue_ids=sorted(set(queue_ids)))
