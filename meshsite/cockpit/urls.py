@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from . import views
+from .login import LoginView
 
 app_name = "cockpit"
 
@@ -25,8 +26,7 @@ subaccount = [
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("login/", auth_views.LoginView.as_view(template_name="cockpit/login.html", redirect_authenticated_user=True),
-         name="login"),
+    path("login/", LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("subaccounts/<int:subaccount_id>/", include(subaccount)),
 ]

@@ -254,3 +254,24 @@ def test_administrators_give_and_take_roles(person, subaccount):
     assert unknown.status_code == 400 and "No user" in unknown.content.decode()
     assert admin.post(base(subaccount) + f"members/{membership.pk}/delete").status_code == 302
     assert not Membership.objects.filter(user__username="bob").exists()
+
+
+def test_failed_logins_are_limited_per_user_name_but_the_right_password_still_works(subaccount, settings):
+    settings.MESH_TOKEN_FAILURES_PER_CLIENT = 3
+    get_user_model().objects.create_user(username="ann", password="pw-ann")
+    client = Client()
+    for _ in range(3):
+        assert client.post("/login/", {"username": "ann", "password": "guess"}).status_code == 200
+    refused = client.post("/login/", {"username": "ann", "password": "guess"})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+    assert "Too many failed logins" in refused.content.decode()
+    assert client.post("/login/", {"username": "ann", "password": "pw-ann"}).status_code == 302
+
+
+def test_an_address_with_too_many_failures_is_refused_before_any_password_is_checked(subaccount, settings):
+    settings.MESH_TOKEN_FAILURES_PER_ADDRESS = 2
+    get_user_model().objects.create_user(username="ann", password="pw-ann")
+    client = Client()
+    for name in ("x", "y"):
+        client.post("/login/", {"username": name, "password": "guess"})
+    assert client.post("/login/", {"username": "ann", "password": "pw-ann"}).status_code == 429
