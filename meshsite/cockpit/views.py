@@ -185,12 +185,15 @@ def parameters_check(request: HttpRequest, page: Page) -> JsonResponse:
 
 @cockpit_page()
 def instance_detail(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
-    instance = _instance(page, instance_id)
+    return _instance_page(request, page, _instance(page, instance_id), ServiceKeyForm())
+
+
+def _instance_page(request: HttpRequest, page: Page, instance: ServiceInstance, key_form: ServiceKeyForm,
+                   status: int = 200) -> HttpResponse:
     return page_render(request, page, "cockpit/instance.html", {
         "instance": instance, "keys": instance.keys.select_related("application").order_by("name"),
-        "key_form": ServiceKeyForm(), "app_url": _app_url(instance),
-        "parameters": json.dumps(instance.parameters, indent=2),
-    })
+        "key_form": key_form, "app_url": _app_url(instance), "parameters": json.dumps(instance.parameters, indent=2),
+    }, status=status)
 
 
 @cockpit_page()
@@ -240,10 +243,7 @@ def key_new(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
                                    rotated=False)
         except PlatformError as error:
             form.add_error(error.field, str(error))
-    return page_render(request, page, "cockpit/instance.html", {
-        "instance": instance, "keys": instance.keys.select_related("application").order_by("name"),
-        "key_form": form, "app_url": _app_url(instance), "parameters": json.dumps(instance.parameters, indent=2),
-    }, status=400)
+    return _instance_page(request, page, instance, form, status=400)
 
 
 @cockpit_page()

@@ -44,10 +44,14 @@ def _refusal(form: Form, error: MeshError, default: str | None) -> None:
     form.add_error(field if field in form.fields else None, message)
 
 
-def _client(page: Page, instance_id: Any) -> ServiceInstance:
+def _require_subscription(page: Page) -> None:
     if not selectors.is_subscribed(subaccount=page.subaccount):
         raise NotFound("This subaccount is not subscribed to the Event Mesh application: create its "
                        "event-mesh/standard subscription under Instances and Subscriptions first")
+
+
+def _client(page: Page, instance_id: Any) -> ServiceInstance:
+    _require_subscription(page)
     instance = ServiceInstance.objects.filter(pk=instance_id, subaccount=page.subaccount,
                                               service=Service.EVENT_MESH, plan="default").first()
     if instance is None:
@@ -62,8 +66,7 @@ def _render(request: HttpRequest, page: Page, instance: ServiceInstance | None, 
 
 @cockpit_page()
 def app_home(request: HttpRequest, page: Page) -> HttpResponse:
-    if not selectors.is_subscribed(subaccount=page.subaccount):
-        return _client(page, None)  # type: ignore[return-value]  # raises the explained 404
+    _require_subscription(page)
     return _render(request, page, None, "clients", "mesh/clients.html", {
         "clients": selectors.message_clients(subaccount=page.subaccount),
     })
