@@ -90,12 +90,12 @@ def test_the_seeds_story_end_to_end_in_chromium(cockpit):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
             story = Story(page, server.base, server.server)
-            walk(story, page, server, receiver, password)
+            queues_url = walk(story, page, server, receiver, password)
             # The same session on a phone's width: the navigation folds above, nothing overflows.
             narrow = context.new_page()
             narrow.set_viewport_size({"width": 390, "height": 844})
             narrow_story = Story(narrow, server.base, server.server + "-narrow")
-            narrow.goto(page.url)
+            narrow.goto(queues_url)
             expect(narrow.locator(f'tr[data-queue="{QUEUE}"]')).to_have_count(1)
             narrow_story.shot("queues")
             assert narrow.evaluate("document.documentElement.scrollWidth") <= 390
@@ -105,7 +105,7 @@ def test_the_seeds_story_end_to_end_in_chromium(cockpit):
     assert problems == []
 
 
-def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, password: str) -> None:  # noqa: PLR0915
+def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, password: str) -> str:  # noqa: PLR0915
     base = server.base
     # Log in.
     page.goto(base + "/")
@@ -142,6 +142,7 @@ def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, passw
     page.click("button:has-text('Create')")
     expect(page.locator("h1")).to_contain_text("event-mesh-app")
     page.click("nav.side >> text=Instances and Subscriptions")
+    story.shot("instances")
     page.click("text=Create")
     page.select_option("#id_plan", "event-mesh:default")
     page.fill("#id_name", "emname")
@@ -235,6 +236,7 @@ def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, passw
     page.check("#id_exempt_handshake")
     page.click("text=Create webhook")
     expect(page.locator("#webhook-status")).to_have_text("Active")
+    story.shot("webhook")
     assert receiver.wait_for(1, WAIT_MS / 1000), "the worker never pushed"
     page.click(".tabs >> text=Monitor")
     failures = page.locator("#failures tbody")
@@ -266,6 +268,14 @@ def walk(story: Story, page: Page, server: LiveServer, receiver: Receiver, passw
     expect(page.locator(f'tr[data-queue="{QUEUE}"] [data-count]')).to_have_text("1")
     expect(page.locator(f'tr[data-queue="{DEAD}"] [data-count]')).to_have_text("0")
     story.shot("requeued")
+    queues_url = page.url
+    page.click(".tabs >> text=Webhooks")
+    expect(page.locator('tr[data-webhook="a/b/c/failing"]')).to_contain_text("Paused")
+    story.shot("webhooks")
+    page.click("nav.side >> text=Members")
+    expect(page.locator("h1")).to_have_text("Members")
+    story.shot("members")
+    return queues_url
 
 
 def reload_until(page: Page, condition: Callable[[], bool]) -> None:
