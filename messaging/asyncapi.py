@@ -27,8 +27,9 @@ from django.conf import settings
 
 from meshsite.platform.models import ServiceInstance
 
-from .models import Message, Queue, Subscription, WebhookSubscription
+from .models import Queue, Subscription, WebhookSubscription
 from .names import literal_prefix
+from .selectors import topics_stored
 
 ASYNCAPI_VERSION = "3.0.0"
 SECURITY = [{"$ref": "#/components/securitySchemes/oauth2"}]
@@ -70,7 +71,7 @@ def topology_read(*, instance: ServiceInstance) -> InstanceTopology:
     topics: dict[str, TopicUse] = defaultdict(TopicUse)
     for pattern, queue in _subscriptions(instance=instance):
         topics[pattern].subscribed_by.append(queue)
-    for topic, queue in _topics_stored(instance=instance):
+    for topic, queue in topics_stored(instance=instance):
         topics[topic].stored_in.append(queue)
     return InstanceTopology(
         queues=list(Queue.objects.filter(instance=instance).order_by("name")),
@@ -83,22 +84,6 @@ def _subscriptions(*, instance: ServiceInstance) -> Iterable[tuple[str, str]]:
     return Subscription.objects.filter(queue__instance=instance).order_by("pattern", "queue__name").values_list(
         "pattern", "queue__name"
     )
-
-
-def _topics_stored(*, instance: ServiceInstance) -> Iterable[tuple[str, str]]:
-    """(topic, queue) of the messages stored now that were published to a topic.
-
-    No index serves `address`: this reads every message row of the instance's queues. Measured
-    on PostgreSQL (one queue, 50 topics): 5 ms at 10,000 messages, 37 ms at 100,000. Fine for a
-    document fetched by hand; not for anything on the hot path.
-    """
-    rows = (
-        Message.objects.filter(queue__instance=instance, address__startswith="topic:")
-        .values_list("address", "queue__name")
-        .distinct()
-        .order_by("address", "queue__name")
-    )
-    return ((address.removeprefix("topic:"), queue) for address, queue in rows)
 
 
 def _webhooks(*, instance: ServiceInstance) -> list[Webhook]:

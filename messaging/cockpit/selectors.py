@@ -4,33 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from django.db.models import Count, Max, Min, Q, Sum
+from django.db.models import Count, Max
 from django.utils import timezone
 
 from meshsite.platform.models import Service, ServiceInstance, Subaccount
 
 from ..models import Connection, DeliveryAttempt, Message, Queue, WebhookSubscription
+from ..selectors import QueueStats, queues_stats, topics_stored
 from ..services.connections import STALE
-
-TOPIC = "topic:"
 
 
 @dataclass(frozen=True)
 class QueueRow:
     queue: Queue
-    messages: int
-    size: int
-    unacknowledged: int
+    stats: QueueStats
     consumers: int  # live AMQP / JSON WebSocket connections consuming it now
-    oldest: datetime | None
-    subscriptions: int
-    webhooks: int
 
     @property
     def oldest_age_seconds(self) -> float | None:
-        return None if self.oldest is None else max((timezone.now() - self.oldest).total_seconds(), 0.0)
+        oldest = self.stats.oldest
+        return None if oldest is None else max((timezone.now() - oldest).total_seconds(), 0.0)
 
 
 def message_clients(*, subaccount: Subaccount) -> list[ServiceInstance]:
@@ -42,30 +36,16 @@ def is_subscribed(*, subaccount: Subaccount) -> bool:
     return subaccount.instances.filter(service=Service.EVENT_MESH, plan="standard").exists()
 
 
-def queue_rows(*, instance: ServiceInstance) -> list[QueueRow]:
-    now = timezone.now()
-    queues = list(Queue.objects.filter(instance=instance).annotate(
+def queue_rows(*, instance: ServiceInstance, name: str | None = None) -> list[QueueRow]:
+    """The instance's queues (or the one named) with their counters, topic subscription and
+    webhook counts and consumers connected: three queries whatever the number of queues."""
+    queues = Queue.objects.filter(instance=instance).annotate(
         subscription_count=Count("subscriptions", distinct=True), webhook_count=Count("webhooks", distinct=True),
-    ).order_by("name"))
-    held = Q(locked_until__gt=now)
-    rows = Message.objects.filter(queue__instance=instance).values("queue_id").annotate(
-        n=Count("id"), size=Sum("size"), unacked=Count("id", filter=held), oldest=Min("created_at"),
-    )
-    stats: dict[int, dict[str, Any]] = {row["queue_id"]: dict(row) for row in rows}
-    for queue_id, consumers in consumers_by_queue(instance=instance).items():
-        stats.setdefault(queue_id, {})["consumers"] = consumers
-    return [_row(queue, stats.get(queue.pk, {})) for queue in queues]
-
-
-def _row(queue: Queue, stats: dict[str, Any]) -> QueueRow:
-    def count(key: str) -> int:
-        return int(stats.get(key) or 0)
-
-    return QueueRow(
-        queue=queue, messages=count("n"), size=count("size"), unacknowledged=count("unacked"),
-        consumers=count("consumers"), oldest=stats.get("oldest"),
-        subscriptions=getattr(queue, "subscription_count", 0), webhooks=getattr(queue, "webhook_count", 0),
-    )
+    ).order_by("name")
+    found = list(queues if name is None else queues.filter(name=name))
+    stats = queues_stats(queues=found)
+    consumers = consumers_by_queue(instance=instance)
+    return [QueueRow(queue, stats[queue.pk], consumers.get(queue.pk, 0)) for queue in found]
 
 
 def _live_connections(instance: ServiceInstance):  # type: ignore[no-untyped-def]
@@ -89,9 +69,7 @@ def consumers_by_queue(*, instance: ServiceInstance) -> dict[int, int]:
 
 def topics_seen(*, instance: ServiceInstance, limit: int = 200) -> list[str]:
     """Topics of the messages the instance's queues hold now (what a pattern may be tried on)."""
-    addresses = (Message.objects.filter(queue__instance=instance, address__startswith=TOPIC)
-                 .values_list("address", flat=True).distinct().order_by("address")[:limit])
-    return [address[len(TOPIC):] for address in addresses]
+    return sorted({topic for topic, _ in topics_stored(instance=instance)})[:limit]
 
 
 def dead_message_queues(*, instance: ServiceInstance) -> list[str]:
@@ -100,10 +78,6 @@ def dead_message_queues(*, instance: ServiceInstance) -> list[str]:
     holding = set(Message.objects.filter(queue__instance=instance).exclude(dead_from="")
                   .values_list("queue__name", flat=True).distinct())
     return sorted(named | holding)
-
-
-def dead_messages(*, queue: Queue, limit: int = 200) -> list[Message]:
-    return list(Message.objects.filter(queue=queue).defer("payload").order_by("id")[:limit])
 
 
 def message_peek(*, instance: ServiceInstance, message_uuid: str) -> Message | None:

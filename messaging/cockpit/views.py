@@ -104,7 +104,7 @@ def _queue_page(request: HttpRequest, page: Page, instance: ServiceInstance, nam
                 form: QueueForm | None = None, sub_form: SubscriptionForm | None = None, problem: str = "",
                 status: int = 200) -> HttpResponse:
     queue = mesh.queue_get(instance=instance, name=name)
-    row = next(row for row in selectors.queue_rows(instance=instance) if row.queue.pk == queue.pk)
+    [row] = selectors.queue_rows(instance=instance, name=queue.name)
     return _render(request, page, instance, "queues", "mesh/queue.html", {
         "row": row, "queue": queue, "subscriptions": mesh.subscriptions_of(queue=queue),
         "form": form or QueueForm(initial=queue_initial(queue), fixed_name=True),
@@ -282,7 +282,7 @@ def dead_letters(request: HttpRequest, page: Page, instance_id: str, name: str) 
     instance = _client(page, instance_id)
     queue = mesh.queue_get(instance=instance, name=name)
     return _render(request, page, instance, "monitor", "mesh/dead_letters.html", {
-        "queue": queue, "messages": selectors.dead_messages(queue=queue),
+        "queue": queue, "messages": mesh.messages_browse(queue=queue, limit=200),
         "moved": request.GET.get("moved"),
     })
 
