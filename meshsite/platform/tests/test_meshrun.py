@@ -91,6 +91,8 @@ def test_running_is_printed_once_the_server_answers_after_saying_what_it_does(ru
     process, port, lines = running
     assert process.poll() is None
     assert lines[-1].startswith(f"{RUNNING} on http://127.0.0.1:{port}"), lines
+    assert lines[-1].endswith(f"the cockpit is at http://127.0.0.1:{port}/"), lines
+    assert any("Log in to the cockpit" in line and "'admin'" in line for line in lines), lines
     # One attempt, no retry: the line must not come before the server answers.
     assert httpx.get(f"http://127.0.0.1:{port}/api/schema/", timeout=30).status_code == 200
     said = "\n".join(lines[:-1]).lower()
