@@ -202,6 +202,9 @@ class InstancePhase(models.Model):
         constraints = [models.UniqueConstraint(fields=["instance", "phase_id"], name="pv_phase_unique")]
         indexes = [models.Index(fields=["scenario", "phase_id"], name="pv_phase_scenario")]
 
+    def __str__(self) -> str:
+        return f"{self.phase_id} from {self.started_at:%Y-%m-%d %H:%M:%S}"
+
 
 class Correlation(models.Model):
     """Which process instance a participant's (definition, instance id) belongs to. Kept so
@@ -219,6 +222,9 @@ class Correlation(models.Model):
                                     name="pv_correlation_unique"),
         ]
         indexes = [models.Index(fields=["scenario", "instance_key"], name="pv_correlation_key")]
+
+    def __str__(self) -> str:
+        return f"{self.definition_id}/{self.process_instance_id} -> {self.instance_key}"
 
 
 class RunTrigger(models.TextChoices):

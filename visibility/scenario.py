@@ -233,7 +233,8 @@ def _indicators(check: _Check, definition: dict[str, Any], types: dict[str, str]
         check.text(indicator.get("title"), f"{path}.title", limit=200)
         measure = indicator.get("measure")
         if not isinstance(measure, dict) or measure.get("aggregate") not in AGGREGATES:
-            check.add(f"{path}.measure", f"must be {{aggregate, attribute}} with aggregate one of {', '.join(AGGREGATES)}")
+            check.add(f"{path}.measure",
+                      f"must be {{aggregate, attribute}} with aggregate one of {', '.join(AGGREGATES)}")
         elif measure["aggregate"] != "count" and types.get(measure.get("attribute")) != "Number":
             check.add(f"{path}.measure.attribute", "must name a Number attribute")
         elif measure.get("attribute") == "phaseDuration" and indicator.get("dimension") != "phase":
