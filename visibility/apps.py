@@ -5,3 +5,12 @@ class VisibilityConfig(AppConfig):
     name = "visibility"
     verbose_name = "Process Visibility"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from meshsite.platform.models import Service
+        from meshsite.platform.registry import register_credentials, register_key_parameters
+
+        from . import keys
+
+        register_key_parameters(Service.PROCESS_VISIBILITY, keys.key_parameters, keys.key_roles_apply)
+        register_credentials(Service.PROCESS_VISIBILITY, keys.credentials)

@@ -215,7 +215,7 @@ def _attributes(check: _Check, definition: dict[str, Any], known: set[tuple[str,
             _ref(check, attribute.get("to"), f"{path}.to", known)
             types[ids[-1]] = "Number"
         elif kind in PERIODS:
-            source = attribute.get("of")
+            source = str(attribute.get("of"))
             if types.get(source) != "Date":
                 check.add(f"{path}.of", "must name a Date attribute (startTime, endTime or a Date context attribute)")
             types[ids[-1]] = "String"
@@ -235,7 +235,7 @@ def _indicators(check: _Check, definition: dict[str, Any], types: dict[str, str]
         if not isinstance(measure, dict) or measure.get("aggregate") not in AGGREGATES:
             check.add(f"{path}.measure",
                       f"must be {{aggregate, attribute}} with aggregate one of {', '.join(AGGREGATES)}")
-        elif measure["aggregate"] != "count" and types.get(measure.get("attribute")) != "Number":
+        elif measure["aggregate"] != "count" and types.get(str(measure.get("attribute"))) != "Number":
             check.add(f"{path}.measure.attribute", "must name a Number attribute")
         elif measure.get("attribute") == "phaseDuration" and indicator.get("dimension") != "phase":
             check.add(f"{path}.dimension", "phaseDuration is measured by phase: the dimension must be phase")

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 
 from .models import Service, ServiceKey
+from .registry import CREDENTIAL_RENDERERS
 
 MASK = "********"
 VCAP_LABELS: dict[str, str] = {Service.EVENT_MESH: "enterprise-messaging"}
@@ -32,6 +33,9 @@ def credentials(key: ServiceKey, *, secret: str | None = None) -> dict[str, Any]
     """The key JSON; with `secret=None` the client secret is masked."""
     instance = key.instance
     oa2 = _oa2(key, secret)
+    renderer = CREDENTIAL_RENDERERS.get(instance.service)
+    if renderer is not None:
+        return renderer(key, oa2)
     base = settings.MESH_PUBLIC_URL
     return {
         "xsappname": instance.xsappname,

@@ -34,3 +34,22 @@ def register_subscription_app(service: str, plan: str, url_name: str) -> None:
 
 def register_parameter_template(service: str, plan: str, template: Callable[[str], dict[str, Any]]) -> None:
     PARAMETER_TEMPLATES[(service, plan)] = template
+
+
+# service -> (raw key parameters) -> normalized ones, raising ValueError with a message for the
+# user; and the hook that applies them to a key just created, in the same transaction
+# (Process Visibility grants the roles a key names). A service without one takes none.
+KeyParameterValidator = Callable[[Any], dict[str, Any]]
+KEY_PARAMETERS: dict[str, tuple[KeyParameterValidator, Callable[[Any, dict[str, Any]], None]]] = {}
+
+# service -> (key, oa2 credentials) -> the key JSON; Event Mesh's form when none is registered.
+CREDENTIAL_RENDERERS: dict[str, Callable[[Any, dict[str, str]], dict[str, Any]]] = {}
+
+
+def register_key_parameters(service: str, validator: KeyParameterValidator,
+                            apply: Callable[[Any, dict[str, Any]], None]) -> None:
+    KEY_PARAMETERS[service] = (validator, apply)
+
+
+def register_credentials(service: str, renderer: Callable[[Any, dict[str, str]], dict[str, Any]]) -> None:
+    CREDENTIAL_RENDERERS[service] = renderer

@@ -14,7 +14,7 @@ from oauth2_provider.models import get_access_token_model, get_application_model
 
 from .auth import forget_cached_tokens
 from .models import Entitlement, Membership, Role, Service, ServiceInstance, ServiceKey, Subaccount
-from .registry import PARAMETER_VALIDATORS
+from .registry import KEY_PARAMETERS, PARAMETER_VALIDATORS
 
 DEFAULT_ENTITLEMENTS = (
     (Service.EVENT_MESH, "default", 10),
@@ -143,11 +143,19 @@ def instance_delete(*, instance: ServiceInstance) -> None:
 
 
 @transaction.atomic
-def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey:
+def service_key_create(*, instance: ServiceInstance, name: str, parameters: Any = None) -> NewServiceKey:
+    """A new key; `parameters` are the service's own (Process Visibility: the roles it grants)."""
     if not name or len(name) > 100:
         raise PlatformError("Service key name must be 1 to 100 characters", field="name")
     if instance.keys.filter(name=name).exists():
         raise PlatformError(f"Service key {name!r} already exists for {instance.name!r}", field="name")
+    hooks = KEY_PARAMETERS.get(instance.service)
+    if hooks is None and parameters not in (None, {}):
+        raise PlatformError(f"{instance.service} service keys take no parameters", field="parameters")
+    try:
+        normalized = hooks[0](parameters) if hooks else {}
+    except ValueError as error:
+        raise PlatformError(str(error), field="parameters") from None
     secret = secrets.token_urlsafe(32)
     application_model = get_application_model()
     application = application_model.objects.create(
@@ -159,6 +167,8 @@ def service_key_create(*, instance: ServiceInstance, name: str) -> NewServiceKey
         skip_authorization=True,
     )
     key = ServiceKey.objects.create(instance=instance, name=name, application=application)
+    if hooks:
+        hooks[1](key, normalized)
     return NewServiceKey(key=key, client_secret=secret)
 
 
