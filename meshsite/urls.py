@@ -29,6 +29,8 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema", permission_classes=[],
                                                     template_name="api/redoc.html"), name="api-redoc"),
     path("", include("messaging.urls")),
+    path("", include("visibility.urls")),
+    path("", include("visibility.cockpit.urls")),
     path("", include("messaging.cockpit.urls")),
     path("", include("meshsite.cockpit.urls")),
 ]

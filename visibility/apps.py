@@ -8,9 +8,14 @@ class VisibilityConfig(AppConfig):
 
     def ready(self) -> None:
         from meshsite.platform.models import Service
-        from meshsite.platform.registry import register_credentials, register_key_parameters
+        from meshsite.platform.registry import (
+            register_credentials,
+            register_key_parameters,
+            register_subscription_app,
+        )
 
         from . import keys
 
         register_key_parameters(Service.PROCESS_VISIBILITY, keys.key_parameters, keys.key_roles_apply)
         register_credentials(Service.PROCESS_VISIBILITY, keys.credentials)
+        register_subscription_app(Service.PROCESS_VISIBILITY, "standard", "pv:app")

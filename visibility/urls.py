@@ -1,0 +1,6 @@
+"""Process Visibility's APIs: the Data Acquisition API (`/public/v1/events`) and the JSON
+APIs under `/api/v1/pv/` (scenarios, processing, instances, indicator values)."""
+
+from django.urls import path  # noqa: F401
+
+urlpatterns: list = []
