@@ -34,7 +34,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "meshsite.settings")
 
 app = Celery("meshsite")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["messaging", "meshsite.platform"])
+app.autodiscover_tasks(["messaging", "visibility", "meshsite.platform"])
 
 
 class MeshConsumer(Consumer):

@@ -113,6 +113,9 @@ class Scenario(models.Model):
     active = models.JSONField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0, help_text="Activations so far")
     activated_at = models.DateTimeField(null=True, blank=True)
+    # Set when the processed data was cleared (or a new version activated) and is to be built
+    # again from every stored event; processing clears it once the rebuild has run.
+    rebuild_pending = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

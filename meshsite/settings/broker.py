@@ -50,7 +50,15 @@ MESH_SWEEP_INTERVAL = env_int("MESH_SWEEP_INTERVAL", 5, minimum=1)
 # done or for MESH_SWEEP_INTERVAL.
 MESH_SWEEP_BATCH = env_int("MESH_SWEEP_BATCH", 1000, minimum=1)
 
+# Process Visibility's scheduled processing: every instance's buffer folded into process
+# instances, and open instances' status moved on as time passes.
+MESH_PV_PROCESSING_INTERVAL = env_int("MESH_PV_PROCESSING_INTERVAL", 300, minimum=1)
+
 CELERY_BEAT_SCHEDULE = {
+    "visibility-process": {
+        "task": "visibility.tasks.process_all",
+        "schedule": timedelta(seconds=MESH_PV_PROCESSING_INTERVAL),
+    },
     "messaging-sweep": {
         "task": "messaging.tasks.sweep_queues",
         "schedule": timedelta(seconds=MESH_SWEEP_INTERVAL),
