@@ -64,6 +64,7 @@ class Tally:
     updated: int = 0
     deleted: int = 0
     seen: set[str] = field(default_factory=set)  # instance keys written in this run
+    rebuilt_through: int = 0  # a rebuild in this run folded every event up to this id already
 
     def add(self, other: Tally) -> None:
         self.processed += other.processed
@@ -129,6 +130,7 @@ def _buffer_batch(instance: ServiceInstance, tallies: dict[int, Tally], now: dat
             mine = [row for row in rows if row.definition_id in model.definitions]
             taken.update(row.id for row in mine)
             tally = tallies[scenario.pk]
+            mine = [row for row in mine if row.id > tally.rebuilt_through]
             tally.add(_fold_pairs(scenario, model, {(r.definition_id, r.process_instance_id) for r in mine}, now,
                                   processed=len(mine), seen=tally.seen))
         unmatched = [row.id for row in rows if row.id not in taken]
@@ -154,7 +156,7 @@ def _rebuild(scenario: Scenario, tally: Tally, now: datetime) -> None:
             if rows:
                 tally.add(_fold_pairs(locked, model, {(r.definition_id, r.process_instance_id) for r in rows}, now,
                                       processed=len(rows), seen=tally.seen))
-                after = rows[-1].id
+                after = tally.rebuilt_through = rows[-1].id
             if len(rows) < settings.MESH_PV_PROCESSING_BATCH:
                 Scenario.objects.filter(pk=scenario.pk).update(rebuild_pending=False)
                 return
