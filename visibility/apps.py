@@ -7,6 +7,7 @@ class VisibilityConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        import meshsite.lookups  # noqa: F401 -- registers field__any, which processing's batches use
         from meshsite.platform.models import Service
         from meshsite.platform.registry import (
             register_credentials,

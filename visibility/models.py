@@ -1,7 +1,7 @@
 """Process Visibility: events, scenarios and process instances (docs/process-visibility.md).
 
 Events land first (`Event`, always, quickly) and are folded into `ProcessInstance` rows by
-processing, on a schedule or on demand; an event stays `processed=False` until a run has
+processing, on a schedule or on demand; an event has a `BufferedEvent` row until a run has
 folded it, which is what "in the buffer" means. Everything a process instance says can be
 rebuilt from the stored events: instances, their phases and the correlation map are derived
 data that "clear processed data" deletes and re-processing writes again.
@@ -36,8 +36,8 @@ class Event(models.Model):
     timestamp = models.DateTimeField(help_text="The business time the event happened at")
     context = models.JSONField(default=dict, blank=True)
     received_at = models.DateTimeField()
-    processed = models.BooleanField(default=False)
-    # Set by processing: False when no active scenario of the instance takes its definition.
+    # Set by processing: False when no active scenario of the instance took its definition
+    # (None otherwise, and again once re-sent or a scenario taking it is activated).
     matched = models.BooleanField(null=True, blank=True)
 
     class Meta:
@@ -48,12 +48,27 @@ class Event(models.Model):
             models.Index(fields=["instance", "process_instance_id"], name="pv_event_pid"),
             models.Index(fields=["instance", "timestamp"], name="pv_event_time"),
             models.Index(fields=["instance", "definition_id", "id"], name="pv_event_definition"),
-            # The buffer: what the next processing run takes.
-            models.Index(fields=["instance", "id"], condition=models.Q(processed=False), name="pv_event_buffer"),
+            models.Index(fields=["instance", "id"], condition=models.Q(matched=False), name="pv_event_unmatched"),
         ]
 
     def __str__(self) -> str:
         return f"{self.definition_id}/{self.process_instance_id} {self.event_type} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class BufferedEvent(models.Model):
+    """An event not yet processed: the buffer. A narrow table of its own rather than a flag
+    on the event, because processing empties it by the thousand: deleting these rows is
+    cheap, while updating a flag rewrote every event row and all five of its indexes
+    (measured: 0.25 s per 5,000 events, a third of the processing time)."""
+
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, primary_key=True, related_name="buffered")
+    instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        indexes = [models.Index(fields=["instance", "event"], name="pv_buffer_instance")]
+
+    def __str__(self) -> str:
+        return f"event {self.event_id} in the buffer"
 
 
 class FailureReason(models.TextChoices):

@@ -1,6 +1,6 @@
 """Processing: folding acquired events into process instances.
 
-A run takes an instance's buffer (events with processed=False) in batches, and for each
+A run takes an instance's buffer (BufferedEvent rows) in batches, and for each
 active scenario that takes an event's definition re-folds every process instance the batch
 touches from *all* its stored events (engine.py says why: order and replays do not matter).
 Which instance a participant's (definition, instance id) belongs to is kept in Correlation,
@@ -35,8 +35,11 @@ from django.utils import timezone
 
 from meshsite.platform.models import Service, ServiceInstance
 
+from .. import bulk
+from ..buffer import buffer_count
 from ..engine import EventRow, Facts, Model, fold, instance_key, sort_key
 from ..models import (
+    BufferedEvent,
     Correlation,
     Event,
     InstancePhase,
@@ -52,6 +55,7 @@ from ..models import (
 log = logging.getLogger(__name__)
 Pair = tuple[str, str]  # (definition id, process instance id)
 EVENT_FIELDS = ("id", "definition_id", "process_instance_id", "event_type", "timestamp", "context")
+PHASE_FIELDS = ["instance_id", "scenario_id", "phase_id", "started_at", "ended_at", "duration"]
 INSTANCE_FIELDS = ["label", "state", "status", "start_time", "end_time", "last_event_at", "cycle_time",
                    "active_phase", "at_risk_at", "critical_at", "attributes", "event_count", "updated_at"]
 
@@ -99,7 +103,7 @@ def instance_process(*, instance: ServiceInstance, trigger: str = RunTrigger.SCH
 
 def _finish(instance: ServiceInstance, runs: dict[int, ProcessingRun], tallies: dict[int, Tally],
             error: Exception | None = None) -> None:
-    in_buffer = Event.objects.filter(instance=instance, processed=False).count()
+    in_buffer = buffer_count(instance_id=instance.pk)
     for scenario_id, run in runs.items():
         tally = tallies[scenario_id]
         run.status = RunStatus.FAILED if error else RunStatus.SUCCEEDED
@@ -119,25 +123,29 @@ def _locked_models(scenario_ids: Iterable[int]) -> list[tuple[Scenario, Model]]:
 def _buffer_batch(instance: ServiceInstance, tallies: dict[int, Tally], now: datetime) -> int:
     with transaction.atomic():
         models = _locked_models(tallies)
-        rows = [EventRow(*row) for row in (
-            Event.objects.select_for_update(skip_locked=True)
-            .filter(instance=instance, processed=False).order_by("id")
-            .values_list(*EVENT_FIELDS)[:settings.MESH_PV_PROCESSING_BATCH])]
+        # Only which participant instances the batch touches: their events are read in full
+        # (buffered or not) by the fold, so the buffer's own rows need not be.
+        batch = list(BufferedEvent.objects.select_for_update(skip_locked=True, of=("self",))
+                     .filter(instance=instance).order_by("event_id")
+                     .values_list("event_id", "event__definition_id", "event__process_instance_id")
+                     [:settings.MESH_PV_PROCESSING_BATCH])
+        rows = [(pk, d, p) for pk, d, p in batch]
         if not rows:
             return 0
         taken: set[int] = set()
         for scenario, model in models:
-            mine = [row for row in rows if row.definition_id in model.definitions]
-            taken.update(row.id for row in mine)
+            mine = [(pk, d, p) for pk, d, p in rows if d in model.definitions]
+            taken.update(pk for pk, _, _ in mine)
             tally = tallies[scenario.pk]
-            mine = [row for row in mine if row.id > tally.rebuilt_through]
-            tally.add(_fold_pairs(scenario, model, {(r.definition_id, r.process_instance_id) for r in mine}, now,
-                                  processed=len(mine), seen=tally.seen))
-        unmatched = [row.id for row in rows if row.id not in taken]
+            mine = [row for row in mine if row[0] > tally.rebuilt_through]
+            tally.add(_fold_pairs(scenario, model, {(d, p) for _, d, p in mine}, now, processed=len(mine),
+                                  seen=tally.seen))
+        unmatched = [pk for pk, _, _ in rows if pk not in taken]
         for tally in tallies.values():
             tally.unmatched += len(unmatched)
-        Event.objects.filter(id__in=list(taken)).update(processed=True, matched=True)
-        Event.objects.filter(id__in=unmatched).update(processed=True, matched=False)
+        if unmatched:
+            Event.objects.filter(id__any=unmatched).update(matched=False)
+        BufferedEvent.objects.filter(event_id__any=[pk for pk, _, _ in rows]).delete()
         return len(rows)
 
 
@@ -149,6 +157,9 @@ def _rebuild(scenario: Scenario, tally: Tally, now: datetime) -> None:
             if not models:  # deactivated meanwhile
                 return
             locked, model = models[0]
+            if not after:  # events once reported as taken by no scenario: this one may take them
+                Event.objects.filter(instance_id=scenario.instance_id, matched=False,
+                                     definition_id__in=model.definitions).update(matched=None)
             rows = [EventRow(*row) for row in (
                 Event.objects.filter(instance_id=scenario.instance_id, definition_id__in=model.definitions,
                                      id__gt=after).order_by("id").values_list(*EVENT_FIELDS)
@@ -167,7 +178,7 @@ def _events_of(instance_id: UUID, pairs: set[Pair]) -> dict[Pair, list[EventRow]
     if not pairs:
         return found
     pids = {pid for _, pid in pairs}
-    for row in (Event.objects.filter(instance_id=instance_id, process_instance_id__in=pids)
+    for row in (Event.objects.filter(instance_id=instance_id, process_instance_id__any=list(pids))
                 .values_list(*EVENT_FIELDS).iterator(chunk_size=5000)):
         event = EventRow(*row)
         pair = (event.definition_id, event.process_instance_id)
@@ -181,7 +192,7 @@ def _events_of(instance_id: UUID, pairs: set[Pair]) -> dict[Pair, list[EventRow]
 def _correlations(scenario: Scenario, pairs: set[Pair]) -> dict[Pair, str]:
     if not pairs:
         return {}
-    rows = Correlation.objects.filter(scenario=scenario, process_instance_id__in={pid for _, pid in pairs})
+    rows = Correlation.objects.filter(scenario=scenario, process_instance_id__any=list({pid for _, pid in pairs}))
     return {(d, p): key for d, p, key in rows.values_list("definition_id", "process_instance_id", "instance_key")
             if (d, p) in pairs}
 
@@ -199,14 +210,15 @@ def _fold_pairs(scenario: Scenario, model: Model, pairs: set[Pair], now: datetim
     members: dict[str, list[Pair]] = defaultdict(list)
     for pair, key in new.items():
         members[key].append(pair)
-    others = {(d, p): key for d, p, key in Correlation.objects.filter(scenario=scenario, instance_key__in=keys)
+    others = {(d, p): key for d, p, key in Correlation.objects.filter(scenario=scenario, instance_key__any=list(keys))
               .values_list("definition_id", "process_instance_id", "instance_key") if (d, p) not in pairs}
     events.update(_events_of(scenario.instance_id, set(others)))
     for pair, key in others.items():
         members[key].append(pair)
     facts = {key: fold(model, list(heapq.merge(*(events[pair] for pair in group), key=sort_key)), now=now)
              for key, group in members.items() if any(events.get(pair) for pair in group)}
-    existing = set(ProcessInstance.objects.filter(scenario=scenario, key__in=keys).values_list("key", flat=True))
+    existing = set(ProcessInstance.objects.filter(scenario=scenario, key__any=list(keys))
+                   .values_list("key", flat=True))
     gone = existing - set(facts)
     tally.deleted = ProcessInstance.objects.filter(scenario=scenario, key__in=gone).delete()[1].get(
         ProcessInstance._meta.label, 0) if gone else 0
@@ -222,33 +234,23 @@ def _fold_pairs(scenario: Scenario, model: Model, pairs: set[Pair], now: datetim
 def _write_instances(scenario: Scenario, facts: dict[str, Facts], now: datetime) -> None:
     if not facts:
         return
-    rows = [ProcessInstance(scenario=scenario, key=key, label=f.label, state=f.state, status=f.status,
-                            start_time=f.start_time, end_time=f.end_time, last_event_at=f.last_event_at,
-                            cycle_time=f.cycle_time, active_phase=f.active_phase, at_risk_at=f.at_risk_at,
-                            critical_at=f.critical_at, attributes=f.attributes, event_count=f.event_count,
-                            updated_at=now)
+    rows = [(scenario.pk, key, f.label, f.state, f.status, f.start_time, f.end_time, f.last_event_at, f.cycle_time,
+             f.active_phase, f.at_risk_at, f.critical_at, f.attributes, f.event_count, now)
             for key, f in facts.items()]
-    written = ProcessInstance.objects.bulk_create(rows, update_conflicts=True, unique_fields=["scenario", "key"],
-                                                  update_fields=INSTANCE_FIELDS)
-    ids = {row.key: row.pk for row in written}
-    if any(pk is None for pk in ids.values()):  # a backend that does not return ids on upsert
-        ids = dict(ProcessInstance.objects.filter(scenario=scenario, key__in=list(facts))
-                   .values_list("key", "pk"))
-    InstancePhase.objects.filter(instance_id__in=list(ids.values())).delete()
-    InstancePhase.objects.bulk_create([
-        InstancePhase(instance_id=ids[key], scenario=scenario, phase_id=phase_id, started_at=started,
-                      ended_at=ended, duration=(ended - started).total_seconds() if ended else None)
+    written = bulk.upsert(ProcessInstance, ["scenario_id", "key", *INSTANCE_FIELDS], rows,
+                          unique=["scenario_id", "key"], returning="id")
+    ids = {key: pk for pk, _, key in written}
+    InstancePhase.objects.filter(instance_id__any=list(ids.values())).delete()
+    bulk.insert(InstancePhase, PHASE_FIELDS, [
+        (ids[key], scenario.pk, phase_id, started, ended, (ended - started).total_seconds() if ended else None)
         for key, f in facts.items() for phase_id, started, ended in f.phases
     ])
 
 
 def _write_correlations(scenario: Scenario, changed: dict[Pair, str]) -> None:
-    if changed:
-        Correlation.objects.bulk_create(
-            [Correlation(scenario=scenario, definition_id=d, process_instance_id=p, instance_key=key)
-             for (d, p), key in changed.items()],
-            update_conflicts=True, unique_fields=["scenario", "definition_id", "process_instance_id"],
-            update_fields=["instance_key"])
+    bulk.upsert(Correlation, ["scenario_id", "definition_id", "process_instance_id", "instance_key"],
+                [(scenario.pk, d, p, key) for (d, p), key in changed.items()],
+                unique=["scenario_id", "definition_id", "process_instance_id"])
 
 
 def instances_status_refresh(*, scenario: Scenario, now: datetime | None = None) -> int:
@@ -264,7 +266,7 @@ def instances_status_refresh(*, scenario: Scenario, now: datetime | None = None)
 
 def instances_due() -> list[ServiceInstance]:
     """The Process Visibility instances a scheduled run has work for."""
-    busy = set(Event.objects.filter(processed=False).values_list("instance_id", flat=True).distinct())
+    busy = set(BufferedEvent.objects.values_list("instance_id", flat=True).distinct())
     active = set(Scenario.objects.filter(active__isnull=False).values_list("instance_id", flat=True))
     return list(ServiceInstance.objects.filter(pk__in=busy | active, service=Service.PROCESS_VISIBILITY))
 

@@ -9,6 +9,7 @@ from typing import Any
 from meshsite.platform.models import ServiceInstance, Subaccount
 from meshsite.platform.services import entitlement_put, instance_create
 
+from ..buffer import buffer_add
 from ..models import Event, Scenario
 from ..services import scenario_activate, scenario_create
 
@@ -78,6 +79,8 @@ def active_scenario(instance: ServiceInstance, definition: dict[str, Any] | None
 def event(instance: ServiceInstance, definition_id: str, pid: str | int, event_type: str, at: datetime | timedelta,
           event_id: str | None = None, **context: Any) -> Event:
     timestamp = T0 + at if isinstance(at, timedelta) else at
-    return Event.objects.create(instance=instance, definition_id=definition_id, process_instance_id=str(pid),
-                                event_type=event_type, timestamp=timestamp, context=context, event_id=event_id,
-                                received_at=datetime.now(UTC))
+    stored = Event.objects.create(instance=instance, definition_id=definition_id, process_instance_id=str(pid),
+                                  event_type=event_type, timestamp=timestamp, context=context, event_id=event_id,
+                                  received_at=datetime.now(UTC))
+    buffer_add(instance_id=instance.pk, event_ids=[stored.pk])
+    return stored

@@ -11,6 +11,7 @@ from django.db.models import Model
 
 from meshsite.errors import Conflict, Invalid
 
+from ..buffer import buffer_add, buffer_count
 from ..models import Event, InstancePhase, ProcessingRun, ProcessInstance, RunStatus, RunTrigger, Scenario
 from ..scenario import problems
 from ..services import (
@@ -66,7 +67,7 @@ def test_events_of_two_participants_correlate_by_business_key_into_one_instance(
     assert phases == {"approval": 7200.0, "shipping": 2 * 86400.0}
     assert (run.status, run.events_processed, run.instances_created, run.events_in_buffer) == (
         RunStatus.SUCCEEDED, 4, 1, 0)
-    assert not Event.objects.filter(instance=pv, processed=False).exists()
+    assert buffer_count(instance_id=pv.pk) == 0
 
 
 def test_within_a_participant_events_correlate_by_definition_and_instance_id(pv):
@@ -143,8 +144,8 @@ def test_resending_an_event_id_replaces_the_event_and_re_folds_the_instance(pv):
     _order(pv, "1", timedelta(0), amount=100)
     instance_process(instance=pv, now=T0 + D)
     original = Event.objects.get(definition_id="order", event_type="CREATED")
-    Event.objects.filter(pk=original.pk).update(context={"ORDER_ID": "1", "AMOUNT": 900, "COUNTRY": "DE"},
-                                                processed=False)
+    Event.objects.filter(pk=original.pk).update(context={"ORDER_ID": "1", "AMOUNT": 900, "COUNTRY": "DE"})
+    buffer_add(instance_id=pv.pk, event_ids=[original.pk])
     instance_process(instance=pv, now=T0 + D)
     assert ProcessInstance.objects.get(scenario=scenario).attributes["AMOUNT"] == 900
 
@@ -171,7 +172,7 @@ def test_events_no_active_scenario_takes_stay_stored_and_are_reported(pv):
     _order(pv, "1", timedelta(0))
     [run] = instance_process(instance=pv, now=T0 + D)
     unmatched = Event.objects.get(definition_id="payroll")
-    assert (unmatched.processed, unmatched.matched) == (True, False)
+    assert unmatched.matched is False and buffer_count(instance_id=pv.pk) == 0
     assert (run.events_processed, run.events_unmatched) == (4, 1)
 
 
@@ -235,7 +236,7 @@ def test_processing_one_instance_never_touches_another_instances_scenarios(pv):
     instance_process(instance=pv, now=T0 + D)
     assert ProcessInstance.objects.filter(scenario=mine).count() == 1
     assert not ProcessInstance.objects.filter(scenario=theirs).exists()
-    assert Event.objects.filter(instance=other_pv, processed=False).count() == 4
+    assert buffer_count(instance_id=other_pv.pk) == 4
     instance_process(instance=other_pv, now=T0 + D)
     assert ProcessInstance.objects.get(scenario=theirs).event_count == 4
     assert ProcessInstance.objects.get(scenario=mine).event_count == 4
@@ -254,4 +255,5 @@ def test_a_failing_run_is_recorded_with_its_error_and_the_events_stay_in_the_buf
         instance_process(instance=pv, now=T0 + D)
     run = ProcessingRun.objects.get()
     assert (run.status, run.events_in_buffer) == (RunStatus.FAILED, 4)
+    assert buffer_count(instance_id=pv.pk) == 4
     assert "disk on fire" in run.error
