@@ -88,7 +88,7 @@ class ScenarioAdmin(ServiceWritesAdmin):
     search_fields = ["name", "scenario_id"]
     actions = ["activate", "process_now", "clear_processed", "deactivate"]
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ["instance", "scenario_id", "name", "draft"] + (
             ["active", "version", "activated_at", "rebuild_pending"] if obj else [])
 
