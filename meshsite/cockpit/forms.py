@@ -53,6 +53,26 @@ class InstanceForm(forms.Form):
 
 class ServiceKeyForm(forms.Form):
     name = forms.CharField(max_length=100, label="Service key name")
+    parameters = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+        label="Parameters (JSON, optional)",
+        help_text='For Process Visibility, the roles the key grants, e.g. {"roles": ["PVEventSender", "PVOperator"]}; '
+                  "without, it may push events only.",
+    )
+
+    def __init__(self, *args: Any, takes_parameters: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not takes_parameters:
+            del self.fields["parameters"]
+
+    def clean_parameters(self) -> Any:
+        text = self.cleaned_data["parameters"].strip()
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(json_error(error)) from None
 
 
 class MemberForm(forms.Form):

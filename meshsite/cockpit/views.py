@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from meshsite.errors import NotFound
 from meshsite.platform import keys
 from meshsite.platform.models import Entitlement, ServiceInstance, ServiceKey
-from meshsite.platform.registry import PARAMETER_TEMPLATES, SUBSCRIPTION_APPS
+from meshsite.platform.registry import KEY_PARAMETERS, PARAMETER_TEMPLATES, SUBSCRIPTION_APPS
 from meshsite.platform.roles import subaccounts_of
 from meshsite.platform.services import (
     NewServiceKey,
@@ -185,7 +185,12 @@ def parameters_check(request: HttpRequest, page: Page) -> JsonResponse:
 
 @cockpit_page()
 def instance_detail(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
-    return _instance_page(request, page, _instance(page, instance_id), ServiceKeyForm())
+    instance = _instance(page, instance_id)
+    return _instance_page(request, page, instance, _key_form(instance))
+
+
+def _key_form(instance: ServiceInstance, data: Any = None) -> ServiceKeyForm:
+    return ServiceKeyForm(data, takes_parameters=instance.service in KEY_PARAMETERS)
 
 
 def _instance_page(request: HttpRequest, page: Page, instance: ServiceInstance, key_form: ServiceKeyForm,
@@ -236,11 +241,12 @@ def _key_shown_once(request: HttpRequest, page: Page, new: NewServiceKey, rotate
 @require_POST
 def key_new(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
     instance = _instance(page, instance_id)
-    form = ServiceKeyForm(request.POST)
+    form = _key_form(instance, request.POST)
     if form.is_valid():
         try:
-            return _key_shown_once(request, page, service_key_create(instance=instance, name=form.cleaned_data["name"]),
-                                   rotated=False)
+            new = service_key_create(instance=instance, name=form.cleaned_data["name"],
+                                     parameters=form.cleaned_data.get("parameters"))
+            return _key_shown_once(request, page, new, rotated=False)
         except PlatformError as error:
             form.add_error(error.field, str(error))
     return _instance_page(request, page, instance, form, status=400)
