@@ -140,7 +140,7 @@ def scenario_section(request: HttpRequest, page: Page, instance_id: str, scenari
     }, status=400 if request.method == "POST" else 200)
 
 
-def _posted_definition(request: HttpRequest) -> tuple[str, Any]:
+def _posted_definition(request: HttpRequest) -> Any:
     upload = request.FILES.get("file")
     if upload is not None:
         if upload.size is not None and upload.size > MAX_UPLOAD:
@@ -149,7 +149,7 @@ def _posted_definition(request: HttpRequest) -> tuple[str, Any]:
     else:
         text = request.POST.get("definition", "")
     try:
-        return text, jsonlimit.loads(text)
+        return jsonlimit.loads(text)
     except ValueError as error:
         raise Invalid(f"Not JSON: {error}") from None
 
@@ -161,13 +161,13 @@ def scenario_json(request: HttpRequest, page: Page, instance_id: str, scenario_i
     scenario = pv_scenario(instance, scenario_id)
     text, refusal = json.dumps(scenario.definition(), indent=2, ensure_ascii=False), ""
     if request.method == "POST":
+        if request.FILES.get("file") is None:
+            text = request.POST.get("definition", "")  # shown again as typed when refused
         try:
-            text, definition = _posted_definition(request)
-            scenario_update(scenario=scenario, definition=definition)
+            scenario_update(scenario=scenario, definition=_posted_definition(request))
             return redirect(_url(page, "scenario", scenario))
         except MeshError as error:
             refusal = error.message
-            text = text if request.FILES.get("file") is None else request.POST.get("definition", text)
     return pv_render(request, page, instance, "scenarios", "visibility/scenario_json.html", {
         **_scenario_context(scenario), "text": text, "refusal": refusal,
     }, status=400 if refusal else 200)
