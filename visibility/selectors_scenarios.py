@@ -43,14 +43,18 @@ def scenario_counts(*, scenario: Scenario) -> dict[str, int]:
     }
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def events_known(definition: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(participant, event type, readable label) for every event the definition's participants name."""
     known = []
-    for participant in definition.get("participants") or []:
+    for participant in _list(definition.get("participants")):
         if not isinstance(participant, dict):
             continue
         pid = str(participant.get("processDefinitionId") or "")
-        for event in participant.get("events") or []:
+        for event in _list(participant.get("events")):
             if isinstance(event, dict) and event.get("eventType"):
                 name = event.get("name") or event["eventType"]
                 known.append((pid, str(event["eventType"]), f"{participant.get('name') or pid}: {name}"))
@@ -60,10 +64,10 @@ def events_known(definition: dict[str, Any]) -> list[tuple[str, str, str]]:
 def attribute_types(definition: dict[str, Any]) -> dict[str, str]:
     """Every attribute an instance of the definition has, with its type (built-in, context, calculated)."""
     types = dict(BUILT_IN)
-    for attribute in definition.get("context") or []:
+    for attribute in _list(definition.get("context")):
         if isinstance(attribute, dict) and attribute.get("id"):
             types[str(attribute["id"])] = str(attribute.get("type") or "String")
-    for attribute in definition.get("attributes") or []:
+    for attribute in _list(definition.get("attributes")):
         if isinstance(attribute, dict) and attribute.get("id"):
             types[str(attribute["id"])] = "Number" if attribute.get("kind") == "duration" else "String"
     return types

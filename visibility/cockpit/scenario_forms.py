@@ -326,7 +326,7 @@ class IndicatorRow(RowForm):
     @staticmethod
     def initial_of(item: dict[str, Any]) -> dict[str, Any]:
         measure = _obj(item, "measure")
-        lines = [f"{condition.get('attribute', '')} = {', '.join(str(v) for v in condition.get('values') or [])}"
+        lines = [f"{condition.get('attribute', '')} = {', '.join(str(v) for v in _values(condition))}"
                  for condition in _dicts(item.get("filters"))]
         return {"id": item.get("id", ""), "title": item.get("title", ""),
                 "aggregate": measure.get("aggregate", "count"), "attribute": measure.get("attribute", ""),
@@ -343,6 +343,11 @@ class IndicatorRow(RowForm):
             entry["dimension"] = data["dimension"]
         entry["filters"] = [_filter_line(line) for line in data["filters"].splitlines() if line.strip()]
         return {**entry, "chart": data["chart"]}
+
+
+def _values(condition: dict[str, Any]) -> list[Any]:
+    values = condition.get("values")
+    return values if isinstance(values, list) else []
 
 
 def _filter_line(line: str) -> dict[str, Any]:

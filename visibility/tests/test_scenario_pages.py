@@ -283,3 +283,16 @@ def test_the_tabs_link_only_to_pages_that_exist(person, pv):
     page = text(person("ada", "administrator").get(url(pv)))
     assert f'href="{url(pv)}"' in page and f'href="{url(pv, "roles/")}"' in page
     assert "Event Acquisition" not in page and "Workspace" not in page  # not on this branch
+
+
+@pytest.mark.parametrize("definition", [
+    {"participants": 1, "phases": "x", "state": [], "status": 3, "instanceLabel": "x"},
+    {"participants": [{"processDefinitionId": 5, "events": [{"eventType": ["x"]}, 7]}], "context": [{"id": []}],
+     "attributes": [{"kind": "duration", "from": "x"}], "indicators": [{"measure": 1, "filters": [{"values": 3}]}]},
+])
+def test_every_section_shows_a_definition_of_the_wrong_shape(person, pv, definition):
+    admin = person("ada", "administrator")
+    scenario_create(instance=pv, scenario_id="odd", name="Odd", definition=definition)
+    assert admin.get(url(pv, "scenarios/odd/")).status_code == 200
+    for slug in ("general", "participants", "context", "state", "status", "phases", "attributes", "indicators"):
+        assert admin.get(url(pv, f"scenarios/odd/model/{slug}/")).status_code == 200, slug
