@@ -5,6 +5,7 @@ The same services as the cockpit's pages do the writes."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.urls import path
@@ -35,6 +36,7 @@ from ..services import (
 )
 
 TAG = ["Process Visibility scenarios"]
+SLUG = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 class HoldsRole(BasePermission):
@@ -61,7 +63,11 @@ class PVView(APIView):
         return self.request.user  # type: ignore[return-value]
 
     def scenario(self, scenario_id: str) -> Scenario:
-        found = Scenario.objects.filter(instance=self.client.instance, scenario_id=scenario_id).first()
+        # The route takes any segment so that every id gets this answer in this format; one
+        # that is no slug (a NUL, which PostgreSQL text refuses, among them) is not looked up.
+        found = None
+        if SLUG.fullmatch(scenario_id):
+            found = Scenario.objects.filter(instance=self.client.instance, scenario_id=scenario_id).first()
         if found is None:
             raise NotFound(f"No scenario {scenario_id!r} in this instance")
         return found
@@ -138,8 +144,9 @@ class ErrorSerializer(serializers.Serializer):
 _NEW = inline_serializer("PVScenarioNew", {
     "id": serializers.CharField(), "name": serializers.CharField(required=False),
     "definition": serializers.JSONField(required=False)})
-SCENARIO_ID = OpenApiParameter("scenario_id", OpenApiTypes.STR, OpenApiParameter.PATH,
-                               description="The scenario's id in the instance")
+SCENARIO_ID = OpenApiParameter(
+    "scenario_id", {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,100}$", "example": "onboarding"},
+    OpenApiParameter.PATH, required=True, description="The scenario's id in the instance")
 ERRORS = {400: "Malformed JSON, or a body the operation refuses (extra.problems when activation is blocked)",
           401: "No token, or an invalid one", 403: "The key is not a Process Visibility key, or lacks the role",
           404: "No such scenario in the token's instance", 409: "Not possible in the scenario's state",
@@ -266,7 +273,7 @@ def _runs_of(scenario: Scenario, *, trigger: str) -> dict[str, Any]:
     return {"runs": [run_json(run) for run in runs if run.scenario_id == scenario.pk]}
 
 
-SCENARIO = "scenarios/<slug:scenario_id>"
+SCENARIO = "scenarios/<str:scenario_id>"
 urlpatterns = [
     path("scenarios", ScenarioListView.as_view()),
     path(SCENARIO, ScenarioView.as_view()),

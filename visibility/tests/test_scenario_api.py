@@ -249,3 +249,9 @@ def test_the_openapi_document_lists_the_scenario_operations(db):
     assert {"/api/v1/pv/scenarios", "/api/v1/pv/scenarios/{scenario_id}/activate",
             "/api/v1/pv/scenarios/{scenario_id}/clear"} <= set(paths)
     assert "400" in paths["/api/v1/pv/scenarios/{scenario_id}/activate"]["post"]["responses"]
+
+
+@pytest.mark.parametrize("segment", ["%00", "bad%20id", "%C2%84", "x" * 101])
+def test_an_id_that_is_no_slug_is_404_in_meshsites_format(api, segment):
+    answer = api()("GET", f"/{segment}")
+    assert answer.status_code == 404 and body(answer)["code"] == "not_found"
