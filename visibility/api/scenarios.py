@@ -192,7 +192,10 @@ class ScenarioView(PVView):
                    responses=_responses({200: ScenarioSerializer}),
                    summary="Save the definition as the draft (the active version keeps serving)")
     def put(self, request: Request, scenario_id: str) -> Response:
-        scenario = scenario_update(scenario=self.scenario(scenario_id), definition=request.data)
+        scenario = self.scenario(scenario_id)
+        if request.stream is None:  # no body: DRF would read it as {}, an empty draft
+            raise Invalid("The body is the scenario's definition, a JSON object")
+        scenario = scenario_update(scenario=scenario, definition=request.data)
         return Response(scenario_json(scenario))
 
     @extend_schema(tags=TAG, operation_id="pv_scenario_delete", parameters=[SCENARIO_ID],

@@ -187,6 +187,7 @@ def test_another_instances_token_never_sees_or_touches_a_scenario(api):
     ("POST", "", '{"id": "x"}', "name"),
     ("POST", "", '{"id": "x", "definition": 5}', "name"),
     ("POST", "", '"onboard"', "id"),
+    ("PUT", "/onboard", "", "JSON object"),
 ])
 def test_malformed_bodies_are_400_in_meshsites_format(api, method, path, raw, words):
     dev = api()
