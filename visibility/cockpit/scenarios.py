@@ -78,9 +78,16 @@ def scenarios(request: HttpRequest, page: Page, instance_id: str) -> HttpRespons
 def _overview(request: HttpRequest, page: Page, instance: ServiceInstance, scenario: Scenario, *,
               refusal: str = "", blocking: list[dict[str, str]] | None = None, status: int = 200) -> HttpResponse:
     return pv_render(request, page, instance, "scenarios", "visibility/scenario.html", {
-        **_scenario_context(scenario), "problems": selectors.scenario_problems(scenario), "refusal": refusal,
-        "blocking": blocking or [], "counts": selectors.scenario_counts(scenario=scenario),
+        **_scenario_context(scenario), "problems": _sectioned(selectors.scenario_problems(scenario)),
+        "refusal": refusal, "blocking": _sectioned(blocking or []),
+        "counts": selectors.scenario_counts(scenario=scenario),
     }, status=status)
+
+
+def _sectioned(problems: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Each problem with the section page that edits its field ("" when none does)."""
+    return [{**problem, "section": section if (section := section_of(problem["path"])) in SECTIONS else ""}
+            for problem in problems]
 
 
 @cockpit_page()

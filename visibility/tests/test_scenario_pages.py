@@ -76,6 +76,7 @@ def test_a_scenario_is_created_from_the_form_as_a_draft(person, pv):
     assert scenario.active is None
     overview = text(admin.get(created["Location"]))
     assert "participants[0].events" in overview and "names at least one event type" in overview
+    assert f'<a href="{url(pv, "scenarios/onboard/model/participants/")}"><code>participants[0].events' in overview
     again = admin.post(url(pv), {"scenario_id": "onboard", "name": "Again"})
     assert again.status_code == 400 and "already exists" in text(again)
     bad = admin.post(url(pv), {"scenario_id": "has space", "name": "x"})
