@@ -249,6 +249,13 @@ def _grant(page: Page, instance: ServiceInstance, form: GrantForm) -> None:
     role_grant(instance=instance, role=data["role"], user=user, service_key=key)
 
 
+def _grant_of(instance: ServiceInstance, raw: str) -> RoleGrant:
+    grant = RoleGrant.objects.filter(instance=instance, pk=int(raw)).first() if raw.isdigit() else None
+    if grant is None:
+        raise NotFound("No such role grant in this instance")
+    return grant
+
+
 @cockpit_page()
 @require_http_methods(["GET", "POST"])
 def roles(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
@@ -259,10 +266,7 @@ def roles(request: HttpRequest, page: Page, instance_id: str) -> HttpResponse:
     if request.method == "POST":
         try:
             if request.POST.get("action") == "revoke":
-                grant = RoleGrant.objects.filter(instance=instance, pk=request.POST.get("grant") or 0).first()
-                if grant is None:
-                    raise NotFound("No such role grant in this instance")
-                role_revoke(grant=grant)
+                role_revoke(grant=_grant_of(instance, request.POST.get("grant", "")))
                 return redirect("pv:roles", page.subaccount.pk, instance.pk)
             if form.is_valid():
                 _grant(page, instance, form)

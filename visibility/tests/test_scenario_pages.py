@@ -263,6 +263,7 @@ def test_roles_are_granted_to_members_and_keys_and_revoked(person, pv, subaccoun
     assert "user <b>val</b>" in listing and "service key <b>reporting</b>" in listing
     grant = RoleGrant.objects.get(user__username="val")
     assert viewer.post(url(pv, "roles/"), {"action": "revoke", "grant": grant.pk}).status_code == 403
+    assert admin.post(url(pv, "roles/"), {"action": "revoke", "grant": "x"}).status_code == 404
     assert admin.post(url(pv, "roles/"), {"action": "revoke", "grant": grant.pk}).status_code == 302
     assert viewer.get(url(pv)).status_code == 403
 
