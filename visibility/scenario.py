@@ -99,11 +99,15 @@ class _Check:
             seen.add(value)
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _events_known(definition: dict[str, Any]) -> set[tuple[str, str]]:
     known = set()
-    for participant in definition.get("participants") or []:
+    for participant in _list(definition.get("participants")):
         if isinstance(participant, dict):
-            for event in participant.get("events") or []:
+            for event in _list(participant.get("events")):
                 if isinstance(event, dict):
                     known.add((str(participant.get("processDefinitionId")), str(event.get("eventType"))))
     return known
@@ -174,7 +178,7 @@ def _status(check: _Check, definition: dict[str, Any]) -> None:
         check.add("status", "must be an object")
         return
     target = status.get("targetDuration")
-    if not isinstance(target, dict) or target.get("unit") not in DURATION_UNITS:
+    if not isinstance(target, dict) or not isinstance(target.get("unit"), str) or target["unit"] not in DURATION_UNITS:
         check.add("status.targetDuration", f"must be {{value, unit}} with unit one of {', '.join(DURATION_UNITS)}")
     elif not _positive_number(target.get("value")):
         check.add("status.targetDuration.value", "must be a number above 0")
@@ -240,11 +244,12 @@ def _indicators(check: _Check, definition: dict[str, Any], types: dict[str, str]
         elif measure.get("attribute") == "phaseDuration" and indicator.get("dimension") != "phase":
             check.add(f"{path}.dimension", "phaseDuration is measured by phase: the dimension must be phase")
         dimension = indicator.get("dimension")
-        if dimension is not None and dimension not in DIMENSIONS_BUILT_IN and types.get(dimension) != "String":
+        if dimension is not None and (not isinstance(dimension, str) or (
+                dimension not in DIMENSIONS_BUILT_IN and types.get(dimension) != "String")):
             check.add(f"{path}.dimension", "must be state, status, phase, month or a String attribute")
         for n, condition in enumerate(check.items(indicator.get("filters"), f"{path}.filters", 20)):
             attribute = condition.get("attribute")
-            if attribute not in FILTERS_BUILT_IN and attribute not in types:
+            if not isinstance(attribute, str) or (attribute not in FILTERS_BUILT_IN and attribute not in types):
                 check.add(f"{path}.filters[{n}].attribute", "must be state, status, phase or an attribute")
             values = condition.get("values")
             if not isinstance(values, list) or not values or len(values) > 100:
@@ -277,7 +282,7 @@ def problems(definition: Any) -> list[Problem]:
     _phases(check, definition, known)
     types = dict(BUILT_IN)
     for attribute in check.items(definition.get("context"), "context", LIMITS["context"]):
-        if attribute.get("id") in context_ids:
+        if isinstance(attribute.get("id"), str) and attribute["id"] in context_ids:
             types[attribute["id"]] = attribute.get("type", "String")
     _attributes(check, definition, known, types)
     _indicators(check, definition, types)
