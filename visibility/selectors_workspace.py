@@ -1,0 +1,439 @@
+"""Reads for the process workspace: indicator values, the instance list and one instance's page.
+
+Everything reads the scenario's ACTIVE definition (a draft never serves). Each indicator is
+one grouped query over ProcessInstance (or InstancePhase for step cycle times): the
+dimension is an expression grouped by, the measure an aggregate over it, the filters a WHERE.
+An open instance's status is taken at `now` from its at_risk_at / critical_at, so tiles and
+lists agree with the clock between processing runs, not only with the last run.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    F,
+    FloatField,
+    Max,
+    Min,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Cast, TruncMonth
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from meshsite.errors import Invalid, NotFound
+from meshsite.platform.models import ServiceInstance
+
+from .models import (
+    Correlation,
+    Event,
+    InstancePhase,
+    InstanceState,
+    InstanceStatus,
+    ProcessInstance,
+    Scenario,
+)
+from .scenario import BUILT_IN
+
+AGGREGATES = {"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max}
+# Built-in attributes that are columns of ProcessInstance.
+COLUMNS = {"state": "state", "phase": "active_phase", "startTime": "start_time", "endTime": "end_time",
+           "cycleTime": "cycle_time"}
+NO_VALUE = "(none)"
+PAGE_LIMIT = 200
+
+Value_ = dict[str, Any]
+
+
+# --- the definition ---------------------------------------------------------------------------
+
+
+def scenario_active(*, instance: ServiceInstance, scenario_id: str) -> Scenario:
+    """The instance's scenario, if it has an active version (the only one the workspace serves)."""
+    scenario = Scenario.objects.filter(instance=instance, scenario_id=scenario_id).first()
+    if scenario is None:
+        raise NotFound(f"No scenario {scenario_id!r} in this instance")
+    if scenario.active is None:
+        raise NotFound(f"Scenario {scenario_id!r} is not active")
+    return scenario
+
+
+def scenarios_active(*, instance: ServiceInstance) -> list[Scenario]:
+    return list(Scenario.objects.filter(instance=instance, active__isnull=False).order_by("name"))
+
+
+def attribute_types(definition: dict[str, Any]) -> dict[str, str]:
+    """Every attribute id the definition knows, with its type (String, Number, Date)."""
+    types = dict(BUILT_IN)
+    for attribute in definition.get("context") or []:
+        types[attribute["id"]] = attribute.get("type", "String")
+    for attribute in definition.get("attributes") or []:
+        types[attribute["id"]] = "Number" if attribute.get("kind") == "duration" else "String"
+    return types
+
+
+def attribute_names(definition: dict[str, Any]) -> dict[str, str]:
+    names = {"state": "State", "status": "Status", "phase": "Phase", "month": "Month", "startTime": "Start time",
+             "endTime": "End time", "cycleTime": "Cycle time", "phaseDuration": "Step cycle time"}
+    for attribute in [*(definition.get("context") or []), *(definition.get("attributes") or [])]:
+        names[attribute["id"]] = attribute.get("name") or attribute["id"]
+    return names
+
+
+def phase_names(definition: dict[str, Any]) -> dict[str, str]:
+    return {phase["id"]: phase.get("name") or phase["id"] for phase in definition.get("phases") or []}
+
+
+def is_duration(definition: dict[str, Any], attribute: str | None) -> bool:
+    """Whether a Number attribute holds seconds (shown as "2 d 4 h")."""
+    if attribute in ("cycleTime", "phaseDuration"):
+        return True
+    return any(a.get("id") == attribute and a.get("kind") == "duration" for a in definition.get("attributes") or [])
+
+
+# --- expressions ------------------------------------------------------------------------------
+
+
+def status_now(now: datetime) -> Case:
+    """An instance's status at `now`: a completed instance keeps its last one."""
+    return Case(
+        When(state=InstanceState.OPEN, critical_at__lte=now, then=Value(InstanceStatus.CRITICAL.value)),
+        When(state=InstanceState.OPEN, at_risk_at__lte=now, then=Value(InstanceStatus.AT_RISK.value)),
+        default=F("status"),
+    )
+
+
+def _attribute(attribute: str, types: dict[str, str]) -> Any:
+    """The expression of an attribute of ProcessInstance (a column or a key of `attributes`)."""
+    if attribute == "status":
+        return F("status_now")
+    if attribute == "month":
+        return TruncMonth("start_time", tzinfo=UTC)
+    if attribute in COLUMNS:
+        return F(COLUMNS[attribute])
+    text = KeyTextTransform(attribute, "attributes")
+    return Cast(text, FloatField()) if types.get(attribute) == "Number" else text
+
+
+def _filter_expression(attribute: str, types: dict[str, str]) -> Any:
+    # A String key is compared as JSON (KeyTransformIn encodes the values): SQLite refuses a
+    # JSON lookup's IN on the extracted text, and PostgreSQL answers the same either way.
+    if attribute in COLUMNS or attribute in ("month", "status") or types.get(attribute) == "Number":
+        return _attribute(attribute, types)
+    return KeyTransform(attribute, "attributes")
+
+
+def _filter_value(value: Any, attribute: str, types: dict[str, str], parameter: str) -> Any:
+    if attribute == "month":
+        return _month(value, parameter)
+    if types.get(attribute) == "Number":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise Invalid(f"{parameter} must be a number", extra={"parameter": parameter}) from None
+    return str(value)
+
+
+def _month(value: Any, parameter: str) -> datetime:
+    try:
+        return datetime.strptime(str(value), "%Y-%m").replace(tzinfo=UTC)
+    except ValueError:
+        raise Invalid(f"{parameter} must be a month, YYYY-MM", extra={"parameter": parameter}) from None
+
+
+def _condition(attribute: str, values: list[Any], types: dict[str, str], parameter: str) -> Q:
+    """`attribute` IN `values`, through an alias the caller annotates (see _filtered)."""
+    return Q(**{f"{_alias(attribute)}__in": [_filter_value(v, attribute, types, parameter) for v in values]})
+
+
+def _alias(attribute: str) -> str:
+    return "status_now" if attribute == "status" else f"f_{attribute}".replace(".", "_").replace("-", "_")
+
+
+def _filtered(queryset: QuerySet, conditions: list[tuple[str, list[Any], str]], types: dict[str, str]) -> QuerySet:
+    """The queryset with each (attribute, values, parameter) condition applied."""
+    for attribute, values, parameter in conditions:
+        if attribute not in types:
+            raise Invalid(f"{parameter}: no attribute {attribute!r} in the scenario", extra={"parameter": parameter})
+        if attribute != "status":
+            queryset = queryset.alias(**{_alias(attribute): _filter_expression(attribute, types)})
+        queryset = queryset.filter(_condition(attribute, values, types, parameter))
+    return queryset
+
+
+def _instances(scenario: Scenario, now: datetime) -> QuerySet[ProcessInstance]:
+    return ProcessInstance.objects.filter(scenario=scenario).alias(status_now=status_now(now))
+
+
+# --- indicators -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Indicator:
+    id: str
+    title: str
+    chart: str
+    measure: dict[str, Any]
+    dimension: str | None
+    duration: bool  # the values are seconds
+    values: list[Value_] = field(default_factory=list)
+
+
+def indicator_values(*, scenario: Scenario, indicator: dict[str, Any], now: datetime | None = None) -> list[Value_]:
+    """[{"label", "value"}] of one indicator of the active definition: one grouped query."""
+    definition = scenario.active or {}
+    types = attribute_types(definition)
+    measure = indicator.get("measure") or {"aggregate": "count"}
+    dimension = indicator.get("dimension")
+    conditions = [(c["attribute"], c["values"], f"filters.{c['attribute']}") for c in indicator.get("filters") or []]
+    if measure.get("attribute") == "phaseDuration":
+        return _phase_durations(scenario, conditions, measure["aggregate"], definition, now or timezone.now())
+    queryset = _filtered(_instances(scenario, now or timezone.now()), conditions, types)
+    aggregate = _aggregate(measure, types)
+    if dimension is None:
+        return [{"label": indicator.get("title") or "", "value": queryset.aggregate(v=aggregate)["v"]}]
+    rows = (queryset.annotate(d=_attribute(dimension, types)).values("d").annotate(v=aggregate)
+            .order_by("d").values_list("d", "v"))
+    return _labelled(dict(rows), dimension, measure["aggregate"], definition)
+
+
+def _aggregate(measure: dict[str, Any], types: dict[str, str]) -> Any:
+    if measure["aggregate"] == "count":
+        return Count("id")
+    return AGGREGATES[measure["aggregate"]](_attribute(measure["attribute"], types))
+
+
+def _phase_durations(scenario: Scenario, conditions: list[tuple[str, list[Any], str]], aggregate: str,
+                     definition: dict[str, Any], now: datetime) -> list[Value_]:
+    """Step cycle time: the ended phases' durations by phase. A phase filter picks phases;
+    the other filters pick the instances whose phases count."""
+    phases = InstancePhase.objects.filter(scenario=scenario, ended_at__isnull=False)
+    others = [c for c in conditions if c[0] != "phase"]
+    for _attribute_id, values, _parameter in (c for c in conditions if c[0] == "phase"):
+        phases = phases.filter(phase_id__in=[str(v) for v in values])
+    if others:
+        instances = _filtered(_instances(scenario, now), others, attribute_types(definition))
+        phases = phases.filter(instance__in=instances.values("id"))
+    function = Count("id") if aggregate == "count" else AGGREGATES[aggregate]("duration")
+    rows = phases.values("phase_id").annotate(v=function).order_by("phase_id").values_list("phase_id", "v")
+    return _labelled(dict(rows), "phase", aggregate, definition)
+
+
+def _labelled(values: dict[Any, Any], dimension: str, aggregate: str, definition: dict[str, Any]) -> list[Value_]:
+    """Values in the dimension's own order, known categories included at zero (count, sum)."""
+    empty = 0 if aggregate in ("count", "sum") else None
+    known: dict[Any, str] = {}
+    if dimension == "status":
+        known = dict(InstanceStatus.choices)
+    elif dimension == "state":
+        known = dict(InstanceState.choices)
+    elif dimension == "phase":
+        known = phase_names(definition)
+    out = [{"label": label, "value": values.get(key, empty)} for key, label in known.items()]
+    for key in sorted((k for k in values if k not in known), key=lambda k: (k is None, k)):
+        out.append({"label": _label(key, dimension), "value": values[key]})
+    return out
+
+
+def _label(key: Any, dimension: str) -> str:
+    if key is None or key == "":
+        return NO_VALUE
+    if isinstance(key, datetime):
+        return key.astimezone(UTC).strftime("%Y-%m")
+    return str(key)
+
+
+def indicators(*, scenario: Scenario, now: datetime | None = None) -> list[Indicator]:
+    """Every tile of the active definition, with its values (one query each)."""
+    moment = now or timezone.now()
+    return [_indicator(scenario, item, moment) for item in indicators_defined(scenario)]
+
+
+def indicator_get(*, scenario: Scenario, indicator_id: str, now: datetime | None = None) -> Indicator:
+    for item in indicators_defined(scenario):
+        if item.get("id") == indicator_id:
+            return _indicator(scenario, item, now or timezone.now())
+    raise NotFound(f"No indicator {indicator_id!r} in the scenario")
+
+
+def indicators_defined(scenario: Scenario) -> list[dict[str, Any]]:
+    return list((scenario.active or {}).get("indicators") or [])
+
+
+def _indicator(scenario: Scenario, item: dict[str, Any], now: datetime) -> Indicator:
+    measure = item.get("measure") or {"aggregate": "count"}
+    return Indicator(id=item["id"], title=item.get("title") or item["id"], chart=item.get("chart", "bar"),
+                     measure=measure, dimension=item.get("dimension"),
+                     duration=is_duration(scenario.active or {}, measure.get("attribute")),
+                     values=indicator_values(scenario=scenario, indicator=item, now=now))
+
+
+# --- the instance list ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstancePage:
+    instances: list[ProcessInstance]  # each with .status_now
+    next_cursor: str | None
+
+
+def cursor_encode(instance: ProcessInstance) -> str:
+    raw = f"{instance.start_time.astimezone(UTC).isoformat()}|{instance.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str) -> tuple[datetime, int]:
+    try:
+        moment, pk = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode().split("|")
+        start = parse_datetime(moment)
+        if start is None:
+            raise ValueError(moment)
+        return start, int(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Invalid("cursor is not one this API gave", extra={"parameter": "cursor"}) from None
+
+
+def instances_search(*, scenario: Scenario, state: str | None = None, status: str | None = None,
+                     phase: str | None = None, attributes: dict[str, str] | None = None,
+                     cursor: str | None = None, limit: int = 50, now: datetime | None = None) -> InstancePage:
+    """A page of instances, newest start first; the cursor continues after the page's last row
+    (keyset on (start_time, id), so rows that arrive meanwhile neither repeat nor hide one)."""
+    if not 1 <= limit <= PAGE_LIMIT:
+        raise Invalid(f"limit must be 1 to {PAGE_LIMIT}", extra={"parameter": "limit"})
+    definition = scenario.active or {}
+    conditions = _search_conditions(definition, state, status, phase, attributes or {})
+    queryset = _filtered(_instances(scenario, now or timezone.now()), conditions, attribute_types(definition))
+    if cursor:
+        start, pk = cursor_decode(cursor)
+        queryset = queryset.filter(Q(start_time__lt=start) | Q(start_time=start, id__lt=pk))
+    rows = list(queryset.annotate(current_status=F("status_now")).order_by("-start_time", "-id")[: limit + 1])
+    more = len(rows) > limit
+    return InstancePage(instances=rows[:limit], next_cursor=cursor_encode(rows[limit - 1]) if more else None)
+
+
+def _search_conditions(definition: dict[str, Any], state: str | None, status: str | None, phase: str | None,
+                       attributes: dict[str, str]) -> list[tuple[str, list[Any], str]]:
+    conditions: list[tuple[str, list[Any], str]] = []
+    for name, value, allowed in (("state", state, InstanceState.values), ("status", status, InstanceStatus.values),
+                                 ("phase", phase, [*phase_names(definition), ""])):
+        if value is None:
+            continue
+        if value not in allowed:
+            choices = ", ".join(v or '""' for v in allowed)
+            raise Invalid(f"{name} must be one of {choices}", extra={"parameter": name})
+        conditions.append((name, [value], name))
+    types = attribute_types(definition)
+    for attribute, value in attributes.items():
+        if attribute not in types or attribute in ("state", "status", "phase", "phaseDuration"):
+            raise Invalid(f"attr.{attribute}: no such attribute in the scenario",
+                          extra={"parameter": f"attr.{attribute}"})
+        conditions.append((attribute, [value], f"attr.{attribute}"))
+    return conditions
+
+
+# --- one instance -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    timestamp: datetime
+    event_type: str
+    name: str
+    participant: str
+    definition_id: str
+    process_instance_id: str
+    context: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PhaseRow:
+    id: str
+    name: str
+    started_at: datetime
+    ended_at: datetime | None
+    duration: float | None
+
+
+@dataclass(frozen=True)
+class ContextRow:
+    id: str
+    name: str
+    type: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class InstanceDetail:
+    instance: ProcessInstance  # with .current_status
+    status: str
+    phases: list[PhaseRow]
+    events: list[TimelineEvent]
+    context: list[ContextRow]
+
+
+def instance_detail(*, scenario: Scenario, instance_id: Any, now: datetime | None = None) -> InstanceDetail:
+    """One instance with its phases, its attributes and its events in business-time order."""
+    instance = _instance(scenario, instance_id, now or timezone.now())
+    definition = scenario.active or {}
+    return InstanceDetail(instance=instance, status=instance.current_status,  # type: ignore[attr-defined]
+                          phases=_phases(instance, definition), events=_timeline(scenario, instance, definition),
+                          context=_context(instance, definition))
+
+
+def _instance(scenario: Scenario, instance_id: Any, now: datetime) -> ProcessInstance:
+    try:
+        pk = int(instance_id)
+    except (TypeError, ValueError):
+        raise NotFound("No such instance in the scenario") from None
+    instance = (_instances(scenario, now).annotate(current_status=F("status_now")).filter(pk=pk).first())
+    if instance is None:
+        raise NotFound("No such instance in the scenario")
+    return instance
+
+
+def _phases(instance: ProcessInstance, definition: dict[str, Any]) -> list[PhaseRow]:
+    names = phase_names(definition)
+    return [PhaseRow(id=p.phase_id, name=names.get(p.phase_id, p.phase_id), started_at=p.started_at,
+                     ended_at=p.ended_at, duration=p.duration)
+            for p in instance.phases.order_by("started_at", "id")]
+
+
+def _timeline(scenario: Scenario, instance: ProcessInstance, definition: dict[str, Any]) -> list[TimelineEvent]:
+    pairs = Correlation.objects.filter(scenario=scenario, instance_key=instance.key).values_list(
+        "definition_id", "process_instance_id")
+    match = Q()
+    for definition_id, process_instance_id in pairs:
+        match |= Q(definition_id=definition_id, process_instance_id=process_instance_id)
+    if not match:
+        return []
+    participants = {p["processDefinitionId"]: p for p in definition.get("participants") or []}
+    names = {(pid, e["eventType"]): e.get("name") or e["eventType"]
+             for pid, p in participants.items() for e in p.get("events") or []}
+    events = Event.objects.filter(match, instance_id=scenario.instance_id).order_by("timestamp", "id")
+    return [TimelineEvent(timestamp=e.timestamp, event_type=e.event_type,
+                          name=names.get((e.definition_id, e.event_type), e.event_type),
+                          participant=(participants.get(e.definition_id) or {}).get("name") or e.definition_id,
+                          definition_id=e.definition_id, process_instance_id=e.process_instance_id,
+                          context=e.context)
+            for e in events]
+
+
+def _context(instance: ProcessInstance, definition: dict[str, Any]) -> list[ContextRow]:
+    rows = [*(definition.get("context") or []), *(definition.get("attributes") or [])]
+    types = attribute_types(definition)
+    return [ContextRow(id=a["id"], name=a.get("name") or a["id"], type=types.get(a["id"], "String"),
+                       value=instance.attributes.get(a["id"]))
+            for a in rows]
