@@ -1,6 +1,8 @@
 """Process Visibility's APIs: the Data Acquisition API (`/public/v1/events`) and the JSON
 APIs under `/api/v1/pv/` (scenarios, processing, instances, indicator values)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import include, path
 
-urlpatterns: list = []
+urlpatterns: list = [
+    path("api/v1/pv/scenarios/<slug:scenario_id>/", include("visibility.api.workspace")),
+]
