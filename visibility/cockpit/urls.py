@@ -7,7 +7,9 @@ from . import views
 
 app_name = "pv"
 
-instance: list = []
+instance: list = [
+    path("workspace/", include("visibility.cockpit.workspace")),
+]
 
 urlpatterns = [
     path("subaccounts/<int:subaccount_id>/process-visibility/", views.app_home, name="app"),
