@@ -87,12 +87,24 @@ def test_count_by_phase_lists_every_phase_of_the_definition(scenario: Scenario) 
     assert values(scenario, "countByPhase") == expected
 
 
-def test_every_tile_is_one_query(scenario: Scenario) -> None:
+def test_one_indicator_is_one_query(scenario: Scenario) -> None:
+    for item in (scenario.active or {})["indicators"]:
+        with CaptureQueriesContext(connection) as queries:
+            ws.indicator_values(scenario=scenario, indicator=item, now=NOW)
+        assert len(queries) == 1, item["id"]
+
+
+def test_tiles_of_one_dimension_share_a_query_and_answer_as_alone(scenario: Scenario) -> None:
     scenario = Scenario.objects.get(pk=scenario.pk)
     with CaptureQueriesContext(connection) as queries:
         tiles = ws.indicators(scenario=scenario, now=NOW)
-    assert len(tiles) == len((scenario.active or {})["indicators"]) == len(queries)
-    assert [t.id for t in tiles][:4] == ["openInstances", "completedByStatus", "cycleTime", "stepCycleTime"]
+    # status (2 tiles), month, phaseDuration, COUNTRY (3 tiles), none, phase
+    assert len(queries) == 6
+    assert [t.id for t in tiles] == [i["id"] for i in (scenario.active or {})["indicators"]]
+    for tile in tiles:
+        alone = values(scenario, tile.id)
+        assert [v["label"] for v in tile.values] == [v["label"] for v in alone], tile.id
+        assert [v["value"] for v in tile.values] == pytest.approx([v["value"] for v in alone]), tile.id
     assert tiles[2].duration and not tiles[4].duration
 
 
