@@ -69,7 +69,8 @@ SELECT %(scenario)s, 'pi:order' || chr(31) || g, g::text,
        CASE WHEN completed THEN NULL ELSE start + interval '5 days' END,
        jsonb_build_object('COUNTRY', (%(countries)s::text[])[1 + floor(pick2 * 10)::int],
                           'AMOUNT', round((amount * 10000)::numeric, 2),
-                          'DUE', to_char((start + interval '30 days') AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                          'DUE', to_char((start + interval '30 days') AT TIME ZONE 'UTC',
+                                         'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
        3 + floor(pick * 4)::int, now()
 FROM shaped
 """
@@ -102,7 +103,8 @@ def definition() -> dict[str, Any]:
     return {
         "name": "Orders", "namespace": "bench", "instanceLabel": {"singular": "Order", "plural": "Orders"},
         "participants": [{"processDefinitionId": "order", "name": "Order",
-                          "events": [{"eventType": "CREATED", "name": "Created"}, {"eventType": "DONE", "name": "Done"}]}],
+                          "events": [{"eventType": "CREATED", "name": "Created"},
+                                     {"eventType": "DONE", "name": "Done"}]}],
         "context": [{"id": "COUNTRY", "name": "Country", "type": "String"},
                     {"id": "AMOUNT", "name": "Amount", "type": "Number"},
                     {"id": "DUE", "name": "Due", "type": "Date"}],

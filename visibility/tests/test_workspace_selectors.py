@@ -194,3 +194,15 @@ def test_instance_of_another_scenario_is_not_found(scenario: Scenario) -> None:
         ws.instance_detail(scenario=other, instance_id=instance.pk, now=NOW)
     with pytest.raises(NotFound):
         ws.instance_detail(scenario=scenario, instance_id="x", now=NOW)
+
+
+def test_month_filter_and_dimension_agree_on_utc_months(scenario: Scenario) -> None:
+    indicator = {"id": "feb", "title": "February", "measure": {"aggregate": "count"}, "dimension": "month",
+                 "filters": [{"attribute": "month", "values": ["2026-02", "2026-03"]}]}
+    got = ws.indicator_values(scenario=scenario, indicator=indicator, now=NOW)
+    expected = [{"label": m, "value": sum(1 for s in SPECS if s.start.strftime("%Y-%m") == m)}
+                for m in ("2026-02", "2026-03")]
+    assert got == expected
+    with pytest.raises(Invalid):
+        ws.indicator_values(scenario=scenario, indicator={**indicator, "filters": [
+            {"attribute": "month", "values": ["Feb"]}]}, now=NOW)
