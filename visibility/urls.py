@@ -5,4 +5,5 @@ from django.urls import include, path
 
 urlpatterns: list = [
     path("api/v1/pv/", include("visibility.api.scenarios")),
+    path("api/v1/pv/scenarios/<slug:scenario_id>/", include("visibility.api.workspace")),
 ]

@@ -9,6 +9,7 @@ app_name = "pv"
 
 instance: list = [
     path("", include("visibility.cockpit.scenarios")),
+    path("workspace/", include("visibility.cockpit.workspace")),
 ]
 
 urlpatterns = [
