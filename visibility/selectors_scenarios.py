@@ -10,6 +10,7 @@ from django.db.models import Q, QuerySet
 
 from meshsite.platform.models import ServiceInstance, ServiceKey, Subaccount
 
+from .buffer import buffer_count
 from .models import Event, ProcessingRun, ProcessInstance, RoleGrant, Scenario
 from .scenario import BUILT_IN, problems
 
@@ -38,7 +39,7 @@ def scenario_runs(*, scenario: Scenario, limit: int = 50) -> list[ProcessingRun]
 def scenario_counts(*, scenario: Scenario) -> dict[str, int]:
     return {
         "instances": ProcessInstance.objects.filter(scenario=scenario).count(),
-        "in_buffer": Event.objects.filter(instance_id=scenario.instance_id, processed=False).count(),
+        "in_buffer": buffer_count(instance_id=scenario.instance_id),
         "events": Event.objects.filter(instance_id=scenario.instance_id).count(),
     }
 

@@ -18,6 +18,7 @@ from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.models import ServiceInstance, Subaccount
 from meshsite.platform.services import entitlement_put, instance_create, service_key_create
 from meshsite.testing import make_instance, token_for
+from visibility.buffer import buffer_add
 from visibility.models import Event, ProcessInstance, Scenario
 
 BASE = "/api/v1/pv/scenarios"
@@ -73,9 +74,10 @@ def api(subaccount: Subaccount, fast_hashing: None) -> Callable[..., Api]:
 def events(instance: ServiceInstance, *specs: tuple[str, str, int]) -> None:
     start = timezone.now() - timedelta(hours=10)
     for pid, event_type, hour in specs:
-        Event.objects.create(instance=instance, definition_id="hire", process_instance_id=pid,
+        stored = Event.objects.create(instance=instance, definition_id="hire", process_instance_id=pid,
                              event_type=event_type, timestamp=start + timedelta(hours=hour), context={},
                              received_at=timezone.now())
+        buffer_add(instance_id=stored.instance_id, event_ids=[stored.pk])
 
 
 def body(answer: Any) -> Any:

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from meshsite.platform.models import Entitlement, ServiceInstance, Subaccount
 from meshsite.platform.services import instance_create, service_key_create
+from visibility.buffer import buffer_add
 from visibility.models import Event, ProcessingRun, ProcessInstance, RoleGrant, Scenario
 from visibility.services import instance_process, scenario_activate, scenario_create
 
@@ -60,9 +61,10 @@ def rows(prefix: str, entries: list[dict[str, Any]], initial: int) -> dict[str, 
 def events(pv: ServiceInstance, *specs: tuple[str, str, int]) -> None:
     start = timezone.now() - timedelta(hours=10)
     for pid, event_type, hour in specs:
-        Event.objects.create(instance=pv, definition_id="hire", process_instance_id=pid, event_type=event_type,
+        stored = Event.objects.create(instance=pv, definition_id="hire", process_instance_id=pid, event_type=event_type,
                              timestamp=start + timedelta(hours=hour), context={"COUNTRY": "DE"},
                              received_at=timezone.now())
+        buffer_add(instance_id=stored.instance_id, event_ids=[stored.pk])
 
 
 def test_a_scenario_is_created_from_the_form_as_a_draft(person, pv):
@@ -284,7 +286,7 @@ def test_another_subaccounts_instance_is_not_found(person, pv):
 def test_the_tabs_link_only_to_pages_that_exist(person, pv):
     page = text(person("ada", "administrator").get(url(pv)))
     assert f'href="{url(pv)}"' in page and f'href="{url(pv, "roles/")}"' in page
-    assert "Event Acquisition" not in page and "Workspace" not in page  # not on this branch
+    assert f'href="{url(pv, "workspace/")}"' in page and "Event Acquisition" not in page
 
 
 @pytest.mark.parametrize("definition", [
