@@ -42,15 +42,7 @@ from django.utils.dateparse import parse_datetime
 from meshsite.errors import Invalid, NotFound
 from meshsite.platform.models import ServiceInstance
 
-from .models import (
-    Correlation,
-    Event,
-    InstancePhase,
-    InstanceState,
-    InstanceStatus,
-    ProcessInstance,
-    Scenario,
-)
+from .models import Correlation, Event, InstancePhase, InstanceState, InstanceStatus, ProcessInstance, Scenario
 from .scenario import BUILT_IN
 
 AGGREGATES = {"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max}
