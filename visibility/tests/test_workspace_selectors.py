@@ -206,3 +206,9 @@ def test_month_filter_and_dimension_agree_on_utc_months(scenario: Scenario) -> N
     with pytest.raises(Invalid):
         ws.indicator_values(scenario=scenario, indicator={**indicator, "filters": [
             {"attribute": "month", "values": ["Feb"]}]}, now=NOW)
+
+
+def test_an_aggregate_outside_the_known_five_never_reaches_sql(scenario: Scenario) -> None:
+    indicator = {"id": "x", "title": "x", "measure": {"aggregate": "count(*)); DROP TABLE x; --"}, "dimension": None}
+    with pytest.raises(Invalid):
+        ws.indicator_values(scenario=scenario, indicator=indicator, now=NOW)
