@@ -17,7 +17,10 @@ One scratch database (dropped, created, migrated, dropped again), then:
      token from the real /oauth/token, and each indicator's query alone;
      --requests timed requests each after --warmup, median and p95; then the page and the
      indicators API again through a uvicorn process (HTTP/1.1 keep-alive, the session cookie
-     of the same user), unless --no-live.
+     of the same user), unless --no-live. In-process timings also give the CPU time per
+     request of this process plus its PostgreSQL backend, which the machine's load does not
+     stretch as it stretches wall time (the load average is printed beside the numbers; a
+     parallel worker's CPU, which the step cycle time query may use, is not counted).
 
 Goal: the workspace page in <= 300 ms. Results go to bench/results/ as JSON. Not a test.
 
@@ -183,18 +186,34 @@ def fill(dsn: str, count: int) -> dict[str, Any]:
             "phases": phases[0] if phases else 0}
 
 
-def timed(call: Callable[[], Any], warmup: int, requests: int) -> dict[str, float]:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its PostgreSQL backend (same machine): what a request
+    costs whatever else the machine runs, where wall time grows with the load."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return time.process_time() + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(call: Callable[[], Any], warmup: int, requests: int, cpu: bool = True) -> dict[str, float]:
     for _ in range(warmup):
         call()
     samples = []
+    cpu_before = cpu_seconds() if cpu else 0.0
     for _ in range(requests):
         started = time.perf_counter()
         call()
         samples.append((time.perf_counter() - started) * 1000)
+    cpu_ms = (cpu_seconds() - cpu_before) * 1000 / requests if cpu else None
     samples.sort()
     return {"median_ms": round(statistics.median(samples), 1),
             "p95_ms": round(samples[min(len(samples) - 1, int(len(samples) * 0.95))], 1),
-            "min_ms": round(samples[0], 1), "max_ms": round(samples[-1], 1)}
+            "min_ms": round(samples[0], 1), "max_ms": round(samples[-1], 1),
+            "cpu_ms": round(cpu_ms, 1) if cpu_ms is not None else None}
 
 
 def ok(response: Any) -> Any:
@@ -261,9 +280,10 @@ def measure_live(setup: dict[str, Any], args: argparse.Namespace, dsn: str) -> d
             bearer = {"Authorization": f"Bearer {token['access_token']}"}
             api = f"/api/v1/pv/scenarios/{scenario.scenario_id}"
             return {
-                "live_workspace_page": timed(lambda: ok(http.get(page, cookies=cookie)), args.warmup, args.requests),
+                "live_workspace_page": timed(lambda: ok(http.get(page, cookies=cookie)), args.warmup, args.requests,
+                                             cpu=False),
                 "live_api_indicators": timed(lambda: ok(http.get(f"{api}/indicators", headers=bearer)), args.warmup,
-                                             args.requests),
+                                             args.requests, cpu=False),
             }
     finally:
         server.terminate()
@@ -313,7 +333,8 @@ def main() -> int:
         if not args.keep_db:
             drop_database(f"{server}/postgres", args.db_name)
     for name, numbers in results.items():
-        print(f"{name:34} median {numbers['median_ms']:7.1f} ms   p95 {numbers['p95_ms']:7.1f} ms")
+        cpu = f"   cpu {numbers['cpu_ms']:6.1f} ms" if numbers["cpu_ms"] is not None else ""
+        print(f"{name:34} median {numbers['median_ms']:7.1f} ms   p95 {numbers['p95_ms']:7.1f} ms{cpu}")
     load = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]}
     # Other processes on the machine stretch every number; the load average says how much.
     print(f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}, on {os.cpu_count()} CPUs")
