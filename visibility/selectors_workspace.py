@@ -1,10 +1,11 @@
 """Reads for the process workspace: indicator values, the instance list and one instance's page.
 
-Everything reads the scenario's ACTIVE definition (a draft never serves). Each indicator is
-one grouped query over ProcessInstance (or InstancePhase for step cycle times): the
-dimension is an expression grouped by, the measure an aggregate over it, the filters a WHERE.
-An open instance's status is taken at `now` from its at_risk_at / critical_at, so tiles and
-lists agree with the clock between processing runs, not only with the last run.
+Everything reads the scenario's ACTIVE definition (a draft never serves). An indicator is one
+grouped query over ProcessInstance (or InstancePhase for step cycle times): the dimension is
+an expression grouped by, the measure an aggregate over it, the filters a WHERE; the tiles of
+a page that share a dimension share that query (`indicators`). An open instance's status is
+taken at `now` from its at_risk_at / critical_at, so tiles and lists agree with the clock
+between processing runs, not only with the last run.
 """
 
 from __future__ import annotations
