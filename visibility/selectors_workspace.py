@@ -1,10 +1,11 @@
 """Reads for the process workspace: indicator values, the instance list and one instance's page.
 
-Everything reads the scenario's ACTIVE definition (a draft never serves). Each indicator is
-one grouped query over ProcessInstance (or InstancePhase for step cycle times): the
-dimension is an expression grouped by, the measure an aggregate over it, the filters a WHERE.
-An open instance's status is taken at `now` from its at_risk_at / critical_at, so tiles and
-lists agree with the clock between processing runs, not only with the last run.
+Everything reads the scenario's ACTIVE definition (a draft never serves). An indicator is one
+grouped query over ProcessInstance (or InstancePhase for step cycle times): the dimension is
+an expression grouped by, the measure an aggregate over it, the filters a WHERE; the tiles of
+a page that share a dimension share that query (`indicators`). An open instance's status is
+taken at `now` from its at_risk_at / critical_at, so tiles and lists agree with the clock
+between processing runs, not only with the last run.
 """
 
 from __future__ import annotations
@@ -42,18 +43,12 @@ from django.utils.dateparse import parse_datetime
 from meshsite.errors import Invalid, NotFound
 from meshsite.platform.models import ServiceInstance
 
-from .models import (
-    Correlation,
-    Event,
-    InstancePhase,
-    InstanceState,
-    InstanceStatus,
-    ProcessInstance,
-    Scenario,
-)
+from .models import Correlation, Event, InstancePhase, InstanceState, InstanceStatus, ProcessInstance, Scenario
 from .scenario import BUILT_IN
 
 AGGREGATES = {"count": Count, "sum": Sum, "avg": Avg, "min": Min, "max": Max}
+# Spelled into SQL by _grouped: only these names, whatever a stored definition holds.
+SQL_AGGREGATES = {"count": "COUNT", "sum": "SUM", "avg": "AVG", "min": "MIN", "max": "MAX"}
 # Built-in attributes that are columns of ProcessInstance.
 COLUMNS = {"state": "state", "phase": "active_phase", "startTime": "start_time", "endTime": "end_time",
            "cycleTime": "cycle_time"}
@@ -242,10 +237,12 @@ def _grouped(queryset: QuerySet, dimension: Any, tiles: list[tuple[dict[str, Any
     columns: dict[str, Any] = {"d": dimension} if dimension is not None else {}
     outer = ["d"] if dimension is not None else []
     for index, (measure, where) in enumerate(tiles):
+        if measure.get("aggregate") not in SQL_AGGREGATES:
+            raise Invalid(f"measure.aggregate must be one of {', '.join(SQL_AGGREGATES)}")
         value = Value(1) if measure["aggregate"] == "count" else _attribute(measure["attribute"], types)
         columns[f"v{index}"] = Case(When(where, then=value)) if where else value
         columns[f"n{index}"] = Case(When(where, then=Value(1))) if where else Value(1)
-        outer += [f"{measure['aggregate'].upper()}(v{index})", f"COUNT(n{index})"]
+        outer += [f"{SQL_AGGREGATES[measure['aggregate']]}(v{index})", f"COUNT(n{index})"]
     inner, params = queryset.order_by().values(**columns).query.sql_with_params()
     connection = connections[queryset.db]
     fence = " OFFSET 0" if connection.vendor == "postgresql" else ""

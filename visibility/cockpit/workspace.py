@@ -14,7 +14,7 @@ from meshsite.cockpit.access import Page, cockpit_page
 from meshsite.errors import Invalid
 
 from .. import selectors_workspace as ws
-from ..models import InstanceState, InstanceStatus, PVRole
+from ..models import InstanceState, InstanceStatus, PVRole, Scenario
 from .common import pv_instance, pv_render
 
 ROLE = PVRole.OPERATOR.value
@@ -64,7 +64,7 @@ def workspace_home(request: HttpRequest, page: Page, instance_id: UUID) -> HttpR
     return pv_render(request, page, pv, "workspace", "visibility/workspace.html", {"scenarios": scenarios})
 
 
-def _search(scenario: Any, query: QueryDict) -> tuple[ws.InstancePage | None, str]:
+def _search(scenario: Scenario, query: QueryDict) -> tuple[ws.InstancePage | None, str]:
     attribute, value = query.get("attribute") or "", query.get("value") or ""
     try:
         return ws.instances_search(

@@ -13,10 +13,21 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from meshsite.errors import Invalid, NotFound
+from meshsite.platform.models import ServiceInstance
 from visibility import selectors_workspace as ws
 from visibility.models import Scenario
 
-from .test_workspace_data import COUNTRIES, NOW, PHASE_NAMES, PHASES, SPECS, events_for, pv_fixture, scenario_fixture  # noqa: F401
+from .test_workspace_data import (  # noqa: F401
+    COUNTRIES,
+    NOW,
+    PHASE_NAMES,
+    PHASES,
+    SPECS,
+    events_for,
+    pv_fixture,
+    scenario_fixture,
+    scenario_with_instances,
+)
 
 STATUS_LABELS = {"on_track": "On Track", "at_risk": "At Risk", "critical": "Critical"}
 
@@ -206,3 +217,19 @@ def test_month_filter_and_dimension_agree_on_utc_months(scenario: Scenario) -> N
     with pytest.raises(Invalid):
         ws.indicator_values(scenario=scenario, indicator={**indicator, "filters": [
             {"attribute": "month", "values": ["Feb"]}]}, now=NOW)
+
+
+def test_an_aggregate_outside_the_known_five_never_reaches_sql(scenario: Scenario) -> None:
+    indicator = {"id": "x", "title": "x", "measure": {"aggregate": "count(*)); DROP TABLE x; --"}, "dimension": None}
+    with pytest.raises(Invalid):
+        ws.indicator_values(scenario=scenario, indicator=indicator, now=NOW)
+
+
+def test_a_scenario_without_instances_has_empty_tiles(pv: ServiceInstance) -> None:
+    empty = scenario_with_instances(pv, [], scenario_id="empty")
+    tiles = {t.id: t.values for t in ws.indicators(scenario=empty, now=NOW)}
+    assert tiles["openInstances"] == [{"label": label, "value": 0} for label in STATUS_LABELS.values()]
+    assert tiles["cycleTime"] == [] and tiles["amountByCountry"] == []
+    assert tiles["stepCycleTime"] == [{"label": name, "value": None} for name in PHASE_NAMES.values()]
+    assert tiles["europeOpen"] == [{"label": "Open in DE or FR", "value": 0}]
+    assert ws.instances_search(scenario=empty, now=NOW).instances == []
