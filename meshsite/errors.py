@@ -173,7 +173,13 @@ def json_error(message: str, status_code: int) -> JsonResponse:
     return JsonResponse(sap_body(message, status_code=status_code), status=status_code)
 
 
+# meshsite's own APIs (not SAP's), whose unrouted paths answer in meshsite's error shape.
+NATIVE_PATH_PREFIXES = ("/api/v1/pv/", "/public/v1/")
+
+
 def handler404(request: HttpRequest, exception: Exception | None = None):
+    if request.path.startswith(NATIVE_PATH_PREFIXES):
+        return JsonResponse({"detail": "Not found", "code": "not_found"}, status=404)
     if request.path.startswith(RAW_PATH_PREFIXES) or request.path.startswith(("/api/", "/oauth/")):
         return json_error("Not found", 404)
     from django.views.defaults import page_not_found
@@ -182,6 +188,8 @@ def handler404(request: HttpRequest, exception: Exception | None = None):
 
 
 def handler500(request: HttpRequest):
+    if request.path.startswith(NATIVE_PATH_PREFIXES):
+        return JsonResponse({"detail": "Internal error", "code": "error"}, status=500)
     if request.path.startswith(RAW_PATH_PREFIXES) or request.path.startswith(("/api/", "/oauth/")):
         return json_error("Internal error", 500)
     from django.views.defaults import server_error

@@ -9,13 +9,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from meshsite.apischema import MESH_ERROR
 from meshsite.errors import Invalid
 
 from ..services.tickets import ws_ticket_issue
 
-_ERROR = inline_serializer("MeshError", {
-    "detail": serializers.CharField(), "code": serializers.CharField(),
-    "extra": serializers.JSONField(required=False, allow_null=True)})
+_ERROR = MESH_ERROR
 
 
 class WsTicketView(APIView):

@@ -8,6 +8,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from statistics import mean
 
 import pytest
@@ -46,7 +47,7 @@ def _orders(count: int = 90) -> list[Order]:
 
 
 def _send(pv, order: Order, rng: random.Random) -> None:
-    sent = [
+    sent: list[tuple[str, str, str, datetime, dict[str, Any]]] = [
         ("order", f"o-{order.number}", "CREATED", order.start,
          {"ORDER_ID": str(order.number), "COUNTRY": order.country, "AMOUNT": order.amount}),
         ("order", f"o-{order.number}", "APPROVED", order.start + order.approval, {}),
@@ -67,7 +68,7 @@ def _status(elapsed: timedelta) -> str:
 
 
 def _by_status(orders: list[Order], elapsed) -> list[dict]:
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for order in orders:
         counts[_status(elapsed(order))] += 1
     return [{"label": label, "value": counts[key]} for key, label in
@@ -141,7 +142,7 @@ def test_average_step_cycle_time_by_phase(processed):
 
 def test_sum_of_a_number_attribute_by_a_string_attribute(processed):
     scenario, orders = processed
-    totals = defaultdict(int)
+    totals: dict[str, int] = defaultdict(int)
     for order in orders:
         totals[order.country] += order.amount
     values = indicator_values(scenario=scenario, indicator=_indicator(scenario, "amountByCountry"), now=NOW)
