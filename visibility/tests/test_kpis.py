@@ -8,8 +8,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 from statistics import mean
+from typing import Any
 
 import pytest
 
