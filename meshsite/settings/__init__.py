@@ -12,4 +12,5 @@ from .live import *  # noqa: F403
 from .mesh import *  # noqa: F403
 from .metrics import *  # noqa: F403
 from .oauth import *  # noqa: F403
+from .visibility import *  # noqa: F403
 from .webhooks import *  # noqa: F403
