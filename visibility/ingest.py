@@ -160,7 +160,14 @@ def _sized(value: str, name: str, limit: int) -> str:
         raise _Refused(name, FailureReason.MISSING_FIELD, f"{name} must not be empty")
     if len(value) > limit:
         raise _Refused(name, FailureReason.TOO_LARGE, f"{name} is longer than {limit} characters")
+    _no_nul(value, name)
     return value
+
+
+def _no_nul(value: str, name: str) -> None:
+    # PostgreSQL's text and jsonb refuse NUL; refused here it is the sender's 400, not our 500.
+    if "\x00" in value:
+        raise _Refused(name, FailureReason.WRONG_TYPE, f"{name} holds a NUL character")
 
 
 def _is_number(value: Any) -> bool:
@@ -226,8 +233,11 @@ def _context_value(key: str, value: Any) -> None:
                        "context is a flat map: values are strings, numbers, booleans or null")
     if isinstance(value, float) and not math.isfinite(value):
         raise _Refused(name, FailureReason.WRONG_TYPE, f"{name} is out of range")
-    if isinstance(value, str) and len(value) > MAX_CONTEXT_STRING:
-        raise _Refused(name, FailureReason.TOO_LARGE, f"{name} is longer than {MAX_CONTEXT_STRING} characters")
+    _no_nul(key, name)
+    if isinstance(value, str):
+        if len(value) > MAX_CONTEXT_STRING:
+            raise _Refused(name, FailureReason.TOO_LARGE, f"{name} is longer than {MAX_CONTEXT_STRING} characters")
+        _no_nul(value, name)
 
 
 def raw_item(item: Any) -> str:

@@ -1,6 +1,10 @@
 """Process Visibility's APIs: the Data Acquisition API (`/public/v1/events`) and the JSON
 APIs under `/api/v1/pv/` (scenarios, processing, instances, indicator values)."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from .api import events
+
+urlpatterns: list = [
+    path("public/v1/events", events.events, name="pv-events"),
+]

@@ -1,0 +1,171 @@
+"""Acquiring events: a body checked (visibility/ingest.py) and stored whole, or refused whole
+with every refused event recorded as an IngestFailure for the Event Acquisition monitor;
+and the monitor's two answers to a failure, re-submit (corrected) and discard.
+
+Storing is one INSERT ... ON CONFLICT (instance, event_id) DO UPDATE: a re-sent eventId
+replaces the earlier event and puts it back in the buffer (processed=False, matched=None),
+so that processing folds the new version in. Events without an eventId never conflict (a
+unique constraint does not compare NULLs) and share the same statement.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from meshsite.errors import Conflict, Invalid, TooLarge
+from meshsite.platform.models import ServiceInstance
+
+from ..ingest import Batch, EventData, Limits, Problem, parse_body, raw_item
+from ..models import Event, FailureReason, FailureState, IngestFailure
+
+_EVENT_FIELDS = ["definition_id", "process_instance_id", "event_type", "timestamp", "context",
+                 "received_at", "processed", "matched"]
+
+
+class EventsRefused(Invalid):
+    """A body with problems: nothing of it was stored. `extra` names every problem."""
+
+    code = "invalid_events"
+
+
+class EventsTooLarge(TooLarge):
+    code = "too_large"
+
+
+def _refusal(problems: list[Problem], error: type[Invalid] | type[TooLarge]) -> Invalid | TooLarge:
+    failing = len({problem.index for problem in problems})
+    detail = problems[0].message if problems[0].index is None else (
+        f"{failing} event{'s' if failing != 1 else ''} refused; nothing was stored")
+    return error(detail, extra={"errors": [problem.as_dict() for problem in problems]})
+
+
+def limits() -> Limits:
+    return Limits(max_batch=settings.MESH_PV_MAX_BATCH, max_context_keys=settings.MESH_PV_MAX_CONTEXT_KEYS)
+
+
+def events_ingest(*, instance: ServiceInstance, body: bytes, now: datetime | None = None) -> int:
+    """Store every event of `body` or none; returns how many were stored. Refused:
+    EventsRefused (400) or EventsTooLarge (413), after recording the failures."""
+    now = now or timezone.now()
+    if len(body) > settings.MESH_PV_MAX_BODY:
+        problem = Problem(None, "", FailureReason.TOO_LARGE,
+                          f"Body of {len(body)} bytes; at most {settings.MESH_PV_MAX_BODY}")
+        failure_record(instance=instance, reason=problem.reason, detail=problem.message, raw=body, now=now)
+        raise _refusal([problem], EventsTooLarge)
+    batch = parse_body(body, limits())
+    if not batch.ok:
+        _batch_failures_record(instance=instance, body=body, batch=batch, now=now)
+        raise _refusal(batch.problems, _error_for(batch.problems))
+    with transaction.atomic():
+        return events_store(instance=instance, events=batch.events, now=now)
+
+
+def _error_for(problems: list[Problem]) -> type[Invalid] | type[TooLarge]:
+    body_too_large = problems[0].index is None and problems[0].reason == FailureReason.TOO_LARGE
+    return EventsTooLarge if body_too_large else EventsRefused
+
+
+def events_store(*, instance: ServiceInstance, events: list[EventData], now: datetime) -> int:
+    """The valid events in one statement; the caller owns the transaction."""
+    rows = [_row(instance, event, now) for event in _last_of_each_id(events)]
+    if rows:
+        Event.objects.bulk_create(rows, update_conflicts=True, unique_fields=["instance", "event_id"],
+                                  update_fields=_EVENT_FIELDS)
+    return len(rows)
+
+
+def _last_of_each_id(events: list[EventData]) -> list[EventData]:
+    # PostgreSQL refuses to update one row twice in one INSERT ... ON CONFLICT, so within a
+    # batch the last event of an eventId wins, as it would have had they come one by one.
+    last = {event.event_id: position for position, event in enumerate(events) if event.event_id is not None}
+    return [event for position, event in enumerate(events)
+            if event.event_id is None or last[event.event_id] == position]
+
+
+def _row(instance: ServiceInstance, event: EventData, now: datetime) -> Event:
+    return Event(instance=instance, event_id=event.event_id, definition_id=event.definition_id,
+                 process_instance_id=event.process_instance_id, event_type=event.event_type,
+                 timestamp=event.timestamp, context=event.context, received_at=now, processed=False,
+                 matched=None)
+
+
+# --- failures -------------------------------------------------------------------------------
+
+
+def _cut(raw: str | bytes) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    # PostgreSQL text refuses NUL; the raw payload is for people to read, so it is replaced.
+    return text[: settings.MESH_PV_MAX_FAILURE_RAW].replace("\x00", "\ufffd")
+
+
+def _readable(item: Any, name: str) -> str:
+    value = item.get(name) if isinstance(item, dict) else None
+    return _cut(str(value))[:255] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
+
+
+def failure_record(*, instance: ServiceInstance, reason: str, detail: str, raw: str | bytes, field: str = "",
+                   position: int | None = None, item: Any = None, now: datetime | None = None) -> IngestFailure:
+    return IngestFailure.objects.create(
+        instance=instance, received_at=now or timezone.now(), reason=reason, detail=detail[:10_000],
+        field=field[:100], position=position, raw=_cut(raw), definition_id=_readable(item, "processDefinitionId"),
+        process_instance_id=_readable(item, "processInstanceId"), event_type=_readable(item, "eventType"),
+    )
+
+
+@transaction.atomic
+def _batch_failures_record(*, instance: ServiceInstance, body: bytes, batch: Batch, now: datetime) -> None:
+    """One failure per refused event with the event's own JSON; a body that could not be read
+    as events at all is one failure with the body."""
+    by_event: dict[int | None, list[Problem]] = defaultdict(list)
+    for problem in batch.problems:
+        by_event[problem.index].append(problem)
+    for index, problems in by_event.items():
+        item = batch.items[index or 0] if batch.items else None
+        raw = raw_item(item) if batch.items else body
+        failure_record(instance=instance, reason=problems[0].reason, field=problems[0].field, position=index,
+                       detail="; ".join(problem.message for problem in problems), raw=raw, item=item, now=now)
+
+
+def _open_failure(failure: IngestFailure) -> IngestFailure:
+    locked = IngestFailure.objects.select_for_update().get(pk=failure.pk)
+    if locked.state != FailureState.OPEN:
+        raise Conflict(f"This failure was already {locked.get_state_display().lower()}")
+    return locked
+
+
+@transaction.atomic
+def failure_resubmit(*, failure: IngestFailure, raw: str, now: datetime | None = None) -> int:
+    """Store the corrected payload (one event or an array, as the API takes it) and close the
+    failure; the corrected payload's problems are raised (EventsRefused) and the failure stays
+    open, without a new failure for them."""
+    locked = _open_failure(failure)
+    now = now or timezone.now()
+    body = raw.encode("utf-8")
+    if len(body) > settings.MESH_PV_MAX_BODY:
+        raise EventsTooLarge(f"Body of {len(body)} bytes; at most {settings.MESH_PV_MAX_BODY}")
+    batch = parse_body(body, limits())
+    if not batch.ok:
+        raise _refusal(batch.problems, _error_for(batch.problems))
+    stored = events_store(instance=locked.instance, events=batch.events, now=now)
+    _close(locked, FailureState.RESUBMITTED, now, raw=raw)
+    return stored
+
+
+@transaction.atomic
+def failure_discard(*, failure: IngestFailure, now: datetime | None = None) -> None:
+    _close(_open_failure(failure), FailureState.DISCARDED, now or timezone.now())
+
+
+def _close(failure: IngestFailure, state: str, now: datetime, raw: str | None = None) -> None:
+    failure.state, failure.resolved_at = state, now
+    fields = ["state", "resolved_at"]
+    if raw is not None:
+        failure.raw = _cut(raw)  # what was stored in the end
+        fields.append("raw")
+    failure.save(update_fields=fields)
