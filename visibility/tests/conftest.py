@@ -34,7 +34,7 @@ class Sender:
     def post(self, body: Any, *, content_type: str | None = "application/json", token: str | None = None,
              **headers: str) -> Any:
         data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-        extra = {f"HTTP_{name.upper()}": value for name, value in headers.items()}
+        extra: dict[str, Any] = {f"HTTP_{name.upper()}": value for name, value in headers.items()}
         bearer = self.token if token is None else token
         if bearer:
             extra["HTTP_AUTHORIZATION"] = f"Bearer {bearer}"
