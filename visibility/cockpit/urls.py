@@ -7,7 +7,9 @@ from . import views
 
 app_name = "pv"
 
-instance: list = []
+instance: list = [
+    path("acquisition/", include("visibility.cockpit.acquisition")),
+]
 
 urlpatterns = [
     path("subaccounts/<int:subaccount_id>/process-visibility/", views.app_home, name="app"),
