@@ -165,9 +165,15 @@ def _sized(value: str, name: str, limit: int) -> str:
 
 
 def _no_nul(value: str, name: str) -> None:
-    # PostgreSQL's text and jsonb refuse NUL; refused here it is the sender's 400, not our 500.
+    # PostgreSQL's text and jsonb refuse NUL, and UTF-8 has no lone surrogate (JSON's "\ud800"
+    # decodes to one); refused here it is the sender's 400, not our 500.
     if "\x00" in value:
         raise _Refused(name, FailureReason.WRONG_TYPE, f"{name} holds a NUL character")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Refused(name, FailureReason.WRONG_TYPE, f"{name} is not valid Unicode") from None
 
 
 def _is_number(value: Any) -> bool:

@@ -39,37 +39,38 @@ class EventsTooLarge(TooLarge):
     code = "too_large"
 
 
-def _refusal(problems: list[Problem], error: type[Invalid] | type[TooLarge]) -> Invalid | TooLarge:
-    failing = len({problem.index for problem in problems})
-    detail = problems[0].message if problems[0].index is None else (
-        f"{failing} event{'s' if failing != 1 else ''} refused; nothing was stored")
-    return error(detail, extra={"errors": [problem.as_dict() for problem in problems]})
+def _refusal(batch: Batch) -> Invalid | TooLarge:
+    """The error for a refused batch: 413 for a body too large to read as events, else 400."""
+    first = batch.problems[0]
+    errors = {"errors": [problem.as_dict() for problem in batch.problems]}
+    if not batch.items:  # the body as a whole: not JSON, not events, too many or too large
+        error = EventsTooLarge if first.reason == FailureReason.TOO_LARGE else EventsRefused
+        return error(first.message, extra=errors)
+    failing = len({problem.index for problem in batch.problems})
+    return EventsRefused(f"{failing} event{'s' if failing != 1 else ''} refused; nothing was stored", extra=errors)
 
 
 def limits() -> Limits:
     return Limits(max_batch=settings.MESH_PV_MAX_BATCH, max_context_keys=settings.MESH_PV_MAX_CONTEXT_KEYS)
 
 
+def _read(body: bytes) -> Batch:
+    if len(body) > settings.MESH_PV_MAX_BODY:
+        message = f"Body of {len(body)} bytes; at most {settings.MESH_PV_MAX_BODY}"
+        return Batch(problems=[Problem(None, "", FailureReason.TOO_LARGE, message)])
+    return parse_body(body, limits())
+
+
 def events_ingest(*, instance: ServiceInstance, body: bytes, now: datetime | None = None) -> int:
     """Store every event of `body` or none; returns how many were stored. Refused:
     EventsRefused (400) or EventsTooLarge (413), after recording the failures."""
     now = now or timezone.now()
-    if len(body) > settings.MESH_PV_MAX_BODY:
-        problem = Problem(None, "", FailureReason.TOO_LARGE,
-                          f"Body of {len(body)} bytes; at most {settings.MESH_PV_MAX_BODY}")
-        failure_record(instance=instance, reason=problem.reason, detail=problem.message, raw=body, now=now)
-        raise _refusal([problem], EventsTooLarge)
-    batch = parse_body(body, limits())
+    batch = _read(body)
     if not batch.ok:
         _batch_failures_record(instance=instance, body=body, batch=batch, now=now)
-        raise _refusal(batch.problems, _error_for(batch.problems))
+        raise _refusal(batch)
     with transaction.atomic():
         return events_store(instance=instance, events=batch.events, now=now)
-
-
-def _error_for(problems: list[Problem]) -> type[Invalid] | type[TooLarge]:
-    body_too_large = problems[0].index is None and problems[0].reason == FailureReason.TOO_LARGE
-    return EventsTooLarge if body_too_large else EventsRefused
 
 
 def events_store(*, instance: ServiceInstance, events: list[EventData], now: datetime) -> int:
@@ -130,6 +131,8 @@ def _row(instance: ServiceInstance, event: EventData, now: datetime) -> Event:
 
 def _cut(raw: str | bytes) -> str:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if not text.isascii():  # a lone surrogate from a JSON escape cannot be stored as UTF-8
+        text = text.encode("utf-8", "replace").decode("utf-8")
     # PostgreSQL text refuses NUL; the raw payload is for people to read, so it is replaced.
     return text[: settings.MESH_PV_MAX_FAILURE_RAW].replace("\x00", "\ufffd")
 
@@ -176,14 +179,12 @@ def failure_resubmit(*, failure: IngestFailure, raw: str, now: datetime | None =
     open, without a new failure for them."""
     locked = _open_failure(failure)
     now = now or timezone.now()
-    body = raw.encode("utf-8")
-    if len(body) > settings.MESH_PV_MAX_BODY:
-        raise EventsTooLarge(f"Body of {len(body)} bytes; at most {settings.MESH_PV_MAX_BODY}")
-    batch = parse_body(body, limits())
+    batch = _read(raw.encode("utf-8"))
     if not batch.ok:
-        raise _refusal(batch.problems, _error_for(batch.problems))
+        raise _refusal(batch)
     stored = events_store(instance=locked.instance, events=batch.events, now=now)
-    _close(locked, FailureState.RESUBMITTED, now, raw=raw)
+    # The failure keeps the payload as it was received: what was wrong stays readable.
+    _close(locked, FailureState.RESUBMITTED, now)
     return stored
 
 
@@ -192,10 +193,6 @@ def failure_discard(*, failure: IngestFailure, now: datetime | None = None) -> N
     _close(_open_failure(failure), FailureState.DISCARDED, now or timezone.now())
 
 
-def _close(failure: IngestFailure, state: str, now: datetime, raw: str | None = None) -> None:
+def _close(failure: IngestFailure, state: str, now: datetime) -> None:
     failure.state, failure.resolved_at = state, now
-    fields = ["state", "resolved_at"]
-    if raw is not None:
-        failure.raw = _cut(raw)  # what was stored in the end
-        fields.append("raw")
-    failure.save(update_fields=fields)
+    failure.save(update_fields=["state", "resolved_at"])

@@ -196,3 +196,13 @@ def test_an_event_mesh_instance_key_cannot_write_into_a_pv_instance(pv, db):
     em = mesh_client_for(make_instance("em2", "x/y/z"))
     assert sender.post(event(), token=em.token).status_code == 403
     assert not Event.objects.filter(instance=sender.instance).exists()
+
+
+def test_text_postgresql_cannot_store_is_a_400_and_its_failure_is_recorded(pv):
+    sender = pv()
+    body = json.dumps([event(eventType="\ud800"), event(context={"note": "a\x00b"})])
+    answer = sender.post(body)
+    assert answer.status_code == 400
+    assert [(e["index"], e["field"]) for e in errors(answer)] == [(0, "eventType"), (1, "context.note")]
+    assert IngestFailure.objects.count() == 2 and not Event.objects.exists()
+    assert "\x00" not in "".join(IngestFailure.objects.values_list("raw", flat=True))

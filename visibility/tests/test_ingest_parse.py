@@ -65,6 +65,8 @@ def test_valid_events_read_as(change, expected):
     ({"context": {"k" * 201: 1}}, "context." + "k" * 200, "too_large"),
     ({"eventType": "a\x00b"}, "eventType", "wrong_type"),
     ({"context": {"a": "x\x00"}}, "context.a", "wrong_type"),
+    ({"eventType": "\ud800"}, "eventType", "wrong_type"),
+    ({"context": {"a": "\udfff"}}, "context.a", "wrong_type"),
 ])
 def test_refused_events_name_their_field_and_reason(change, field, reason):
     assert one_problem({**BASE, **change}) == (None, field, reason)
@@ -97,6 +99,12 @@ def test_every_problem_of_one_event_is_named():
 def test_a_batch_over_the_limit_is_refused_whole():
     assert one_problem([BASE] * 6) == (None, "", "too_large")
     assert parsed([BASE] * 5).ok
+
+
+def test_a_surrogate_pair_is_one_character():
+    batch = parse_body(b'{"processDefinitionId": "\\ud83d\\ude00", "processInstanceId": 1, "eventType": "A", '
+                       b'"timestamp": "2018-08-25T02:07:42Z"}', LIMITS)
+    assert batch.ok and batch.events[0].definition_id == "\U0001F600"
 
 
 def test_an_empty_array_is_no_events():
