@@ -8,6 +8,7 @@ may hold it); hence `cockpit_page(post_writes=False)`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -15,6 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from meshsite import jsonlimit
 from meshsite.cockpit.access import Page, cockpit_page
 from meshsite.errors import MeshError, NotFound
 from meshsite.platform.models import ServiceInstance
@@ -74,7 +76,7 @@ def acquisition(request: HttpRequest, page: Page, instance_id: Any) -> HttpRespo
     return pv_render(request, page, instance, "acquisition", "visibility/acquisition.html", {
         "form": form, "show": show, "listing": listing, "counts": acquisition_counts(instance=instance),
         "query": query.urlencode(), "shows": SHOW,
-    }, status=200 if form.is_bound is False or form.is_valid() else 400)
+    }, status=400 if form.is_bound and not form.is_valid() else 200)
 
 
 def _failure(instance: ServiceInstance, failure_id: int) -> IngestFailure:
@@ -84,10 +86,21 @@ def _failure(instance: ServiceInstance, failure_id: int) -> IngestFailure:
     return failure
 
 
+def _readable(raw: str) -> str:
+    """The payload indented for editing when it is JSON; as received when it is not."""
+    try:
+        readable = json.dumps(jsonlimit.loads(raw), indent=2, ensure_ascii=False)
+        readable.encode("utf-8")  # a "\ud800" escape decodes to a lone surrogate, which the page cannot hold
+    except ValueError:  # UnicodeEncodeError is one
+        return raw
+    return readable
+
+
 def _detail(request: HttpRequest, page: Page, instance: ServiceInstance, failure: IngestFailure,
             **context: Any) -> HttpResponse:
+    raw = context.pop("raw", None)
     return pv_render(request, page, instance, "acquisition", "visibility/acquisition_failure.html",
-                     {"failure": failure, "raw": context.pop("raw", failure.raw), **context})
+                     {"failure": failure, "raw": _readable(failure.raw) if raw is None else raw, **context})
 
 
 @cockpit_page()
