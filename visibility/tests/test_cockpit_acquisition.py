@@ -10,10 +10,12 @@ import json
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 
 from meshsite.platform.models import Entitlement, Subaccount
 from meshsite.platform.services import instance_create
 from visibility.models import Event, FailureState, IngestFailure, RoleGrant
+from visibility.services import failure_record
 
 from .conftest import Sender, event, pv_instance_create, sender_for
 
@@ -156,8 +158,6 @@ def test_a_pv_admin_grant_lets_a_viewer_use_the_monitor(person, sender):
 
 
 def viewer_user(name: str) -> Any:
-    from django.contrib.auth import get_user_model
-
     return get_user_model().objects.get(username=name)
 
 
@@ -187,3 +187,10 @@ def test_another_instances_failures_are_not_listed(person, sender, subaccount):
     page = person("ada", "administrator").get(monitor(sender) + "?show=failures")
     assert rows(page, "failure") == 0 and '<b data-count="open_failures">0</b>' in text(page)
     assert '<b data-count="acquired">0</b>' in text(page)
+
+
+def test_a_payload_with_a_lone_surrogate_escape_is_shown_as_received(person, sender):
+    raw = '{"eventType": "\\ud800"}'
+    failure = failure_record(instance=sender.instance, reason="wrong_type", detail="d", raw=raw)
+    page = person("ada", "administrator").get(monitor(sender, f"failures/{failure.pk}/"))
+    assert page.status_code == 200 and raw in text(page)
