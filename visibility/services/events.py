@@ -5,7 +5,11 @@ and the monitor's two answers to a failure, re-submit (corrected) and discard.
 Storing is one INSERT ... ON CONFLICT (instance, event_id) DO UPDATE: a re-sent eventId
 replaces the earlier event and puts it back in the buffer (processed=False, matched=None),
 so that processing folds the new version in. Events without an eventId never conflict (a
-unique constraint does not compare NULLs) and share the same statement.
+unique constraint does not compare NULLs) and share the same statement. Two concurrent
+batches re-sending the same eventIds in opposite orders can deadlock on those rows; PostgreSQL
+ends one, which the API answers 503 with Retry-After (nothing of it stored). Rows are not
+sorted to avoid that, because their insertion order is the tie-break between events of the
+same timestamp.
 """
 
 from __future__ import annotations
