@@ -8,8 +8,8 @@ so that processing folds the new version in. Events without an eventId never con
 unique constraint does not compare NULLs) and share the same statement. Two concurrent
 batches re-sending the same eventIds in opposite orders can deadlock on those rows; PostgreSQL
 ends one, which the API answers 503 with Retry-After (nothing of it stored). Rows are not
-sorted to avoid that, because their insertion order is the tie-break between events of the
-same timestamp.
+sorted to avoid that: their insertion order (the id) is how events of the same timestamp
+keep the order they were sent in.
 """
 
 from __future__ import annotations
