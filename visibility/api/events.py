@@ -28,6 +28,16 @@ ALLOW = "POST, OPTIONS"
 NOT_SENDER = f"This key's client lacks the {PVRole.EVENT_SENDER} role of a Process Visibility instance"
 
 
+class UnsupportedMediaType(MeshError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class MethodNotAllowed(MeshError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
 def _error(error: MeshError, headers: dict[str, str] | None = None) -> JsonResponse:
     body = {"detail": error.message, "code": error.code, "extra": error.extra}
     response = JsonResponse(body, status=error.status_code)
@@ -82,16 +92,9 @@ def _post(request: HttpRequest) -> HttpResponse:
     if not _may_send(client):
         return _refuse_sender(client, body)
     if not _is_json(request.content_type or ""):
-        return _unsupported()
+        raise UnsupportedMediaType("Events are sent as application/json", headers={"Accept-Post": "application/json"})
     events_ingest(instance=client.instance, body=body)
     return HttpResponse(status=204)
-
-
-def _unsupported() -> JsonResponse:
-    response = JsonResponse({"detail": "Events are sent as application/json", "code": "unsupported_media_type",
-                             "extra": None}, status=415)
-    response["Accept-Post"] = "application/json"
-    return response
 
 
 @csrf_exempt
@@ -99,10 +102,7 @@ def events(request: HttpRequest, **kwargs: Any) -> HttpResponse:
     if request.method == "OPTIONS":
         return handshake(request)
     if request.method != "POST":
-        response = JsonResponse({"detail": f"Method {request.method} not allowed", "code": "method_not_allowed",
-                                 "extra": None}, status=405)
-        response["Allow"] = ALLOW
-        return response
+        return _error(MethodNotAllowed(f"Method {request.method} not allowed", headers={"Allow": ALLOW}))
     try:
         return _post(request)
     except Unauthorized as error:
