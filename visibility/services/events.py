@@ -23,8 +23,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from meshsite.errors import Conflict, Invalid, TooLarge
-from meshsite.platform.models import ServiceInstance
+from meshsite.errors import Conflict, Forbidden, Invalid, TooLarge
+from meshsite.platform.models import Service, ServiceInstance
 
 from ..ingest import Batch, EventData, Limits, Problem, parse_body, raw_item
 from ..models import Event, FailureReason, FailureState, IngestFailure
@@ -68,6 +68,8 @@ def _read(body: bytes) -> Batch:
 def events_ingest(*, instance: ServiceInstance, body: bytes, now: datetime | None = None) -> int:
     """Store every event of `body` or none; returns how many were stored. Refused:
     EventsRefused (400) or EventsTooLarge (413), after recording the failures."""
+    if instance.service != Service.PROCESS_VISIBILITY:
+        raise Forbidden(f"{instance.name} is not a Process Visibility instance")
     now = now or timezone.now()
     batch = _read(body)
     if not batch.ok:

@@ -10,8 +10,10 @@ import json
 import pytest
 from django.test import Client as DjangoClient
 
+from meshsite.errors import Forbidden
 from meshsite.testing import make_instance, mesh_client_for
 from visibility.models import Event, FailureReason, FailureState, IngestFailure
+from visibility.services import events_ingest
 
 from .conftest import EVENTS, event
 
@@ -206,3 +208,9 @@ def test_text_postgresql_cannot_store_is_a_400_and_its_failure_is_recorded(pv):
     assert [(e["index"], e["field"]) for e in errors(answer)] == [(0, "eventType"), (1, "context.note")]
     assert IngestFailure.objects.count() == 2 and not Event.objects.exists()
     assert "\x00" not in "".join(IngestFailure.objects.values_list("raw", flat=True))
+
+
+def test_the_service_refuses_an_instance_of_another_service(db):
+    with pytest.raises(Forbidden):
+        events_ingest(instance=make_instance("em3", "q/r/s"), body=json.dumps(event()).encode())
+    assert not Event.objects.exists()
