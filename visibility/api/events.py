@@ -9,8 +9,10 @@ prefixes (meshsite/middleware.py), so under ASGI no session, CSRF or message mid
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -61,9 +63,31 @@ def _is_json(content_type: str) -> bool:
     return media in ("", "application/json") or (media.startswith("application/") and media.endswith("+json"))
 
 
+# key id -> (monotonic time read, holds PVEventSender): the role check was one of the two
+# transactions of every push. Kept as long as the token cache keeps the key's client
+# (MESH_TOKEN_CACHE_SECONDS), so a changed grant is seen as late as a deleted key is.
+_senders: dict[int, tuple[float, bool]] = {}
+_SENDERS_MAX = 10_000
+
+
+def forget_cached_senders() -> None:
+    _senders.clear()
+
+
 def _may_send(client: Client) -> bool:
-    return (client.instance.service == Service.PROCESS_VISIBILITY
-            and key_has_role(key_id=client.key_id, role=PVRole.EVENT_SENDER))
+    if client.instance.service != Service.PROCESS_VISIBILITY:
+        return False
+    ttl = settings.MESH_TOKEN_CACHE_SECONDS
+    now = time.monotonic()
+    cached = _senders.get(client.key_id)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    allowed = key_has_role(key_id=client.key_id, role=PVRole.EVENT_SENDER)
+    if ttl:
+        if len(_senders) >= _SENDERS_MAX:
+            _senders.clear()  # bounded; the next pushes read their grants again
+        _senders[client.key_id] = (now, allowed)
+    return allowed
 
 
 def handshake(request: HttpRequest) -> HttpResponse:

@@ -15,6 +15,7 @@ from meshsite.platform.auth import forget_cached_tokens
 from meshsite.platform.models import ServiceInstance, Subaccount
 from meshsite.platform.services import entitlement_put, instance_create, service_key_create
 from meshsite.testing import token_for
+from visibility.api.events import forget_cached_senders
 
 EVENTS = "/public/v1/events"
 
@@ -56,6 +57,7 @@ def sender_for(instance: ServiceInstance, *, roles: list[str] | None = None, key
 def pv(subaccount: Subaccount) -> Callable[..., Sender]:
     """`pv("pv1", roles=[...])` -> a Sender of a new Process Visibility instance's new key."""
     forget_cached_tokens()
+    forget_cached_senders()  # SQLite reuses a rolled-back test's key ids
 
     def factory(name: str = "pv1", *, roles: list[str] | None = None) -> Sender:
         return sender_for(pv_instance_create(name, subaccount), roles=roles)
