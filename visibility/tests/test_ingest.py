@@ -10,6 +10,7 @@ import json
 import pytest
 from django.test import Client as DjangoClient
 
+from meshsite.apihandler import is_api_path
 from meshsite.errors import Forbidden
 from meshsite.testing import make_instance, mesh_client_for
 from visibility.models import Event, FailureReason, FailureState, IngestFailure
@@ -214,3 +215,9 @@ def test_the_service_refuses_an_instance_of_another_service(db):
     with pytest.raises(Forbidden):
         events_ingest(instance=make_instance("em3", "q/r/s"), body=json.dumps(event()).encode())
     assert not Event.objects.exists()
+
+
+def test_the_events_path_is_a_lean_stack_api_path_with_json_errors():
+    assert is_api_path("/public/v1/events")
+    missing = DjangoClient().get("/public/v1/nothing")
+    assert missing.status_code == 404 and missing["Content-Type"] == "application/json"
