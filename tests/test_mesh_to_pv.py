@@ -3,7 +3,8 @@ and broker; the CLI makes an Event Mesh instance and a Process Visibility instan
 PVEventSender key; a queue subscribed to a topic gets a webhook whose endpoint is the key's
 events URL and whose securitySchema is oauth2 with the key's own credentials. An event
 published to the topic over REST is handshaken, pushed, authorised and stored as an Event of
-the Process Visibility instance (and of no other).
+the Process Visibility instance (and of no other); a batch in one message then adds its new
+events and replaces the one whose eventId was sent before.
 
 Runs on whatever the suite runs on: the server's own SQLite file, or (DATABASE_URL set, as
 in CI) a throwaway PostgreSQL database.
@@ -100,3 +101,13 @@ def test_an_event_published_to_a_topic_reaches_process_visibility_through_a_webh
                       "process_instance_id": "3567", "event_type": "CREATED", "context": {"AMOUNT": 120.5}}
     handshake = httpx.get(f"{server.base}{REST}/subscriptions/to-pv", headers=auth, timeout=30).json()
     assert handshake["handshakeStatus"] == "Succeeded", handshake  # our OPTIONS answer passed
+
+    # A batch in one message: the repeated eventId replaces the event, the others are new.
+    batch = [{**event, "eventType": "SHIPPED"}, {**event, "eventId": "order-2-created", "processInstanceId": "A-2"},
+             {**event, "eventId": None, "processInstanceId": "A-3"}]
+    published = httpx.post(f"{server.base}{REST}/topics/{enc(TOPIC)}/messages", content=json.dumps(batch),
+                           headers={**auth, "x-qos": "1", "Content-Type": "application/json"}, timeout=30)
+    assert published.status_code == 204, published.text
+    events = {(e["event_id"], e["process_instance_id"]): e["event_type"] for e in wait_for_events(server, 3)}
+    assert events == {("order-1-created", "3567"): "SHIPPED", ("order-2-created", "A-2"): "CREATED",
+                      (None, "A-3"): "CREATED"}
