@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -152,11 +152,23 @@ def _readable(item: Any, name: str) -> str:
     return _cut(str(value))[:255] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else ""
 
 
+# A refused push is retried by its sender (an Event Mesh webhook: on a schedule, for as long
+# as the queue allows); the same payload refused again within this window is the failure
+# already open, not a new one for the monitor.
+REPEAT_WINDOW = timedelta(days=1)
+
+
 def failure_record(*, instance: ServiceInstance, reason: str, detail: str, raw: str | bytes, field: str = "",
                    position: int | None = None, item: Any = None, now: datetime | None = None) -> IngestFailure:
+    """A new open failure, or the open one of the same payload and reason (a retry)."""
+    now, text = now or timezone.now(), _cut(raw)
+    repeated = IngestFailure.objects.filter(instance=instance, state=FailureState.OPEN, reason=reason,
+                                            position=position, received_at__gte=now - REPEAT_WINDOW, raw=text).first()
+    if repeated is not None:
+        return repeated
     return IngestFailure.objects.create(
-        instance=instance, received_at=now or timezone.now(), reason=reason, detail=detail[:10_000],
-        field=field[:100], position=position, raw=_cut(raw), definition_id=_readable(item, "processDefinitionId"),
+        instance=instance, received_at=now, reason=reason, detail=detail[:10_000], field=field[:100],
+        position=position, raw=text, definition_id=_readable(item, "processDefinitionId"),
         process_instance_id=_readable(item, "processInstanceId"), event_type=_readable(item, "eventType"),
     )
 

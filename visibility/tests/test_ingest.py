@@ -221,3 +221,16 @@ def test_the_events_path_is_a_lean_stack_api_path_with_json_errors():
     assert is_api_path("/public/v1/events")
     missing = DjangoClient().get("/public/v1/nothing")
     assert missing.status_code == 404 and missing["Content-Type"] == "application/json"
+
+
+def test_a_retried_refusal_is_the_failure_already_open(pv):
+    sender = pv()
+    bad = [event(), {**event(), "timestamp": "never"}]
+    for _ in range(3):  # an Event Mesh webhook retrying the same push
+        assert sender.post(bad).status_code == 400
+    assert sender.post(b"{").status_code == 400
+    assert sender.post(b"{").status_code == 400
+    assert IngestFailure.objects.count() == 2
+    IngestFailure.objects.update(state=FailureState.DISCARDED)
+    assert sender.post(bad).status_code == 400
+    assert IngestFailure.objects.filter(state=FailureState.OPEN).count() == 1
