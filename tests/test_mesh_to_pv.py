@@ -4,7 +4,8 @@ PVEventSender key; a queue subscribed to a topic gets a webhook whose endpoint i
 events URL and whose securitySchema is oauth2 with the key's own credentials. An event
 published to the topic over REST is handshaken, pushed, authorised and stored as an Event of
 the Process Visibility instance (and of no other); a batch in one message then adds its new
-events and replaces the one whose eventId was sent before.
+events and replaces the one whose eventId was sent before; a bad event is refused with 400 on
+every retry and shows in the monitor once, with its payload.
 
 Runs on whatever the suite runs on: the server's own SQLite file, or (DATABASE_URL set, as
 in CI) a throwaway PostgreSQL database.
@@ -111,3 +112,31 @@ def test_an_event_published_to_a_topic_reaches_process_visibility_through_a_webh
     events = {(e["event_id"], e["process_instance_id"]): e["event_type"] for e in wait_for_events(server, 3)}
     assert events == {("order-1-created", "3567"): "SHIPPED", ("order-2-created", "A-2"): "CREATED",
                       (None, "A-3"): "CREATED"}
+
+    # A bad event is answered 400 on every retry, and the monitor shows it once, with its payload.
+    bad = {**event, "eventId": "order-3", "timestamp": "yesterday"}
+    published = httpx.post(f"{server.base}{REST}/topics/{enc(TOPIC)}/messages", content=json.dumps(bad),
+                           headers={**auth, "x-qos": "1", "Content-Type": "application/json"}, timeout=30)
+    assert published.status_code == 204, published.text
+    refused = wait_for_attempts(server, auth, status=400, count=3)
+    assert "timestamp" in (refused[0]["responseExcerpt"] or "")
+    [failure] = open_failures(server)
+    assert failure["reason"] == "wrong_type" and failure["field"] == "timestamp" and json.loads(failure["raw"]) == bad
+    assert len(stored_events(server)) == 3
+
+
+def open_failures(server: LiveServer) -> list[dict[str, Any]]:
+    code = ("import json; from visibility.models import IngestFailure; print(json.dumps(list("
+            "IngestFailure.objects.filter(state='open').values('reason', 'field', 'raw'))))")
+    return json.loads(manage(server.env, "shell", "-c", code).strip().splitlines()[-1])
+
+
+def wait_for_attempts(server: LiveServer, auth: dict[str, str], *, status: int, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        log = httpx.get(f"{server.base}{REST}/subscriptions/to-pv/deliveries", headers=auth, timeout=30).json()
+        matching = [attempt for attempt in log if attempt["statusCode"] == status]
+        if len(matching) >= count:
+            return matching
+        time.sleep(0.5)
+    pytest.fail(f"fewer than {count} pushes answered {status}: {log}")
