@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Q, QuerySet
 
 from meshsite.platform.models import ServiceInstance
 
@@ -90,15 +90,32 @@ def failures_search(*, instance: ServiceInstance, filters: AcquisitionFilters, s
     return _paged(queryset, page)
 
 
-def acquisition_counts(*, instance: ServiceInstance) -> dict[str, int]:
+# Counting stops here: the event table grows by thousands of rows a second, and an exact
+# count(*) of millions of rows on every page view would cost more than the page.
+COUNT_CAP = 100_000
+
+
+@dataclass(frozen=True)
+class CappedCount:
+    value: int
+    capped: bool  # at least `value`
+
+
+def _capped(queryset: QuerySet[Any]) -> CappedCount:
+    value = queryset[:COUNT_CAP + 1].count()
+    return CappedCount(min(value, COUNT_CAP), value > COUNT_CAP)
+
+
+def acquisition_counts(*, instance: ServiceInstance) -> dict[str, CappedCount]:
     """acquired (events stored), in_buffer (not processed yet), unmatched (no active scenario
-    takes their definition), open_failures."""
-    events = Event.objects.filter(instance=instance).aggregate(
-        acquired=Count("id"), in_buffer=Count("id", filter=Q(processed=False)),
-        unmatched=Count("id", filter=Q(matched=False)),
-    )
-    open_failures = IngestFailure.objects.filter(instance=instance, state=FailureState.OPEN).count()
-    return {**events, "open_failures": open_failures}
+    takes their definition), open_failures; each counted up to COUNT_CAP."""
+    events = Event.objects.filter(instance=instance).values("id")
+    return {
+        "acquired": _capped(events),
+        "in_buffer": _capped(events.filter(processed=False)),
+        "unmatched": _capped(events.filter(matched=False)),
+        "open_failures": _capped(IngestFailure.objects.filter(instance=instance, state=FailureState.OPEN).values("id")),
+    }
 
 
 def failure_get(*, instance: ServiceInstance, failure_id: int) -> IngestFailure | None:

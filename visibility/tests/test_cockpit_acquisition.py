@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 
 from meshsite.platform.models import Entitlement, Subaccount
 from meshsite.platform.services import instance_create
+from visibility import selectors
 from visibility.models import Event, FailureState, IngestFailure, RoleGrant
 from visibility.services import failure_record
 
@@ -194,3 +195,10 @@ def test_a_payload_with_a_lone_surrogate_escape_is_shown_as_received(person, sen
     failure = failure_record(instance=sender.instance, reason="wrong_type", detail="d", raw=raw)
     page = person("ada", "administrator").get(monitor(sender, f"failures/{failure.pk}/"))
     assert page.status_code == 200 and raw in text(page)
+
+
+def test_counts_stop_at_the_cap(person, sender, monkeypatch):
+    monkeypatch.setattr(selectors, "COUNT_CAP", 2)
+    assert sender.post([event(processInstanceId=n) for n in range(3)]).status_code == 204
+    body = text(person("ada", "administrator").get(monitor(sender)))
+    assert '<b data-count="acquired">2+</b>' in body and '<b data-count="unmatched">0</b>' in body
