@@ -162,8 +162,8 @@ def viewer_user(name: str) -> Any:
     return get_user_model().objects.get(username=name)
 
 
-def test_an_outsider_is_refused(person, sender):
-    assert person("otto").get(monitor(sender)).status_code in (403, 404)
+def test_an_outsider_does_not_see_the_subaccount(person, sender):
+    assert person("otto").get(monitor(sender)).status_code == 404
 
 
 def test_another_subaccounts_instance_is_not_found(person, sender):
