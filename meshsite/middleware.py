@@ -15,7 +15,10 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
-RAW_PATH_PREFIXES = ("/messagingrest/", "/hub/rest/api/")
+# Process Visibility's Data Acquisition API (/public/v1/) has no encoded names, but it is a
+# machine-to-machine API like these: listed here it takes the lean API stack
+# (meshsite/apihandler.py) and answers errors in JSON (meshsite/errors.py).
+RAW_PATH_PREFIXES = ("/messagingrest/", "/hub/rest/api/", "/public/v1/")
 
 
 def _raw_path(request: HttpRequest) -> str | None:

@@ -9,6 +9,7 @@ app_name = "pv"
 
 instance: list = [
     path("", include("visibility.cockpit.scenarios")),
+    path("acquisition/", include("visibility.cockpit.acquisition")),
     path("workspace/", include("visibility.cockpit.workspace")),
 ]
 

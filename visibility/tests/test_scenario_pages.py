@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
@@ -283,10 +284,15 @@ def test_another_subaccounts_instance_is_not_found(person, pv):
     assert Scenario.objects.filter(instance=theirs).exists()
 
 
-def test_the_tabs_link_only_to_pages_that_exist(person, pv):
-    page = text(person("ada", "administrator").get(url(pv)))
-    assert f'href="{url(pv)}"' in page and f'href="{url(pv, "roles/")}"' in page
-    assert f'href="{url(pv, "workspace/")}"' in page and "Event Acquisition" not in page
+def test_an_administrator_sees_every_tab_and_a_viewer_only_those_of_their_roles(person, pv):
+    page = text(person("ada", "administrator").get(url(pv, "workspace/")))
+    for tab in ("", "acquisition/", "workspace/", "roles/"):
+        assert f'href="{url(pv, tab)}"' in page, tab
+    viewer = person("vic", "viewer")
+    RoleGrant.objects.create(instance=pv, role="PVOperator", user=get_user_model().objects.get(username="vic"))
+    page = text(viewer.get(url(pv, "workspace/")))
+    assert f'href="{url(pv, "workspace/")}"' in page
+    assert all(f'href="{url(pv, tab)}"' not in page for tab in ("", "acquisition/", "roles/"))
 
 
 @pytest.mark.parametrize("definition", [
