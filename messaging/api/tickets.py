@@ -10,12 +10,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from meshsite.errors import Invalid
+from meshsite.platform.schema import MeshErrorSerializer
 
 from ..services.tickets import ws_ticket_issue
 
-_ERROR = inline_serializer("MeshError", {
-    "detail": serializers.CharField(), "code": serializers.CharField(),
-    "extra": serializers.JSONField(required=False, allow_null=True)})
+_ERROR = MeshErrorSerializer
 
 
 class WsTicketView(APIView):

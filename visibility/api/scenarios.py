@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from meshsite.errors import Conflict, Invalid, NotFound
 from meshsite.platform.auth import Client, ServiceKeyAuthentication
 from meshsite.platform.models import Service
+from meshsite.platform.schema import MeshErrorSerializer
 
 from .. import selectors_scenarios as selectors
 from ..models import ProcessingRun, PVRole, RunTrigger, Scenario
@@ -135,12 +136,6 @@ class ProblemsSerializer(serializers.Serializer):
     problems = ProblemSerializer(many=True)
 
 
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()
-    code = serializers.CharField()
-    extra = serializers.JSONField(required=False, allow_null=True)
-
-
 _NEW = inline_serializer("PVScenarioNew", {
     "id": serializers.CharField(), "name": serializers.CharField(required=False),
     "definition": serializers.JSONField(required=False)})
@@ -154,7 +149,7 @@ ERRORS = {400: "Malformed JSON, or a body the operation refuses (extra.problems 
 
 
 def _responses(ok: dict[int, Any]) -> dict[int, Any]:
-    return {**ok, **{code: OpenApiResponse(ErrorSerializer, description=text) for code, text in ERRORS.items()}}
+    return {**ok, **{code: OpenApiResponse(MeshErrorSerializer, description=text) for code, text in ERRORS.items()}}
 
 
 # --- the views -----------------------------------------------------------------------------
