@@ -298,3 +298,19 @@ def test_every_section_shows_a_definition_of_the_wrong_shape(person, pv, definit
     assert admin.get(url(pv, "scenarios/odd/")).status_code == 200
     for slug in ("general", "participants", "context", "state", "status", "phases", "attributes", "indicators"):
         assert admin.get(url(pv, f"scenarios/odd/model/{slug}/")).status_code == 200, slug
+
+
+def test_a_failed_processing_run_is_shown_on_the_monitor(person, pv, monkeypatch):
+    admin = person("ada", "administrator")
+    scenario = scenario_create(instance=pv, scenario_id="onboard", name="Onboarding", definition=READY)
+    scenario_activate(scenario=scenario)
+    events(pv, ("p1", "APPLIED", 0))
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the fold broke")
+
+    monkeypatch.setattr("visibility.services.processing._fold_pairs", broken)
+    failed = admin.post(url(pv, "scenarios/onboard/monitor/"), {"action": "process"})
+    assert failed.status_code == 500
+    page = text(failed)
+    assert "Processing failed" in page and "RuntimeError: the fold broke" in page
