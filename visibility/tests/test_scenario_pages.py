@@ -247,7 +247,9 @@ def test_roles_are_granted_to_members_and_keys_and_revoked(person, pv, subaccoun
     assert viewer.get(url(pv, "roles/")).status_code == 403
     assert admin.post(url(pv, "roles/"), {"action": "grant", "role": "PVDeveloper", "user": "val"}).status_code == 302
     assert viewer.get(url(pv)).status_code == 200
-    assert viewer.get(url(pv, "scenarios/onboard/model/phases/")).status_code == 200
+    shown = viewer.get(url(pv, "scenarios/onboard/model/phases/"))
+    assert shown.status_code == 200 and "Save phases" not in text(shown)  # a viewer reads, does not write
+    assert "Save phases" in text(admin.get(url(pv, "scenarios/onboard/model/phases/")))
     assert viewer.get(url(pv, "scenarios/onboard/monitor/")).status_code == 403  # PVAdmin
     assert viewer.post(url(pv), {"scenario_id": "x", "name": "x"}).status_code == 403
     assert viewer.post(url(pv, "scenarios/onboard/model/general/"), {"name": "x"}).status_code == 403
