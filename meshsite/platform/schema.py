@@ -7,9 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import serializers
 
 TOKEN_PATH = "/oauth/token"
 TAG = "OAuth 2.0"
+
+
+class MeshErrorSerializer(serializers.Serializer):
+    """The error body of meshsite's own endpoints: one component for all of them."""
+
+    detail = serializers.CharField()
+    code = serializers.CharField()
+    extra = serializers.JSONField(required=False, allow_null=True)
 
 
 class ServiceKeyAuthenticationScheme(OpenApiAuthenticationExtension):

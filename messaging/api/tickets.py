@@ -9,12 +9,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from meshsite.apischema import MESH_ERROR
 from meshsite.errors import Invalid
+from meshsite.platform.schema import MeshErrorSerializer
 
 from ..services.tickets import ws_ticket_issue
 
-_ERROR = MESH_ERROR
+_ERROR = MeshErrorSerializer
 
 
 class WsTicketView(APIView):

@@ -17,10 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from meshsite.apischema import MESH_ERROR
 from meshsite.errors import Conflict, Invalid, NotFound
 from meshsite.platform.auth import Client, ServiceKeyAuthentication
 from meshsite.platform.models import Service
+from meshsite.platform.schema import MeshErrorSerializer
 
 from .. import selectors_scenarios as selectors
 from ..models import ProcessingRun, PVRole, RunTrigger, Scenario
@@ -149,7 +149,7 @@ ERRORS = {400: "Malformed JSON, or a body the operation refuses (extra.problems 
 
 
 def _responses(ok: dict[int, Any]) -> dict[int, Any]:
-    return {**ok, **{code: OpenApiResponse(MESH_ERROR, description=text) for code, text in ERRORS.items()}}
+    return {**ok, **{code: OpenApiResponse(MeshErrorSerializer, description=text) for code, text in ERRORS.items()}}
 
 
 # --- the views -----------------------------------------------------------------------------

@@ -16,16 +16,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from meshsite.apischema import MESH_ERROR
 from meshsite.errors import Invalid
 from meshsite.platform.auth import Client, ServiceKeyAuthentication
+from meshsite.platform.schema import MeshErrorSerializer
 
 from .. import selectors_workspace as ws
 from ..models import ProcessInstance, PVRole, Scenario
 from ..roles import key_has_role
 
 TAG = ["Process Visibility workspace"]
-_ERROR = OpenApiResponse(MESH_ERROR)
+_ERROR = OpenApiResponse(MeshErrorSerializer)
 ERRORS = {401: _ERROR, 403: _ERROR, 404: _ERROR}
 SCENARIO = OpenApiParameter("scenarioId", str, OpenApiParameter.PATH, description="The scenario's id")
 

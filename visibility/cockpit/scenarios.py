@@ -6,6 +6,7 @@ a role sees the pages and cockpit_page refuses their writes."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -38,6 +39,7 @@ from .scenario_forms import SECTIONS, Editor, GrantForm, ScenarioNewForm, sectio
 
 DEVELOPER, ADMIN = PVRole.DEVELOPER.value, PVRole.ADMIN.value
 MAX_UPLOAD = 256 * 1024
+log = logging.getLogger(__name__)
 
 
 def _url(page: Page, name: str, scenario: Scenario, *args: str) -> str:
@@ -211,22 +213,31 @@ def scenario_monitor(request: HttpRequest, page: Page, instance_id: str, scenari
     scenario = pv_scenario(instance, scenario_id)
     if request.method == "GET":
         return _monitor(request, page, instance, scenario)
-    action = request.POST.get("action")
     try:
-        if action == "clear":
-            if request.POST.get("confirm") != scenario.scenario_id:
-                raise Invalid("Type the scenario's id to clear its processed data")
-            scenario_data_clear(scenario=scenario)
-            instance_process(instance=instance, trigger=RunTrigger.REBUILD)
-        elif action == "process":
-            if not scenario.is_active:
-                raise Invalid("Only an active scenario is processed; activate it first")
-            instance_process(instance=instance, trigger=RunTrigger.MANUAL)
-        else:
-            raise Invalid("No such processing action")
+        _processing_action(instance, scenario, request.POST.get("action"), request.POST.get("confirm"))
     except MeshError as error:
         return _monitor(request, page, instance, scenario, refusal=error.message, status=400)
+    except Exception:
+        # instance_process has recorded the failed run, with its error, before re-raising it.
+        log.exception("processing %s of %s failed", scenario.scenario_id, instance.pk)
+        return _monitor(request, page, instance, scenario, refusal="Processing failed; the run below says why",
+                        status=500)
     return redirect(_url(page, "scenario-monitor", scenario))
+
+
+def _processing_action(instance: ServiceInstance, scenario: Scenario, action: str | None,
+                       confirm: str | None) -> None:
+    if action == "clear":
+        if confirm != scenario.scenario_id:
+            raise Invalid("Type the scenario's id to clear its processed data")
+        scenario_data_clear(scenario=scenario)
+        instance_process(instance=instance, trigger=RunTrigger.REBUILD)
+    elif action == "process":
+        if not scenario.is_active:
+            raise Invalid("Only an active scenario is processed; activate it first")
+        instance_process(instance=instance, trigger=RunTrigger.MANUAL)
+    else:
+        raise Invalid("No such processing action")
 
 
 # --- roles ---------------------------------------------------------------------------------

@@ -250,7 +250,9 @@ def test_roles_are_granted_to_members_and_keys_and_revoked(person, pv, subaccoun
     assert viewer.get(url(pv, "roles/")).status_code == 403
     assert admin.post(url(pv, "roles/"), {"action": "grant", "role": "PVDeveloper", "user": "val"}).status_code == 302
     assert viewer.get(url(pv)).status_code == 200
-    assert viewer.get(url(pv, "scenarios/onboard/model/phases/")).status_code == 200
+    shown = viewer.get(url(pv, "scenarios/onboard/model/phases/"))
+    assert shown.status_code == 200 and "Save phases" not in text(shown)  # a viewer reads, does not write
+    assert "Save phases" in text(admin.get(url(pv, "scenarios/onboard/model/phases/")))
     assert viewer.get(url(pv, "scenarios/onboard/monitor/")).status_code == 403  # PVAdmin
     assert viewer.post(url(pv), {"scenario_id": "x", "name": "x"}).status_code == 403
     assert viewer.post(url(pv, "scenarios/onboard/model/general/"), {"name": "x"}).status_code == 403
@@ -306,3 +308,19 @@ def test_every_section_shows_a_definition_of_the_wrong_shape(person, pv, definit
     assert admin.get(url(pv, "scenarios/odd/")).status_code == 200
     for slug in ("general", "participants", "context", "state", "status", "phases", "attributes", "indicators"):
         assert admin.get(url(pv, f"scenarios/odd/model/{slug}/")).status_code == 200, slug
+
+
+def test_a_failed_processing_run_is_shown_on_the_monitor(person, pv, monkeypatch):
+    admin = person("ada", "administrator")
+    scenario = scenario_create(instance=pv, scenario_id="onboard", name="Onboarding", definition=READY)
+    scenario_activate(scenario=scenario)
+    events(pv, ("p1", "APPLIED", 0))
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the fold broke")
+
+    monkeypatch.setattr("visibility.services.processing._fold_pairs", broken)
+    failed = admin.post(url(pv, "scenarios/onboard/monitor/"), {"action": "process"})
+    assert failed.status_code == 500
+    page = text(failed)
+    assert "Processing failed" in page and "RuntimeError: the fold broke" in page
