@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -25,7 +26,10 @@ from .models import (
     Scenario,
 )
 from .services import (
+    failure_discard,
     instance_process,
+    role_grant,
+    role_revoke,
     scenario_activate,
     scenario_create,
     scenario_data_clear,
@@ -51,7 +55,7 @@ class BufferedEventAdmin(ReadOnlyAdmin):
     list_select_related = ["event", "instance"]
 
 
-def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Scenario], verb: str,
+def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any], verb: str,
           run: Any) -> None:
     done = 0
     for scenario in queryset:
@@ -65,7 +69,7 @@ def _each(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet
                 message += ": " + "; ".join(f"{p['path'] or '(definition)'} {p['message']}" for p in extra["problems"])
             modeladmin.message_user(request, f"{scenario}: {message}", level=messages.ERROR)
     if done:
-        modeladmin.message_user(request, f"{verb}: {done} scenario(s)")
+        modeladmin.message_user(request, f"{verb}: {done} {queryset.model._meta.verbose_name}(s)")
 
 
 class PhaseInline(admin.TabularInline):
@@ -157,15 +161,42 @@ class ProcessingRunAdmin(ReadOnlyAdmin):
 
 @admin.register(IngestFailure)
 class IngestFailureAdmin(ReadOnlyAdmin):
+    """Read-only, with Discard as an action (failure_discard); correcting a payload and
+    re-submitting it is the Event Acquisition monitor's, which shows the problems beside it."""
+
     list_display = ["received_at", "reason", "field", "definition_id", "process_instance_id", "instance", "state"]
     list_filter = ["instance", "reason", "state"]
     search_fields = ["definition_id", "process_instance_id", "detail"]
+    actions = ["discard"]
+
+    @admin.action(description="Discard the failure")
+    def discard(self, request: HttpRequest, queryset: QuerySet[IngestFailure]) -> None:
+        _each(self, request, queryset, "Discarded", lambda failure: failure_discard(failure=failure))
+
+
+class RoleGrantForm(forms.ModelForm):
+    class Meta:
+        model = RoleGrant
+        fields = ["instance", "role", "service_key", "user"]
 
 
 @admin.register(RoleGrant)
-class RoleGrantAdmin(ReadOnlyAdmin):
+class RoleGrantAdmin(ServiceWritesAdmin):
+    """Grants go through role_grant (the role exists, the key is the instance's, the user a
+    member of its subaccount) and role_revoke; a grant is never changed, only revoked."""
+
+    form = RoleGrantForm
     list_display = ["role", "instance", "service_key", "user"]
     list_filter = ["instance", "role"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: RoleGrant, form: Any, change: bool) -> None:
+        adopt(obj, role_grant(instance=obj.instance, role=obj.role, user=obj.user, service_key=obj.service_key))
+
+    def service_delete(self, obj: RoleGrant) -> None:
+        role_revoke(grant=obj)
 
 
 @admin.register(InstancePhase)

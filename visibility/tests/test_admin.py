@@ -11,8 +11,11 @@ import pytest
 from django.apps import apps
 from django.contrib.auth import get_user_model
 
-from ..models import Event, ProcessingRun, ProcessInstance, Scenario
-from ..services import instance_process
+from meshsite.platform.services import service_key_create
+
+from ..models import Event, FailureReason, FailureState, ProcessingRun, ProcessInstance, RoleGrant, Scenario
+from ..roles import key_roles
+from ..services import failure_record, instance_process
 from .factories import T0, active_scenario, event, order_to_cash, pv_instance
 
 
@@ -96,3 +99,34 @@ def test_process_now_in_the_admin_runs_processing(admin_client, processed):
     assert b"Processed: 1 scenario" in response.content
     assert ProcessInstance.objects.filter(scenario=scenario).count() == 2
     assert ProcessingRun.objects.filter(scenario=scenario).count() == 2
+
+
+def test_discarding_failures_in_the_admin_goes_through_the_service(admin_client, processed):
+    pv, _ = processed
+    failure = failure_record(instance=pv, reason=FailureReason.WRONG_TYPE, detail="timestamp is not ISO 8601",
+                             raw='{"timestamp": "yesterday"}', field="timestamp")
+    response = admin_client.post("/admin/visibility/ingestfailure/", {
+        "action": "discard", "_selected_action": [failure.pk]}, follow=True)
+    assert b"Discarded: 1" in response.content
+    failure.refresh_from_db()
+    assert failure.state == FailureState.DISCARDED and failure.resolved_at is not None
+    response = admin_client.post("/admin/visibility/ingestfailure/", {
+        "action": "discard", "_selected_action": [failure.pk]}, follow=True)
+    assert b"Discarded: 1" not in response.content  # the service refuses a closed failure
+
+
+def test_role_grants_in_the_admin_go_through_the_services(admin_client, subaccount):
+    pv = pv_instance(subaccount)
+    other = pv_instance(subaccount, "other")
+    key = service_key_create(instance=other, name="k").key
+    refused = admin_client.post("/admin/visibility/rolegrant/add/", {
+        "instance": pv.pk, "role": "PVAdmin", "service_key": key.pk})
+    assert refused.status_code == 200 and not RoleGrant.objects.filter(instance=pv).exists()
+    own = service_key_create(instance=pv, name="own", parameters={"roles": ["PVEventSender"]}).key
+    added = admin_client.post("/admin/visibility/rolegrant/add/", {
+        "instance": pv.pk, "role": "PVAdmin", "service_key": own.pk})
+    assert added.status_code == 302, added.content
+    grant = RoleGrant.objects.get(instance=pv, role="PVAdmin")
+    assert key_roles(key_id=own.pk) == {"PVEventSender", "PVAdmin"}
+    assert admin_client.post(f"/admin/visibility/rolegrant/{grant.pk}/delete/", {"post": "yes"}).status_code == 302
+    assert key_roles(key_id=own.pk) == {"PVEventSender"}
