@@ -40,7 +40,7 @@ class Step:
 def readme_blocks() -> list[str]:
     text = (ROOT / "README.md").read_text()
     blocks = re.findall(re.escape(MARKER) + r"\n```sh\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 2, "the README's quick start (and its webhook step) are marked for this test"
+    assert len(blocks) == 3, "the README's quick start, its webhook step and its Process Visibility step are marked"
     return blocks
 
 
@@ -116,7 +116,7 @@ def run_script(script: str, cwd: Path, env: dict[str, str], until: str) -> str:
 
 def test_readme_quick_start_runs_as_written(server, tmp_path):
     receiver_port = free_port()
-    first, webhook = readme_blocks()
+    first, webhook, _ = readme_blocks()
     # The receiver's port, where it listens and in the subscription's endpoint.
     assert webhook.count(README_RECEIVER_PORT) == 2
     webhook = webhook.replace(README_RECEIVER_PORT, str(receiver_port))
@@ -159,3 +159,23 @@ def test_first_make_run_says_what_it_is_doing(tmp_path):
     said = [line for line in done.stdout.splitlines() if line.startswith("meshsite: ")]
     assert [line.split()[1] for line in said] == ["creating", "installing", "dependencies"], done.stdout
     assert (venv / "bin" / "python").exists() and (venv / ".installed").exists()
+
+
+def test_readme_process_visibility_steps_run_as_written(server, tmp_path):
+    *_, visibility = readme_blocks()
+    work = tmp_path / "checkout"
+    (work / "var").mkdir(parents=True)
+    (work / "manage.py").symlink_to(ROOT / "manage.py")
+    transcript = run_script(TRACE + visibility + "echo pv-steps-finished\n", work, user_shell_env(server),
+                            until="pv-steps-finished")
+    steps = parse_steps(transcript)
+    assert not [s for s in steps if s.status != 0], transcript
+    assert '"endpoints"' in (work / "var" / "pvkey.json").read_text()
+    assert step(steps, "-X POST $PV/scenarios -o").output.strip() == "[HTTP 201]", transcript
+    assert step(steps, "activate").output.strip() == "[HTTP 200]", transcript
+    assert step(steps, "-X POST $EVENTS").output.strip() == "[HTTP 204]", transcript
+    assert step(steps, "/process").output.strip() == "[HTTP 200]", transcript
+    # (bash's trace names each command of a pipeline: the answer is the jq step's output)
+    assert step(steps, "jq -c '.instances").output.strip() == '["3567","completed",1296000]', transcript
+    assert step(steps, "jq -c .values").output.strip() == (
+        '[{"label":"On Track","value":1},{"label":"At Risk","value":0},{"label":"Critical","value":0}]'), transcript

@@ -19,7 +19,7 @@ from meshsite.platform.models import Service, ServiceInstance
 
 from .. import dispatch
 from ..models import Correlation, ProcessInstance, Scenario
-from ..scenario import IDENTIFIER, definition_new, problems
+from ..scenario import IDENTIFIER, default_indicators, definition_new, label, problems
 
 MAX_DEFINITION_BYTES = 256 * 1024
 
@@ -45,6 +45,8 @@ def scenario_create(*, instance: ServiceInstance, scenario_id: str, name: str,
         raise Invalid("A scenario name is 1 to 200 characters", extra={"field": "name"})
     draft = _check_shape(definition) if definition is not None else definition_new(name=name)
     draft = {**draft, "name": name}
+    if "indicators" not in draft:  # the contract's defaults, unless the definition names its own
+        draft["indicators"] = default_indicators(label(draft, plural=True))
     try:
         with transaction.atomic():
             return Scenario.objects.create(instance=instance, scenario_id=scenario_id, name=name, draft=draft)
