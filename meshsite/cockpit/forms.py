@@ -25,6 +25,16 @@ def json_error(error: json.JSONDecodeError) -> str:
     return f"Not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})"
 
 
+def optional_json(text: str) -> Any:
+    """The JSON a parameters field holds, None when it is empty, or the error beside it."""
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise forms.ValidationError(json_error(error)) from None
+
+
 class InstanceForm(forms.Form):
     plan = forms.ChoiceField(label="Service plan")
     name = forms.CharField(max_length=100, label="Instance name")
@@ -42,13 +52,7 @@ class InstanceForm(forms.Form):
         return service, plan
 
     def clean_parameters(self) -> Any:
-        text = self.cleaned_data["parameters"].strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(json_error(error)) from None
+        return optional_json(self.cleaned_data["parameters"])
 
 
 class ServiceKeyForm(forms.Form):
@@ -66,13 +70,7 @@ class ServiceKeyForm(forms.Form):
             del self.fields["parameters"]
 
     def clean_parameters(self) -> Any:
-        text = self.cleaned_data["parameters"].strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(json_error(error)) from None
+        return optional_json(self.cleaned_data["parameters"])
 
 
 class MemberForm(forms.Form):
