@@ -230,9 +230,16 @@ def walk(story: Story, page: Page, server: LiveServer, password: str) -> str:  #
     page.click(".crumb >> text=Failures")
     expect(page.locator('[data-count="open_failures"]')).to_have_text("0")
     page.click("nav[aria-label='Event Acquisition'] >> text=Events")
-    expect(page.locator("tr[data-event]", has_text="SO-113")).to_have_count(1)
+    resubmitted = page.locator("tr[data-event]", has_text="SO-113")
+    expect(resubmitted).to_have_count(1)
     expect(page.locator('[data-count="acquired"]')).to_have_text(str(len(batch) + 1))
+    # The schedule processes it like any other: a thirteenth order, open.
+    reload_until(page, lambda: "processed" in resubmitted.inner_text())
+    expect(resubmitted).to_contain_text("processed")
     story.shot("events")
+    page.goto(workspace_url)
+    expect(page.locator("table.pv-instances tbody tr")).to_have_count(len(ORDERS) + 1)
+    assert values(page, "openInstances")["On Track"] == str(open_orders + 1)
     return workspace_url
 
 
