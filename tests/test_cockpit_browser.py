@@ -45,13 +45,8 @@ def cockpit(request: pytest.FixtureRequest,
     directory = tmp_path_factory.mktemp(f"cockpit-{request.param}")
     with live_server(directory, env, server=request.param, collect_static=True, with_instance=False) as server:
         password = (directory / "admin-password").read_text().strip()
-        with (directory / "worker.log").open("wb") as out:
-            # With beat, as `make run` runs it: the sweep starts the failing webhook's retries.
-            worker = subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "meshsite", "worker",
-                                       "--beat", "--schedule", str(directory / "celerybeat-schedule"),
-                                       "--pool=threads", "--concurrency=2", "--loglevel=WARNING"],
-                                      cwd=ROOT, env=server.env,
-                                      stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # With beat, as `make run` runs it: the sweep starts the failing webhook's retries.
+        worker = start_worker(directory, server)
         try:
             yield server, receiver, password
         finally:
@@ -61,14 +56,24 @@ def cockpit(request: pytest.FixtureRequest,
             receiver.server_close()
 
 
+def start_worker(directory: Path, server: LiveServer) -> subprocess.Popen:
+    """A Celery worker with beat (as `make run` runs it) on the server's database, broker and
+    settings; its log is directory/worker.log. Stop it with `stop`."""
+    with (directory / "worker.log").open("wb") as out:
+        return subprocess.Popen([str(Path(sys.executable).parent / "celery"), "-A", "meshsite", "worker",
+                                 "--beat", "--schedule", str(directory / "celerybeat-schedule"),
+                                 "--pool=threads", "--concurrency=2", "--loglevel=WARNING"],
+                                cwd=ROOT, env=server.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 class Story:
     """A page with a screenshot per step, every console error and page error kept."""
 
-    def __init__(self, page: Page, base: str, server: str) -> None:
+    def __init__(self, page: Page, base: str, server: str, artifacts: Path = ARTIFACTS) -> None:
         self.page = page
         self.base = base
         self.problems: list[str] = []
-        self.shots = ARTIFACTS / server
+        self.shots = artifacts / server
         self.shots.mkdir(parents=True, exist_ok=True)
         self.step = 0
         page.on("console", lambda m: self.problems.append(f"console: {m.text}") if m.type == "error" else None)

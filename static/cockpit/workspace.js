@@ -10,6 +10,15 @@
 
   function color(label, index) { return STATUS_COLORS[label] || COLORS[index % COLORS.length]; }
 
+  // The chart's box is hidden while empty (.pv-chart:empty, for pages without JavaScript), so
+  // its width is 0 until something is in it: measure it shown, to draw at the tile's width.
+  function widthOf(el) {
+    el.style.display = "flex";
+    const width = el.clientWidth;
+    el.style.display = "";
+    return width;
+  }
+
   function series(data) {
     const values = data.values.map((v) => (v === null ? 0 : v));
     return data.duration ? values.map((v) => v / 3600) : values;
@@ -24,7 +33,7 @@
     };
     const measure = { scale: "y", side: horizontal ? 0 : 3, label: data.duration ? "hours" : "" };
     return new uPlot({
-      width: Math.max(el.clientWidth, 240), height: HEIGHT, legend: { show: false }, cursor: { show: false },
+      width: Math.max(widthOf(el), 240), height: HEIGHT, legend: { show: false }, cursor: { show: false },
       scales: {
         x: { time: false, range: [-0.5, xs.length - 0.5], ori: horizontal ? 1 : 0, dir: horizontal ? -1 : 1 },
         y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1], ori: horizontal ? 0 : 1 },

@@ -36,5 +36,6 @@ def pv_scenario(instance: ServiceInstance, scenario_id: str) -> Scenario:
 def pv_render(request: HttpRequest, page: Page, instance: ServiceInstance | None, tab: str, template: str,
               context: dict[str, Any], status: int = 200) -> HttpResponse:
     roles = user_roles(user=request.user, instance=instance) if instance else set()
-    return page_render(request, page, template, {"pv": instance, "tab": tab, "pv_roles": roles, **context},
-                       status=status)
+    # "app" marks the side navigation's Process Visibility entry (and not Event Mesh's) current.
+    return page_render(request, page, template,
+                       {"app": "pv", "pv": instance, "tab": tab, "pv_roles": roles, **context}, status=status)
