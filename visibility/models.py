@@ -131,6 +131,9 @@ class Scenario(models.Model):
     # Set when the processed data was cleared (or a new version activated) and is to be built
     # again from every stored event; processing clears it once the rebuild has run.
     rebuild_pending = models.BooleanField(default=False)
+    # Counts the clears: a rebuild that sees it change under it (cleared again meanwhile)
+    # starts over, and only the rebuild of the latest clear may end the pending state.
+    rebuild_generation = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from meshsite.platform.models import Service, ServiceInstance
@@ -53,6 +54,7 @@ from ..models import (
 )
 
 log = logging.getLogger(__name__)
+REBUILD_LOCK = 0x5056  # "PV": the advisory-lock namespace of scenario rebuilds
 Pair = tuple[str, str]  # (definition id, process instance id)
 EVENT_FIELDS = ("id", "definition_id", "process_instance_id", "event_type", "timestamp", "context")
 PHASE_FIELDS = ["instance_id", "scenario_id", "phase_id", "started_at", "ended_at", "duration"]
@@ -89,9 +91,8 @@ def instance_process(*, instance: ServiceInstance, trigger: str = RunTrigger.SCH
     tallies = {scenario.pk: Tally() for scenario in scenarios}
     try:
         for scenario in scenarios:
-            if scenario.rebuild_pending:
+            if scenario.rebuild_pending and _rebuild(scenario, tallies[scenario.pk], now):
                 runs[scenario.pk].trigger = RunTrigger.REBUILD
-                _rebuild(scenario, tallies[scenario.pk], now)
         while _buffer_batch(instance, tallies, now) >= settings.MESH_PV_PROCESSING_BATCH:
             pass
     except Exception as error:
@@ -149,28 +150,56 @@ def _buffer_batch(instance: ServiceInstance, tallies: dict[int, Tally], now: dat
         return len(rows)
 
 
-def _rebuild(scenario: Scenario, tally: Tally, now: datetime) -> None:
-    after = 0
-    while True:
-        with transaction.atomic():
-            models = _locked_models([scenario.pk])
-            if not models:  # deactivated meanwhile
-                return
-            locked, model = models[0]
-            if not after:  # events once reported as taken by no scenario: this one may take them
-                Event.objects.filter(instance_id=scenario.instance_id, matched=False,
-                                     definition_id__in=model.definitions).update(matched=None)
-            rows = [EventRow(*row) for row in (
-                Event.objects.filter(instance_id=scenario.instance_id, definition_id__in=model.definitions,
-                                     id__gt=after).order_by("id").values_list(*EVENT_FIELDS)
-                [:settings.MESH_PV_PROCESSING_BATCH])]
-            if rows:
-                tally.add(_fold_pairs(locked, model, {(r.definition_id, r.process_instance_id) for r in rows}, now,
-                                      processed=len(rows), seen=tally.seen))
-                after = tally.rebuilt_through = rows[-1].id
-            if len(rows) < settings.MESH_PV_PROCESSING_BATCH:
-                Scenario.objects.filter(pk=scenario.pk).update(rebuild_pending=False)
-                return
+def _rebuild(scenario: Scenario, tally: Tally, now: datetime) -> bool:
+    """Fold every stored event of the scenario's participants; False when another run holds
+    the scenario's rebuild (it does the work) or none is pending any more."""
+    with _rebuild_claim(scenario) as claimed:
+        if not claimed:
+            return False
+        after, generation = 0, None
+        while True:
+            with transaction.atomic():
+                models = _locked_models([scenario.pk])
+                if not models or not models[0][0].rebuild_pending:  # deactivated, or rebuilt meanwhile
+                    return generation is not None
+                locked, model = models[0]
+                if locked.rebuild_generation != generation:  # (cleared again meanwhile:) from the start
+                    after, generation = 0, locked.rebuild_generation
+                    # Events once reported as taken by no scenario: this one may take them.
+                    Event.objects.filter(instance_id=scenario.instance_id, matched=False,
+                                         definition_id__in=model.definitions).update(matched=None)
+                rows = [EventRow(*row) for row in (
+                    Event.objects.filter(instance_id=scenario.instance_id, definition_id__in=model.definitions,
+                                         id__gt=after).order_by("id").values_list(*EVENT_FIELDS)
+                    [:settings.MESH_PV_PROCESSING_BATCH])]
+                if rows:
+                    tally.add(_fold_pairs(locked, model, {(r.definition_id, r.process_instance_id) for r in rows},
+                                          now, processed=len(rows), seen=tally.seen))
+                    after = tally.rebuilt_through = rows[-1].id
+                if len(rows) < settings.MESH_PV_PROCESSING_BATCH:
+                    Scenario.objects.filter(pk=scenario.pk, rebuild_generation=generation).update(
+                        rebuild_pending=False)
+                    return True
+
+
+@contextmanager
+def _rebuild_claim(scenario: Scenario) -> Iterator[bool]:
+    """One rebuild of a scenario at a time: the schedule and the wake-up after a clear often
+    start together, and each would otherwise fold every stored event. On PostgreSQL a
+    session advisory lock (released if the process dies); SQLite runs one writer anyway."""
+    if connection.vendor != "postgresql":
+        yield True
+        return
+    key = (REBUILD_LOCK << 32) | (scenario.pk & 0xFFFFFFFF)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
+        claimed = bool(cursor.fetchone()[0])
+    try:
+        yield claimed
+    finally:
+        if claimed:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
 
 
 def _events_of(instance_id: UUID, pairs: set[Pair]) -> dict[Pair, list[EventRow]]:

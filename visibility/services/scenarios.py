@@ -135,6 +135,7 @@ def _delete_processed(scenario: Scenario) -> None:
 def _clear(scenario: Scenario) -> None:
     _delete_processed(scenario)
     scenario.rebuild_pending = True
-    scenario.save(update_fields=["rebuild_pending"])
+    scenario.rebuild_generation += 1
+    scenario.save(update_fields=["rebuild_pending", "rebuild_generation"])
     instance_id = str(scenario.instance_id)
     transaction.on_commit(lambda: dispatch.process_instance(instance_id, "rebuild"))

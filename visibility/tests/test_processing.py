@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import psycopg
 import pytest
+from django.db import connection
 from django.db.models import Model
 
 from meshsite.errors import Conflict, Invalid
@@ -22,6 +24,7 @@ from ..services import (
     scenario_data_clear,
     scenario_update,
 )
+from ..services.processing import REBUILD_LOCK
 from .factories import T0, active_scenario, event, order_to_cash, pv_instance
 
 D = timedelta(days=1)
@@ -257,3 +260,46 @@ def test_a_failing_run_is_recorded_with_its_error_and_the_events_stay_in_the_buf
     assert (run.status, run.events_in_buffer) == (RunStatus.FAILED, 4)
     assert buffer_count(instance_id=pv.pk) == 4
     assert "disk on fire" in run.error
+
+
+def test_a_rebuild_cleared_again_meanwhile_starts_over_and_ends_complete(pv, settings, monkeypatch):
+    scenario = active_scenario(pv)
+    for n in range(8):
+        _order(pv, str(n), n * H)
+    instance_process(instance=pv, now=T0 + 20 * D)
+    expected = _snapshot(scenario)
+    from ..services import processing
+
+    settings.MESH_PV_PROCESSING_BATCH = 6
+    real, calls = processing._fold_pairs, []
+
+    def clearing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # in the middle of the rebuild, someone clears the data again
+            scenario_data_clear(scenario=scenario)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(processing, "_fold_pairs", clearing_once)
+    scenario_data_clear(scenario=scenario)
+    instance_process(instance=pv, now=T0 + 20 * D)
+    assert _snapshot(scenario) == expected
+    assert not Scenario.objects.get(pk=scenario.pk).rebuild_pending
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's advisory locks (SQLite has one writer)")
+def test_a_rebuild_another_run_holds_is_left_to_it(pv):
+
+    scenario = active_scenario(pv)
+    _order(pv, "1", timedelta(0))
+    settings_dict = connection.settings_dict
+    other = psycopg.connect(host=settings_dict["HOST"], port=settings_dict["PORT"] or 5432,
+                            user=settings_dict["USER"], dbname=settings_dict["NAME"], autocommit=True)
+    try:
+        other.execute("SELECT pg_advisory_lock(%s)", [(REBUILD_LOCK << 32) | scenario.pk])
+        [run] = instance_process(instance=pv, now=T0 + D)
+        assert run.trigger != RunTrigger.REBUILD and Scenario.objects.get(pk=scenario.pk).rebuild_pending
+        assert ProcessInstance.objects.filter(scenario=scenario).count() == 1  # the buffer is still folded
+    finally:
+        other.close()
+    [run] = instance_process(instance=pv, now=T0 + D)
+    assert run.trigger == RunTrigger.REBUILD and not Scenario.objects.get(pk=scenario.pk).rebuild_pending
