@@ -298,8 +298,9 @@ def target_seconds(definition: dict[str, Any]) -> float | None:
 
 
 def label(definition: dict[str, Any], *, plural: bool = False) -> str:
-    labels = definition.get("instanceLabel") or {}
-    return str(labels.get("plural" if plural else "singular") or ("Instances" if plural else "Instance"))
+    labels = definition.get("instanceLabel")
+    text = labels.get("plural" if plural else "singular") if isinstance(labels, dict) else None
+    return text if isinstance(text, str) and text else ("Instances" if plural else "Instance")
 
 
 def default_indicators(plural: str) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ READY = {
                                  {"eventType": "HIRED", "name": "Hired"}]}],
     "state": {"completingEvents": [{"participant": "hire", "eventType": "HIRED"}]},
     "status": {"targetDuration": {"value": 5, "unit": "days"}, "threshold": 80},
+    "indicators": [],
 }
 
 
@@ -258,3 +259,12 @@ def test_the_openapi_document_lists_the_scenario_operations(db):
 def test_an_id_that_is_no_slug_is_404_in_meshsites_format(api, segment):
     answer = api()("GET", f"/{segment}")
     assert answer.status_code == 404 and body(answer)["code"] == "not_found"
+
+
+def test_a_definition_naming_no_indicators_gets_the_default_ones(api):
+    dev = api()
+    definition = {key: value for key, value in READY.items() if key != "indicators"}
+    created = dev("POST", "", {"id": "onboard", "name": "Onboarding", "definition": definition})
+    assert created.status_code == 201, created.content
+    assert [i["id"] for i in body(created)["draft"]["indicators"]] == [
+        "openInstances", "completedByStatus", "cycleTime", "stepCycleTime"]
