@@ -208,7 +208,7 @@ def _events_of(instance_id: UUID, pairs: set[Pair]) -> dict[Pair, list[EventRow]
         return found
     pids = {pid for _, pid in pairs}
     for row in (Event.objects.filter(instance_id=instance_id, process_instance_id__any=list(pids))
-                .values_list(*EVENT_FIELDS).iterator(chunk_size=5000)):
+                .values_list(*EVENT_FIELDS)):
         event = EventRow(*row)
         pair = (event.definition_id, event.process_instance_id)
         if pair in pairs:
