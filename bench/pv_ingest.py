@@ -110,7 +110,7 @@ class PVMesh(Mesh):
 
     def reset_events(self) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            conn.execute("TRUNCATE visibility_event")
+            conn.execute("TRUNCATE visibility_bufferedevent, visibility_event")
             conn.execute("VACUUM ANALYZE visibility_event")
 
 
