@@ -42,6 +42,30 @@ def wait_until_up() -> None:
     raise SystemExit("make run did not come up")
 
 
+def smoke_process_visibility() -> None:
+    """A PV instance and key, a scenario activated, an event pushed and processed on SQLite."""
+    manage("create_service", "process-visibility", "standard", "pvsmoke")
+    key = json.loads(manage("create_service_key", "pvsmoke", "k", "-c",
+                            '{"roles": ["PVEventSender", "PVDeveloper", "PVAdmin", "PVOperator"]}'))
+    basic = b64encode(f"{key['uaa']['clientid']}:{key['uaa']['clientsecret']}".encode()).decode()
+    status, body, _ = call("GET", "/oauth/token?grant_type=client_credentials&response_type=token",
+                           headers={"Authorization": f"Basic {basic}"})
+    assert status == 200, body
+    auth = {"Authorization": "Bearer " + json.loads(body)["access_token"], "Content-Type": "application/json"}
+    definition = {"participants": [{"processDefinitionId": "p", "events": [{"eventType": "DONE"}]}],
+                  "state": {"completingEvents": [{"participant": "p", "eventType": "DONE"}]}}
+    scenarios = "/api/v1/pv/scenarios"
+    body = json.dumps({"id": "s", "name": "Smoke", "definition": definition}).encode()
+    assert call("POST", scenarios, body, auth)[0] == 201
+    assert call("POST", f"{scenarios}/s/activate", b"", auth)[0] == 200
+    event = {"processDefinitionId": "p", "processInstanceId": 1, "eventType": "DONE",
+             "timestamp": "2026-01-01T00:00:00Z"}
+    assert call("POST", "/public/v1/events", json.dumps(event).encode(), auth)[0] == 204
+    assert call("POST", f"{scenarios}/s/process", b"", auth)[0] == 200
+    status, body, _ = call("GET", f"{scenarios}/s/instances", headers=auth)
+    assert status == 200 and [i["state"] for i in json.loads(body)["instances"]] == ["completed"], body
+
+
 def main() -> None:
     server = subprocess.Popen(["make", "run", f"PORT={PORT}"], start_new_session=True)
     try:
@@ -63,11 +87,13 @@ def main() -> None:
         assert (status, body) == (200, b"smoke"), (status, body)
         message_id = {k.lower(): v for k, v in headers.items()}["x-message-id"]
         assert call("POST", f"{rest}/{message_id}/acknowledgement", b"", auth)[0] == 200
+        smoke_process_visibility()
         status, page, _ = call("GET", "/")  # the cockpit: redirected to its login page
         assert status == 200 and b'name="username"' in page, (status, page[:200])
         stylesheet = page.split(b'rel="stylesheet" href="', 1)[1].split(b'"', 1)[0].decode()
         assert call("GET", stylesheet)[0] == 200, stylesheet  # collected and served by the app itself
-        print("1 passed, 0 failed: embedded smoke (make run, CLI, token, queue, publish, consume, ack, cockpit)")
+        print("1 passed, 0 failed: embedded smoke (make run, CLI, token, queue, publish, consume, ack, "
+              "Process Visibility events and processing, cockpit)")
     finally:
         os.killpg(server.pid, signal.SIGINT)
         try:
