@@ -1,12 +1,13 @@
 from django.urls import path, register_converter
 
-from .api import asyncapi, management, rest, tickets, webhooks
+from .api import asyncapi, connectors, management, rest, tickets, webhooks
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
 
 MANAGEMENT = "hub/rest/api/v1/management/messaging/"
 REST = "messagingrest/v1/"
+CONNECTORS = "elements/api-v2/"
 
 urlpatterns = [
     path(f"{MANAGEMENT}queues", management.QueueListView.as_view()),
@@ -29,4 +30,8 @@ urlpatterns = [
     path(f"{REST}subscriptions/<segment:name>/handshake", webhooks.HandshakeView.as_view()),
     path(f"{REST}subscriptions/<segment:name>/state", webhooks.StateView.as_view()),
     path(f"{REST}subscriptions/<segment:name>/deliveries", webhooks.DeliveryLogView.as_view()),
+    path(f"{CONNECTORS}instances", connectors.InstanceListView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>", connectors.InstanceView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/configuration", connectors.ConfigurationListView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/configuration/<segment:key>", connectors.ConfigurationView.as_view()),
 ]

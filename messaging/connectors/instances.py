@@ -1,0 +1,205 @@
+"""Connector instances and their events configuration: the writes of the instance API.
+
+Every configuration key of the contract is checked here, once, whoever writes it (API,
+cockpit, CLI); an error names the key it is about. The callback URL goes through the
+webhook engine's SSRF guard without resolving it (a name may resolve differently at delivery
+time, where the guard checks again), so only IP literals and malformed URLs are refused here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from meshsite.errors import Conflict, Invalid
+from meshsite.platform.models import Service, ServiceInstance
+
+from ..models import ConnectorInstance
+from ..webhooks import netguard
+
+# The element registry is being written separately; until it lands, these are the keys known.
+ELEMENT_KEYS = frozenset({"generic", "dropbox", "hubspot", "salesforce"})
+
+ENABLED = "event.notification.enabled"
+VENDOR_TYPE = "event.vendor.type"
+CALLBACK_URL = "event.notification.callback.url"
+SIGNATURE_KEY = "event.notification.signature.key"
+REFRESH_INTERVAL = "event.poller.refresh_interval"
+POLLER = "event.poller.configuration"
+KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER)
+
+VENDOR_TYPES = {"polling": "polling", "webhook": "webhook", "webhooks": "webhook"}
+DATE_FIELDS = ("updatedDateField", "updatedDateFormat", "createdDateField", "createdDateFormat", "timezone")
+POLLER_FIELDS = frozenset({"url", "idField", "datesConfiguration", "createdCheckTolerance", "pageSize",
+                           "pollDelay", "filterByUpdatedDate", "filterByCurrentDate"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _callback_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise Invalid(f"{CALLBACK_URL} must be a string")
+    try:
+        target = netguard.parse_url(value)
+        try:
+            ip = ipaddress.ip_address(target.host)
+        except ValueError:
+            return value
+        netguard.check_address(ip, target.host)
+    except ValueError as error:  # InvalidURL, BlockedAddress
+        raise Invalid(f"{CALLBACK_URL}: {error}") from None
+    return value
+
+
+def _object_type(name: str, spec: Any) -> dict[str, Any]:
+    where = f"{POLLER}.{name}"
+    if not isinstance(spec, dict):
+        raise Invalid(f"{where} must be an object")
+    unknown = sorted(set(spec) - POLLER_FIELDS)
+    if unknown:
+        raise Invalid(f"{where}.{unknown[0]} is not a poller configuration field")
+    if not isinstance(spec.get("url"), str) or not spec["url"]:
+        raise Invalid(f"{where}.url must be a non-empty string")
+    if "idField" in spec and not isinstance(spec["idField"], str):
+        raise Invalid(f"{where}.idField must be a string")
+    dates = spec.get("datesConfiguration", {})
+    if not isinstance(dates, dict):
+        raise Invalid(f"{where}.datesConfiguration must be an object")
+    for field, value in dates.items():
+        if field not in DATE_FIELDS:
+            raise Invalid(f"{where}.datesConfiguration.{field} is not a dates configuration field")
+        if not isinstance(value, str):
+            raise Invalid(f"{where}.datesConfiguration.{field} must be a string")
+    for field in ("createdCheckTolerance", "pollDelay"):
+        if field in spec and (not _is_int(spec[field]) or spec[field] < 0):
+            raise Invalid(f"{where}.{field} must be a whole number of seconds, at least 0")
+    if "pageSize" in spec and (not _is_int(spec["pageSize"]) or not 1 <= spec["pageSize"] <= 1000):
+        raise Invalid(f"{where}.pageSize must be between 1 and 1000")
+    for field in ("filterByUpdatedDate", "filterByCurrentDate"):
+        if field in spec and not isinstance(spec[field], bool):
+            raise Invalid(f"{where}.{field} must be a boolean")
+    return spec
+
+
+def configuration_value(key: str, value: Any) -> Any:
+    """The stored form of one configuration value, or Invalid naming the key."""
+    if key == ENABLED:
+        if not isinstance(value, bool):
+            raise Invalid(f"{ENABLED} must be a boolean")
+        return value
+    if key == VENDOR_TYPE:
+        if value not in VENDOR_TYPES:
+            raise Invalid(f"{VENDOR_TYPE} must be polling or webhook")
+        return VENDOR_TYPES[value]
+    if key == CALLBACK_URL:
+        return _callback_url(value)
+    if key == SIGNATURE_KEY:
+        if not isinstance(value, str) or len(value) > 256:
+            raise Invalid(f"{SIGNATURE_KEY} must be a string of at most 256 characters")
+        return value
+    if key == REFRESH_INTERVAL:
+        if not _is_int(value) or value < 1:
+            raise Invalid(f"{REFRESH_INTERVAL} must be at least 1 minute")
+        return value
+    if key == POLLER:
+        if not isinstance(value, dict):
+            raise Invalid(f"{POLLER} must be an object of object types")
+        return {str(name): _object_type(str(name), spec) for name, spec in value.items()}
+    raise Invalid(f"{key} is not a configuration key", extra={"key": key})
+
+
+def configuration_check(configuration: Any, *, event_mesh: ServiceInstance | None) -> dict[str, Any]:
+    """The whole configuration normalized, with the rules between keys."""
+    if not isinstance(configuration, dict):
+        raise Invalid("configuration must be an object")
+    checked = {key: configuration_value(key, value) for key, value in configuration.items()}
+    if checked.get(ENABLED) is True and not checked.get(CALLBACK_URL) and event_mesh is None:
+        raise Invalid(f"{ENABLED} requires {CALLBACK_URL} or a bound Event Mesh instance")
+    if checked.get(VENDOR_TYPE) == "polling":
+        if REFRESH_INTERVAL not in checked:
+            raise Invalid(f"{REFRESH_INTERVAL} is required when {VENDOR_TYPE} is polling")
+        if not checked.get(POLLER):
+            raise Invalid(f"{POLLER} is required when {VENDOR_TYPE} is polling")
+    return checked
+
+
+def _element_key(value: Any) -> str:
+    if value not in ELEMENT_KEYS:
+        raise Invalid(f"element.key must be one of {', '.join(sorted(ELEMENT_KEYS))}")
+    return str(value)
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise Invalid("name must be 1 to 200 characters")
+    return value
+
+
+def _event_mesh(owner: ServiceInstance, event_mesh: ServiceInstance | None) -> ServiceInstance | None:
+    if event_mesh is None:
+        return None
+    if event_mesh.service != Service.EVENT_MESH or event_mesh.subaccount_id != owner.subaccount_id:
+        raise Invalid("eventMesh must be an Event Mesh instance of the same subaccount")
+    return event_mesh
+
+
+def _save(instance: ConnectorInstance) -> ConnectorInstance:
+    try:
+        with transaction.atomic():
+            instance.save()
+    except IntegrityError:  # the unique name, taken concurrently or already
+        raise Conflict(f"A connector instance named {instance.name!r} already exists") from None
+    return instance
+
+
+def connector_instance_create(
+    *, service_instance: ServiceInstance, name: str, element_key: str, configuration: dict[str, Any] | None = None,
+    event_mesh: ServiceInstance | None = None, topic_prefix: str = "",
+) -> ConnectorInstance:
+    bound = _event_mesh(service_instance, event_mesh)
+    instance = ConnectorInstance(
+        service_instance=service_instance, name=_name(name), element_key=_element_key(element_key),
+        configuration=configuration_check(configuration or {}, event_mesh=bound), event_mesh=bound,
+        topic_prefix=str(topic_prefix),
+    )
+    return _save(instance)
+
+
+_UNSET: Any = object()
+
+
+def connector_instance_update(
+    *, instance: ConnectorInstance, name: str = _UNSET, element_key: str = _UNSET,
+    configuration: dict[str, Any] = _UNSET, event_mesh: ServiceInstance | None = _UNSET, topic_prefix: str = _UNSET,
+) -> ConnectorInstance:
+    """Change any fields given; `configuration` is merged into the stored one, key by key."""
+    if name is not _UNSET:
+        instance.name = _name(name)
+    if element_key is not _UNSET:
+        instance.element_key = _element_key(element_key)
+    if event_mesh is not _UNSET:
+        instance.event_mesh = _event_mesh(instance.service_instance, event_mesh)
+    if topic_prefix is not _UNSET:
+        instance.topic_prefix = str(topic_prefix)
+    merged = dict(instance.configuration)
+    if configuration is not _UNSET:
+        if not isinstance(configuration, dict):
+            raise Invalid("configuration must be an object")
+        merged.update(configuration)
+    instance.configuration = configuration_check(merged, event_mesh=instance.event_mesh)
+    return _save(instance)
+
+
+def connector_configuration_set(*, instance: ConnectorInstance, key: str, value: Any) -> ConnectorInstance:
+    if key not in KEYS:
+        raise Invalid(f"{key} is not a configuration key", extra={"key": key})
+    return connector_instance_update(instance=instance, configuration={key: value})
+
+
+def connector_instance_delete(*, instance: ConnectorInstance) -> None:
+    with transaction.atomic():
+        instance.delete()
