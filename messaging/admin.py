@@ -31,6 +31,7 @@ from meshsite.platform.models import Service, ServiceInstance
 from .metrics.meter import KINDS
 from .models import (
     Connection,
+    ConnectorInstance,
     DeliveryAttempt,
     Message,
     Queue,
@@ -368,3 +369,16 @@ class QueueCounterAdmin(ReadOnlyAdmin):
     search_fields = ["queue__name"]
     list_select_related = ["queue"]
     readonly_fields = ["queue", *_COUNTS]
+
+
+@admin.register(ConnectorInstance)
+class ConnectorInstanceAdmin(ReadOnlyAdmin):
+    """Connector instances: read-only here, since their configuration is only written through
+    messaging.connectors.instances, which checks every key (the instance API calls it)."""
+
+    list_display = ["name", "element_key", "service_instance", "event_mesh", "created_at"]
+    list_filter = ["element_key"]
+    search_fields = ["name", "service_instance__name"]
+    list_select_related = ["service_instance", "event_mesh"]
+    readonly_fields = ["service_instance", "name", "element_key", "configuration", "event_mesh", "topic_prefix",
+                       "created_at", "updated_at"]

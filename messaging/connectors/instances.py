@@ -176,21 +176,26 @@ def connector_instance_update(
     *, instance: ConnectorInstance, name: str = _UNSET, element_key: str = _UNSET,
     configuration: dict[str, Any] = _UNSET, event_mesh: ServiceInstance | None = _UNSET, topic_prefix: str = _UNSET,
 ) -> ConnectorInstance:
-    """Change any fields given; `configuration` is merged into the stored one, key by key."""
+    """Change any fields given; `configuration` is merged into the stored one, key by key.
+    Everything is checked before `instance` is touched, so a refused update leaves it as it was."""
+    changes: dict[str, Any] = {}
     if name is not _UNSET:
-        instance.name = _name(name)
+        changes["name"] = _name(name)
     if element_key is not _UNSET:
-        instance.element_key = _element_key(element_key)
+        changes["element_key"] = _element_key(element_key)
+    bound = instance.event_mesh
     if event_mesh is not _UNSET:
-        instance.event_mesh = _event_mesh(instance.service_instance, event_mesh)
+        bound = changes["event_mesh"] = _event_mesh(instance.service_instance, event_mesh)
     if topic_prefix is not _UNSET:
-        instance.topic_prefix = str(topic_prefix)
+        changes["topic_prefix"] = str(topic_prefix)
     merged = dict(instance.configuration)
     if configuration is not _UNSET:
         if not isinstance(configuration, dict):
             raise Invalid("configuration must be an object")
         merged.update(configuration)
-    instance.configuration = configuration_check(merged, event_mesh=instance.event_mesh)
+    changes["configuration"] = configuration_check(merged, event_mesh=bound)
+    for field, value in changes.items():
+        setattr(instance, field, value)
     return _save(instance)
 
 

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from meshsite.platform.models import ServiceInstance
+from meshsite.errors import Invalid
+from meshsite.platform.models import ServiceInstance, Subaccount
 from meshsite.platform.services import entitlement_put, instance_create, service_key_create, subaccount_default
 from meshsite.testing import make_instance, token_for
+from messaging.connectors.instances import connector_instance_create, connector_instance_update
 from messaging.models import ConnectorInstance
 
 API = "/elements/api-v2/instances"
@@ -174,3 +176,24 @@ def test_another_connectors_instance_sees_none_of_these(api):
         assert answer.status_code == 404, (method, path, answer.content)
         assert answer.json()["code"] == "not_found"
     assert ConnectorInstance.objects.filter(pk=created["id"]).exists()
+
+
+def test_an_event_mesh_instance_of_another_subaccount_is_not_bound(api):
+    elsewhere = Subaccount.objects.create(name="elsewhere")
+    entitlement_put(subaccount=elsewhere, service="event-mesh", plan="default", quota=1)
+    mesh = instance_create(subaccount=elsewhere, service="event-mesh", plan="default", name="em2",
+                           parameters={"emname": "em2", "namespace": "x/y/z"})
+    answer = api("POST", API, {"name": "b", "element": {"key": "generic"}, "eventMeshInstanceId": str(mesh.pk)})
+    assert answer.status_code == 400 and "eventMeshInstanceId" in answer.json()["detail"]
+    with pytest.raises(Invalid, match="same subaccount"):
+        connector_instance_create(service_instance=ServiceInstance.objects.get(name="oc1"), name="b",
+                                  element_key="generic", event_mesh=mesh)
+    assert not ConnectorInstance.objects.exists()
+
+
+def test_a_refused_update_leaves_the_callers_object_unchanged(api):
+    instance = ConnectorInstance.objects.get(pk=_create(api)["id"])
+    with pytest.raises(Invalid, match="event.poller.refresh_interval"):
+        connector_instance_update(instance=instance, name="renamed",
+                                  configuration={"event.poller.refresh_interval": 0})
+    assert instance.name == "box" and instance.configuration == {}
