@@ -157,7 +157,23 @@ SALESFORCE = Element(
     instance_ref="",
 )
 
-ELEMENTS: dict[str, Element] = {e.key: e for e in (GENERIC, DROPBOX, HUBSPOT, SALESFORCE)}
+# Outbound Messages as JSON: {"OrganizationId", "notifications": [{"Id", "sObject": {"type",
+# "Id", ...}}]}. A workflow fires them on create or edit without saying which, hence UNKNOWN;
+# the sObject carries only the fields the workflow chose, so no date can be relied on.
+SALESFORCE_OUTBOUND = Element(
+    key="sfdc-outbound",
+    name="Salesforce Outbound Messages",
+    base_url=SALESFORCE.base_url,
+    auth="oauth2",
+    objects_path="notifications",
+    object_type=Path("sObject.type"),
+    object_id=Path("sObject.Id"),
+    event_type=Const(EventType.UNKNOWN),
+    date=None,
+    instance_ref="OrganizationId",
+)
+
+ELEMENTS: dict[str, Element] = {e.key: e for e in (GENERIC, DROPBOX, HUBSPOT, SALESFORCE, SALESFORCE_OUTBOUND)}
 
 
 def element(key: str) -> Element | None:

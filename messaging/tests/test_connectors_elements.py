@@ -86,6 +86,17 @@ def test_salesforce_change_event_gives_one_event_per_record_id(change: str, expe
     assert instance_ref(ELEMENTS["sfdc"], result.raw) is None
 
 
+def test_salesforce_outbound_message_gives_one_event_per_notification() -> None:
+    body = {
+        "OrganizationId": "00D000000000001",
+        "notifications": [{"Id": "04l1", "sObject": {"type": "Contact", "Id": "003A"}}],
+    }
+    outbound = ELEMENTS["sfdc-outbound"]
+    result = normalize(outbound, json.dumps(body).encode(), now=NOW)
+    assert [(e["objectType"], e["objectId"], e["eventType"]) for e in result.events] == [("Contact", "003A", "UNKNOWN")]
+    assert instance_ref(outbound, result.raw) == "00D000000000001"
+
+
 def test_generic_element_reads_objects_at_its_configured_path() -> None:
     custom = generic(objects_path="data.changes", object_type=Const("tickets"), object_id=Path("ref"))
     body = {"data": {"changes": [{"ref": "T-1", "eventType": "deleted", "date": "2026-01-01T11:00:00+01:00"}]}}
