@@ -18,9 +18,10 @@ from meshsite.platform.models import Service, ServiceInstance
 
 from ..models import ConnectorInstance
 from ..webhooks import netguard
+from .elements import ELEMENTS
 
-# The element registry is being written separately; until it lands, these are the keys known.
-ELEMENT_KEYS = frozenset({"generic", "dropbox", "hubspot", "salesforce"})
+# The providers meshsite has definitions for.
+ELEMENT_KEYS = frozenset(ELEMENTS)
 
 ENABLED = "event.notification.enabled"
 VENDOR_TYPE = "event.vendor.type"
