@@ -378,28 +378,5 @@ class QueueCounter(_QueueCounts):
         return f"counters of {self.queue_id}"
 
 
-class ConnectorInstance(models.Model):
-    """A connector (element) instance of an open-connectors service instance, with its events
-    configuration (the contract's `event.*` keys, validated by the connectors' services)."""
-
-    service_instance = models.ForeignKey(ServiceInstance, on_delete=models.CASCADE, related_name="connector_instances")
-    name = models.CharField(max_length=200)
-    element_key = models.CharField(max_length=100)
-    configuration = models.JSONField(default=dict, blank=True)
-    # Events may go to an Event Mesh instance of the same subaccount instead of a callback URL.
-    event_mesh = models.ForeignKey(ServiceInstance, on_delete=models.SET_NULL, null=True, blank=True,
-                                   related_name="+")
-    topic_prefix = models.CharField(max_length=150, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["service_instance", "name"], name="connector_instance_unique_name"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.element_key})"
-
-    def events_enabled(self) -> bool:
-        return self.configuration.get("event.notification.enabled") is True
+# Connector events keep their models in their sub-package; Django finds them through here.
+from messaging.connectors.models import *  # noqa: E402, F403

@@ -7,6 +7,7 @@ layer and a file-system Celery broker, so `make run` needs no server.
 from .base import *  # noqa: F403
 from .broker import *  # noqa: F403
 from .cache import *  # noqa: F403
+from .connectors import *  # noqa: F403
 from .database import *  # noqa: F403
 from .live import *  # noqa: F403
 from .mesh import *  # noqa: F403

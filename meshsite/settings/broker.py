@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from .base import VAR_DIR
+from .connectors import MESH_CONNECTOR_TICK
 from .env import env_int, env_str
 
 # REDIS_URL switches the channel layer and the Celery broker to Redis. Without it the
@@ -66,6 +67,13 @@ CELERY_BEAT_SCHEDULE = {
     "messaging-sweep-webhooks": {
         "task": "messaging.tasks.sweep_webhooks",
         "schedule": timedelta(seconds=MESH_SWEEP_INTERVAL),
+    },
+    # Connector events: polls whose time has come, vendor bodies and formula executions a
+    # lost wake-up left behind (every due time is a database column, so a changed poll
+    # interval needs no restart).
+    "connectors-tick": {
+        "task": "messaging.tasks.connectors_tick",
+        "schedule": timedelta(seconds=MESH_CONNECTOR_TICK),
     },
     "platform-clear-expired-tokens": {
         "task": "meshsite.platform.tasks.clear_expired_tokens",

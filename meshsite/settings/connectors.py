@@ -1,0 +1,23 @@
+from .env import env_float_list, env_int
+
+# Connector events (messaging.connectors). A provider's webhook body is at most
+# MESH_CONNECTOR_MAX_BODY bytes and yields at most MESH_CONNECTOR_MAX_OBJECTS event objects.
+MESH_CONNECTOR_MAX_BODY = env_int("MESH_CONNECTOR_MAX_BODY", 2 * 1024 * 1024, minimum=1024)
+MESH_CONNECTOR_MAX_OBJECTS = env_int("MESH_CONNECTOR_MAX_OBJECTS", 10_000, minimum=1)
+
+# Delivery to callback URLs goes through the Event Mesh webhook engine (its retry schedule,
+# MESH_WEBHOOK_RETRY_SCHEDULE); after this many attempts a notification waits, queued for
+# its instance, until it is redelivered.
+MESH_CONNECTOR_DELIVERY_ATTEMPTS = env_int("MESH_CONNECTOR_DELIVERY_ATTEMPTS", 6, minimum=1)
+
+# How often the scheduler looks for polls and formula executions that are due (seconds).
+MESH_CONNECTOR_TICK = env_int("MESH_CONNECTOR_TICK", 30, minimum=1)
+# One poll: each request's timeout (s), the pages it follows, and how many reported record
+# versions an object type remembers to leave out duplicates.
+MESH_CONNECTOR_POLL_TIMEOUT = env_int("MESH_CONNECTOR_POLL_TIMEOUT", 30, minimum=1)
+MESH_CONNECTOR_POLL_MAX_PAGES = env_int("MESH_CONNECTOR_POLL_MAX_PAGES", 100, minimum=1)
+MESH_CONNECTOR_POLL_SEEN_LIMIT = env_int("MESH_CONNECTOR_POLL_SEEN_LIMIT", 10_000, minimum=100)
+
+# Event-triggered formulas: attempts of one execution, and the waits between them (s).
+MESH_CONNECTOR_FORMULA_ATTEMPTS = env_int("MESH_CONNECTOR_FORMULA_ATTEMPTS", 5, minimum=1)
+MESH_CONNECTOR_FORMULA_RETRY_SCHEDULE = env_float_list("MESH_CONNECTOR_FORMULA_RETRY_SCHEDULE", [5, 30, 120, 600])
