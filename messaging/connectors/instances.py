@@ -18,6 +18,7 @@ from meshsite.platform.models import Service, ServiceInstance
 
 from ..models import ConnectorInstance
 from ..webhooks import netguard
+from .delivery import delivery_remove, delivery_sync
 from .elements import ELEMENTS
 
 # The providers meshsite has definitions for.
@@ -151,7 +152,9 @@ def _event_mesh(owner: ServiceInstance, event_mesh: ServiceInstance | None) -> S
 def _save(instance: ConnectorInstance) -> ConnectorInstance:
     try:
         with transaction.atomic():
-            instance.save()
+            with transaction.atomic():
+                instance.save()
+            delivery_sync(instance=instance)
     except IntegrityError:  # the unique name, taken concurrently or already
         raise Conflict(f"A connector instance named {instance.name!r} already exists") from None
     return instance
@@ -207,5 +210,7 @@ def connector_configuration_set(*, instance: ConnectorInstance, key: str, value:
 
 
 def connector_instance_delete(*, instance: ConnectorInstance) -> None:
+    """The instance, its notifications and logs, and its delivery queues with what they hold."""
     with transaction.atomic():
+        delivery_remove(instance=instance)
         instance.delete()
