@@ -24,3 +24,7 @@ MESH_CONNECTOR_POLL_SEEN_LIMIT = env_int("MESH_CONNECTOR_POLL_SEEN_LIMIT", 10_00
 # Event-triggered formulas: attempts of one execution, and the waits between them (s).
 MESH_CONNECTOR_FORMULA_ATTEMPTS = env_int("MESH_CONNECTOR_FORMULA_ATTEMPTS", 5, minimum=1)
 MESH_CONNECTOR_FORMULA_RETRY_SCHEDULE = env_float_list("MESH_CONNECTOR_FORMULA_RETRY_SCHEDULE", [5, 30, 120, 600])
+
+# The event log: queued notifications one answer lists, and the part of a provider's body shown.
+MESH_CONNECTOR_MAX_LISTED = env_int("MESH_CONNECTOR_MAX_LISTED", 1000, minimum=1)
+MESH_CONNECTOR_MAX_SHOWN_BODY = env_int("MESH_CONNECTOR_MAX_SHOWN_BODY", 64 * 1024, minimum=1024)

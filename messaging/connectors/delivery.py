@@ -19,8 +19,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from meshsite import secretbox
-
 from ..models import (
     ConnectorInstance,
     HandshakeStatus,
@@ -52,8 +50,7 @@ def _queues(instance: ConnectorInstance) -> Queue:
 
 
 def _signing(instance: ConnectorInstance) -> list[str]:
-    key = instance.configuration.get("event.notification.signature.key") or ""
-    return [secretbox.seal(key)] if key else []
+    return [instance.signature_key] if instance.signature_key else []  # sealed already
 
 
 def delivery_sync(*, instance: ConnectorInstance) -> None:
@@ -113,3 +110,4 @@ def delivery_resume(*, instance: ConnectorInstance) -> None:
         webhook.save(update_fields=["next_attempt_at", "failing_since", "consecutive_failures", "resumed_at",
                                     "status"])
         schedule_delivery(webhook.pk)
+

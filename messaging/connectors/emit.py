@@ -116,9 +116,10 @@ def _enqueue(instance: ConnectorInstance, rows: list[ConnectorNotification], now
 def topic_for(instance: ConnectorInstance, event: Event) -> str:
     """`<namespace>/<prefix>/<elementKey>/<objectType>/<eventType>` (empty parts left out)."""
     assert instance.event_mesh is not None
-    parts = [instance.event_mesh.namespace, instance.topic_prefix.strip("/"), instance.element_key,
-             event["objectType"], event["eventType"]]
-    return "/".join(_UNSAFE.sub("_", part) for part in parts if part)
+    # The namespace and prefix are valid topic segments already; what a provider names is not.
+    named = [_UNSAFE.sub("_", part) for part in (instance.element_key, event["objectType"], event["eventType"])]
+    parts = [instance.event_mesh.namespace, instance.topic_prefix, *named]
+    return "/".join(part for part in parts if part)
 
 
 def _publish(instance: ConnectorInstance, body: dict[str, Any]) -> int:

@@ -320,4 +320,9 @@ class Migration(migrations.Migration):
             model_name='webhooksubscription',
             constraint=models.CheckConstraint(condition=models.Q(('signature_scheme__in', ['standard-webhooks', 'elements'])), name='webhook_signature_scheme_valid'),
         ),
+        migrations.AddField(
+            model_name='connectorinstance',
+            name='signature_key',
+            field=models.CharField(blank=True, max_length=1024),
+        ),
     ]
