@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from meshsite.taskqueue import send, task_named
 
-__all__ = ["send", "task_named", "webhook_deliver", "webhook_handshake"]
+__all__ = ["connector_poll", "send", "task_named", "webhook_deliver", "webhook_handshake"]
 
 WEBHOOK_DELIVER = "messaging.tasks.webhook_deliver"
 WEBHOOK_HANDSHAKE = "messaging.tasks.webhook_handshake"
+CONNECTOR_POLL = "messaging.tasks.connector_poll"
 
 
 def webhook_deliver(subscription_id: int, idle_runs: int = 0, *, countdown: float | None = None) -> str:
@@ -18,3 +19,8 @@ def webhook_deliver(subscription_id: int, idle_runs: int = 0, *, countdown: floa
 def webhook_handshake(subscription_id: int) -> str:
     """Run the abuse-protection handshake of this webhook subscription."""
     return send(WEBHOOK_HANDSHAKE, subscription_id)
+
+
+def connector_poll(instance_id: int) -> str:
+    """Poll this connector instance once (it holds the poll lease)."""
+    return send(CONNECTOR_POLL, instance_id)

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import dispatch
+from .connectors.polling import connector_poll_run
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
@@ -49,3 +50,9 @@ def sweep_webhooks() -> int:
         dispatch.webhook_deliver(subscription_id)
     attempts_prune()
     return len(due)
+
+
+@shared_task
+def connector_poll(instance_id: int) -> int:
+    """One poll of a connector instance; failures end up on its PollRuns, never raised here."""
+    return connector_poll_run(instance_id=instance_id)

@@ -12,6 +12,7 @@ import ipaddress
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from meshsite.errors import Conflict, Invalid
 from meshsite.platform.models import Service, ServiceInstance
@@ -149,6 +150,10 @@ def _event_mesh(owner: ServiceInstance, event_mesh: ServiceInstance | None) -> S
 
 
 def _save(instance: ConnectorInstance) -> ConnectorInstance:
+    # Every save puts a polling instance's next poll at now, so a new refresh interval (or
+    # poller configuration) takes effect at the scheduler's next tick, without a restart.
+    polls = instance.events_enabled() and instance.vendor_type() == "polling"
+    instance.next_poll_at = timezone.now() if polls else None
     try:
         with transaction.atomic():
             instance.save()
