@@ -174,7 +174,7 @@ def json_error(message: str, status_code: int) -> JsonResponse:
 
 
 # meshsite's own APIs (not SAP's), whose unrouted paths answer in meshsite's error shape.
-NATIVE_PATH_PREFIXES = ("/api/v1/pv/", "/public/v1/")
+NATIVE_PATH_PREFIXES = ("/api/v1/pv/", "/public/v1/", "/elements/api-v2/")
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None):

@@ -15,10 +15,11 @@ from asgiref.sync import iscoroutinefunction
 from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import sync_and_async_middleware
 
-# Process Visibility's Data Acquisition API (/public/v1/) has no encoded names, but it is a
-# machine-to-machine API like these: listed here it takes the lean API stack
-# (meshsite/apihandler.py) and answers errors in JSON (meshsite/errors.py).
-RAW_PATH_PREFIXES = ("/messagingrest/", "/hub/rest/api/", "/public/v1/")
+# Process Visibility's Data Acquisition API (/public/v1/) and the connectors' API
+# (/elements/api-v2/, where providers post their webhooks) have no encoded names, but they
+# are machine-to-machine APIs like these: listed here they take the lean API stack
+# (meshsite/apihandler.py) and answer errors in JSON (meshsite/errors.py).
+RAW_PATH_PREFIXES = ("/messagingrest/", "/hub/rest/api/", "/public/v1/", "/elements/api-v2/")
 
 
 def _raw_path(request: HttpRequest) -> str | None:

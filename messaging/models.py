@@ -187,6 +187,11 @@ class HandshakeStatus(models.TextChoices):
 HANDSHAKE_DONE = (HandshakeStatus.SUCCEEDED, HandshakeStatus.EXEMPTED)
 
 
+class SignatureScheme(models.TextChoices):
+    STANDARD_WEBHOOKS = "standard-webhooks"
+    ELEMENTS = "elements"
+
+
 class WebhookSubscription(models.Model):
     """A queue pushed to an HTTP endpoint (SAP's webhook subscription).
 
@@ -205,6 +210,10 @@ class WebhookSubscription(models.Model):
     security = models.JSONField(default=dict, blank=True)
     # Standard Webhooks signing (meshsite extension): sealed whsec_ secrets; two while rotating.
     signing_secrets = models.JSONField(default=list, blank=True)
+    # How those secrets sign: Standard Webhooks, or the connectors' Elements-Webhook-Signature
+    # (messaging.webhooks.signing), which connector instances' subscriptions use.
+    signature_scheme = models.CharField(max_length=20, choices=SignatureScheme.choices,
+                                        default=SignatureScheme.STANDARD_WEBHOOKS)
     status = models.CharField(max_length=10, choices=WebhookStatus.choices, default=WebhookStatus.ACTIVE)
     handshake_status = models.CharField(
         max_length=10, choices=HandshakeStatus.choices, default=HandshakeStatus.PENDING
@@ -234,6 +243,7 @@ class WebhookSubscription(models.Model):
             *not_negative("consecutive_failures", prefix="webhook"),
             one_of("status", WebhookStatus.values, prefix="webhook"),
             one_of("handshake_status", HandshakeStatus.values, prefix="webhook"),
+            one_of("signature_scheme", SignatureScheme.values, prefix="webhook"),
         ]
 
     def __str__(self) -> str:

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import dispatch
+from .connectors.intake import vendor_event_process, vendor_events_stale_start
 from .connectors.polling import connector_poll_run
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
@@ -50,6 +51,17 @@ def sweep_webhooks() -> int:
         dispatch.webhook_deliver(subscription_id)
     attempts_prune()
     return len(due)
+
+
+@shared_task
+def connector_vendor_event(vendor_event_id: int) -> int:
+    return vendor_event_process(vendor_event_id=vendor_event_id)
+
+
+@shared_task
+def connectors_tick() -> dict[str, int]:
+    """The connectors' scheduler (every MESH_CONNECTOR_TICK s): bodies whose wake-up was lost."""
+    return {"vendor_events": vendor_events_stale_start()}
 
 
 @shared_task

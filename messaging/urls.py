@@ -1,6 +1,6 @@
-from django.urls import path, register_converter
+from django.urls import path, re_path, register_converter
 
-from .api import asyncapi, connectors, management, rest, tickets, webhooks
+from .api import asyncapi, connector_events, connector_log, connectors, management, rest, tickets, webhooks
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
@@ -34,4 +34,14 @@ urlpatterns = [
     path(f"{CONNECTORS}instances/<int:pk>", connectors.InstanceView.as_view()),
     path(f"{CONNECTORS}instances/<int:pk>/configuration", connectors.ConfigurationListView.as_view()),
     path(f"{CONNECTORS}instances/<int:pk>/configuration/<segment:key>", connectors.ConfigurationView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/events", connector_log.EventListView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/events/queued", connector_log.QueuedListView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/events/queued/redeliver", connector_log.RedeliverView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/events/<segment:notification_id>", connector_log.EventView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/vendor-events", connector_log.VendorEventListView.as_view()),
+    path(f"{CONNECTORS}instances/<int:pk>/polls", connector_log.PollListView.as_view()),
+    # Providers post with or without the trailing slash; an instance's own URL adds its token.
+    re_path(rf"^{CONNECTORS}events/(?P<element_key>[A-Za-z0-9_.-]{{1,100}})/?$", connector_events.vendor_events),
+    re_path(rf"^{CONNECTORS}events/(?P<element_key>[A-Za-z0-9_.-]{{1,100}})/(?P<token>[A-Za-z0-9_-]{{1,64}})/?$",
+            connector_events.vendor_events),
 ]

@@ -47,12 +47,15 @@ class ConnectorsView(APIView):
         return found
 
 
-def _json(instance: ConnectorInstance) -> dict[str, Any]:
+def _json(request: Request, instance: ConnectorInstance) -> dict[str, Any]:
     return {
         "id": instance.pk, "name": instance.name, "element": {"key": instance.element_key},
-        "configuration": instance.configuration, "eventsEnabled": instance.events_enabled(),
+        "configuration": services.shown_configuration(instance), "eventsEnabled": instance.events_enabled(),
         "eventMeshInstanceId": str(instance.event_mesh_id) if instance.event_mesh_id else None,
-        "topicPrefix": instance.topic_prefix,
+        "topicPrefix": instance.topic_prefix, "providerAccount": instance.provider_account,
+        # Where the provider posts its webhooks for this instance (the token names it).
+        "eventsUrl": request.build_absolute_uri(f"/elements/api-v2/events/{instance.element_key}/"
+                                                f"{instance.webhook_token}/"),
         "createdDate": instance.created_at.isoformat(), "updatedDate": instance.updated_at.isoformat(),
     }
 
@@ -84,7 +87,8 @@ def _event_mesh(owner: ServiceInstance, ref: Any) -> ServiceInstance | None:
 
 def _fields(owner: ServiceInstance, body: dict[str, Any]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for name, attr in (("name", "name"), ("configuration", "configuration"), ("topicPrefix", "topic_prefix")):
+    for name, attr in (("name", "name"), ("configuration", "configuration"), ("topicPrefix", "topic_prefix"),
+                       ("providerAccount", "provider_account")):
         if name in body:
             fields[attr] = body[name]
     if "element" in body:
@@ -97,7 +101,7 @@ def _fields(owner: ServiceInstance, body: dict[str, Any]) -> dict[str, Any]:
 class InstanceListView(ConnectorsView):
     def get(self, request: Request) -> Response:
         found = ConnectorInstance.objects.filter(service_instance=self.owner).order_by("pk")
-        return Response([_json(instance) for instance in found])
+        return Response([_json(request, instance) for instance in found])
 
     def post(self, request: Request) -> Response:
         body = _body(request)
@@ -105,17 +109,17 @@ class InstanceListView(ConnectorsView):
         fields.setdefault("name", body.get("name"))
         fields.setdefault("element_key", None)
         created = services.connector_instance_create(service_instance=self.owner, **fields)
-        return Response(_json(created), status=status.HTTP_201_CREATED)
+        return Response(_json(request, created), status=status.HTTP_201_CREATED)
 
 
 class InstanceView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
-        return Response(_json(self.connector(pk)))
+        return Response(_json(request, self.connector(pk)))
 
     def patch(self, request: Request, pk: int) -> Response:
         instance = self.connector(pk)
         updated = services.connector_instance_update(instance=instance, **_fields(self.owner, _body(request)))
-        return Response(_json(updated))
+        return Response(_json(request, updated))
 
     def delete(self, request: Request, pk: int) -> Response:
         services.connector_instance_delete(instance=self.connector(pk))
@@ -123,7 +127,8 @@ class InstanceView(ConnectorsView):
 
 
 def _configuration(instance: ConnectorInstance) -> list[dict[str, Any]]:
-    return [{"id": key, "key": key, "propertyValue": value} for key, value in instance.configuration.items()]
+    shown = services.shown_configuration(instance)
+    return [{"id": key, "key": key, "propertyValue": value} for key, value in shown.items()]
 
 
 class ConfigurationListView(ConnectorsView):
@@ -138,4 +143,5 @@ class ConfigurationView(ConnectorsView):
             raise Invalid("propertyValue is required")
         instance = services.connector_configuration_set(instance=self.connector(pk), key=key,
                                                         value=body["propertyValue"])
-        return Response({"id": key, "key": key, "propertyValue": instance.configuration[key]})
+        value = services.shown_configuration(instance).get(key)
+        return Response({"id": key, "key": key, "propertyValue": value})

@@ -9,16 +9,19 @@ time, where the guard checks again), so only IP literals and malformed URLs are 
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from meshsite import secretbox
 from meshsite.errors import Conflict, Invalid
 from meshsite.platform.models import Service, ServiceInstance
 
 from ..models import ConnectorInstance
 from ..webhooks import netguard
+from .delivery import delivery_remove, delivery_sync
 from .elements import ELEMENTS
 
 # The providers meshsite has definitions for.
@@ -141,6 +144,19 @@ def _name(value: Any) -> str:
     return value
 
 
+def _provider_account(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 200:
+        raise Invalid("providerAccount must be a string of at most 200 characters")
+    return value
+
+
+def _topic_prefix(value: Any) -> str:
+    # Its '/'-separated segments go into topics: the same alphabet as topic names.
+    if not isinstance(value, str) or len(value) > 150 or not re.fullmatch(r"[A-Za-z0-9_.\-/]*", value):
+        raise Invalid("topicPrefix must be at most 150 characters of A-Z a-z 0-9 - _ . /")
+    return value.strip("/")
+
+
 def _event_mesh(owner: ServiceInstance, event_mesh: ServiceInstance | None) -> ServiceInstance | None:
     if event_mesh is None:
         return None
@@ -149,14 +165,42 @@ def _event_mesh(owner: ServiceInstance, event_mesh: ServiceInstance | None) -> S
     return event_mesh
 
 
+# What answers show for a signature key; sent back unchanged (read, modify, write) it keeps the key.
+MASK = "********"
+
+
+def _seal_signature_key(instance: ConnectorInstance) -> None:
+    """Move a new signature key out of the configuration into the sealed column ("" removes it)."""
+    if SIGNATURE_KEY not in instance.configuration:
+        return
+    key = instance.configuration.pop(SIGNATURE_KEY)
+    if key != MASK:
+        instance.signature_key = secretbox.seal(key) if key else ""
+
+
+def signature_key(instance: ConnectorInstance) -> str:
+    return secretbox.unseal(instance.signature_key) if instance.signature_key else ""
+
+
+def shown_configuration(instance: ConnectorInstance) -> dict[str, Any]:
+    """The configuration as answers and pages show it: the signature key masked."""
+    shown = dict(instance.configuration)
+    if instance.signature_key:
+        shown[SIGNATURE_KEY] = MASK
+    return shown
+
+
 def _save(instance: ConnectorInstance) -> ConnectorInstance:
+    _seal_signature_key(instance)
     # Every save puts a polling instance's next poll at now, so a new refresh interval (or
     # poller configuration) takes effect at the scheduler's next tick, without a restart.
     polls = instance.events_enabled() and instance.vendor_type() == "polling"
     instance.next_poll_at = timezone.now() if polls else None
     try:
         with transaction.atomic():
-            instance.save()
+            with transaction.atomic():
+                instance.save()
+            delivery_sync(instance=instance)
     except IntegrityError:  # the unique name, taken concurrently or already
         raise Conflict(f"A connector instance named {instance.name!r} already exists") from None
     return instance
@@ -164,13 +208,13 @@ def _save(instance: ConnectorInstance) -> ConnectorInstance:
 
 def connector_instance_create(
     *, service_instance: ServiceInstance, name: str, element_key: str, configuration: dict[str, Any] | None = None,
-    event_mesh: ServiceInstance | None = None, topic_prefix: str = "",
+    event_mesh: ServiceInstance | None = None, topic_prefix: str = "", provider_account: str = "",
 ) -> ConnectorInstance:
     bound = _event_mesh(service_instance, event_mesh)
     instance = ConnectorInstance(
         service_instance=service_instance, name=_name(name), element_key=_element_key(element_key),
         configuration=configuration_check(configuration or {}, event_mesh=bound), event_mesh=bound,
-        topic_prefix=str(topic_prefix),
+        topic_prefix=_topic_prefix(topic_prefix), provider_account=_provider_account(provider_account),
     )
     return _save(instance)
 
@@ -181,6 +225,7 @@ _UNSET: Any = object()
 def connector_instance_update(
     *, instance: ConnectorInstance, name: str = _UNSET, element_key: str = _UNSET,
     configuration: dict[str, Any] = _UNSET, event_mesh: ServiceInstance | None = _UNSET, topic_prefix: str = _UNSET,
+    provider_account: str = _UNSET,
 ) -> ConnectorInstance:
     """Change any fields given; `configuration` is merged into the stored one, key by key.
     Everything is checked before `instance` is touched, so a refused update leaves it as it was."""
@@ -193,7 +238,9 @@ def connector_instance_update(
     if event_mesh is not _UNSET:
         bound = changes["event_mesh"] = _event_mesh(instance.service_instance, event_mesh)
     if topic_prefix is not _UNSET:
-        changes["topic_prefix"] = str(topic_prefix)
+        changes["topic_prefix"] = _topic_prefix(topic_prefix)
+    if provider_account is not _UNSET:
+        changes["provider_account"] = _provider_account(provider_account)
     merged = dict(instance.configuration)
     if configuration is not _UNSET:
         if not isinstance(configuration, dict):
@@ -212,5 +259,7 @@ def connector_configuration_set(*, instance: ConnectorInstance, key: str, value:
 
 
 def connector_instance_delete(*, instance: ConnectorInstance) -> None:
+    """The instance, its notifications and logs, and its delivery queues with what they hold."""
     with transaction.atomic():
+        delivery_remove(instance=instance)
         instance.delete()

@@ -40,6 +40,9 @@ class ConnectorInstance(models.Model):
     event_mesh = models.ForeignKey(ServiceInstance, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
     topic_prefix = models.CharField(max_length=150, blank=True)
+    # `event.notification.signature.key`, sealed (meshsite.secretbox): kept out of
+    # `configuration` so that no answer or page shows it.
+    signature_key = models.CharField(max_length=1024, blank=True)
     # The unguessable part of the instance's own vendor-webhook URL (events/<element>/<token>/).
     webhook_token = models.CharField(max_length=64, unique=True, default=webhook_token)
     # The provider account a webhook body names (Dropbox account, HubSpot portal, Salesforce

@@ -107,7 +107,10 @@ def _date(element: Element, obj: Any, now: datetime) -> str:
         return to_iso(now)
     if isinstance(element.date, Const):
         return iso_date(element.date.value)
-    return iso_date(lookup(obj, element.date.path))
+    found = lookup(obj, element.date.path)
+    if found is _MISSING:
+        raise NotNormalizable(f"date ({element.date.path}) is missing")
+    return iso_date(found)
 
 
 def _ids(element: Element, obj: Any) -> list[str]:

@@ -5,19 +5,17 @@ Pure: the caller supplies the ids and the clock, so a retry can resend the same 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from messaging.connectors.normalize import Event, to_iso
+from messaging.webhooks.signing import ELEMENTS_HEADER, elements_signature
 
 # The contract's page sizes: a notification carries at most this many event objects.
 POLLING_PAGE = 10
 WEBHOOK_PAGE = 20
-SIGNATURE_HEADER = "Elements-Webhook-Signature"
+SIGNATURE_HEADER = ELEMENTS_HEADER
 
 
 def paginate(
@@ -62,7 +60,4 @@ def _notification(
 
 def signature(key: bytes | str, body: bytes) -> str:
     """The `Elements-Webhook-Signature` value: sha256=<base64 HMAC-SHA256(key, body)>."""
-    if isinstance(key, str):
-        key = key.encode()
-    digest = hmac.new(key, body, hashlib.sha256).digest()
-    return "sha256=" + base64.b64encode(digest).decode("ascii")
+    return elements_signature(key, body)

@@ -311,4 +311,18 @@ class Migration(migrations.Migration):
             model_name='connectornotification',
             constraint=models.CheckConstraint(condition=models.Q(('topic_deliveries__gte', 0)), name='notification_topic_deliveries_not_negative'),
         ),
+        migrations.AddField(
+            model_name='webhooksubscription',
+            name='signature_scheme',
+            field=models.CharField(choices=[('standard-webhooks', 'Standard Webhooks'), ('elements', 'Elements')], default='standard-webhooks', max_length=20),
+        ),
+        migrations.AddConstraint(
+            model_name='webhooksubscription',
+            constraint=models.CheckConstraint(condition=models.Q(('signature_scheme__in', ['standard-webhooks', 'elements'])), name='webhook_signature_scheme_valid'),
+        ),
+        migrations.AddField(
+            model_name='connectorinstance',
+            name='signature_key',
+            field=models.CharField(blank=True, max_length=1024),
+        ),
     ]

@@ -134,7 +134,7 @@ def webhook_create(*, instance: ServiceInstance, spec: WebhookSpec) -> WebhookSu
         if not queue.has_webhooks:
             Queue.objects.filter(pk=queue.pk).update(has_webhooks=True)
         if spec.exempt_handshake:
-            _schedule_delivery(subscription.pk)  # the queue may already hold messages
+            schedule_delivery(subscription.pk)  # the queue may already hold messages
         else:
             _schedule_handshake(subscription)
     return subscription
@@ -168,7 +168,7 @@ def webhook_set_state(*, instance: ServiceInstance, name: str, action: str) -> W
             update_fields=["status", "next_attempt_at", "failing_since", "consecutive_failures", "resumed_at"]
         )
         if action == "resume":
-            _schedule_delivery(subscription.pk)
+            schedule_delivery(subscription.pk)
     return subscription
 
 
@@ -196,7 +196,7 @@ def webhook_handshake_run(*, subscription_id: int) -> str:
         handshake_status=status, handshake_reason=reason[:500]
     )
     if status == HandshakeStatus.SUCCEEDED:
-        _schedule_delivery(subscription_id)
+        schedule_delivery(subscription_id)
     return status
 
 
@@ -204,7 +204,7 @@ def _schedule_handshake(subscription: WebhookSubscription) -> None:
     transaction.on_commit(lambda: dispatch.webhook_handshake(subscription.pk))
 
 
-def _schedule_delivery(subscription_id: int) -> None:
+def schedule_delivery(subscription_id: int) -> None:
     def wake() -> None:
         try:
             dispatch.webhook_deliver(subscription_id)

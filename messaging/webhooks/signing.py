@@ -37,6 +37,7 @@ _MESSAGE_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_MESSAGE_ID_LENGTH}}}")
 _BASE64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 
 SIGNATURE_VERSION = "v1"
+ELEMENTS_HEADER = "Elements-Webhook-Signature"
 
 
 def new_secret() -> str:
@@ -64,6 +65,14 @@ def signature_headers(*, message_id: str, timestamp: int, body: bytes, secrets: 
         "webhook-timestamp": str(timestamp),
         "webhook-signature": " ".join(signatures),
     }
+
+
+def elements_signature(key: bytes | str, body: bytes) -> str:
+    """The connectors' `Elements-Webhook-Signature` value: sha256=<base64 HMAC-SHA256(key, body)>."""
+    if isinstance(key, str):
+        key = key.encode()
+    digest = hmac.new(key, body, hashlib.sha256).digest()
+    return "sha256=" + base64.b64encode(digest).decode("ascii")
 
 
 def _sign(key: bytes, signed: bytes) -> str:

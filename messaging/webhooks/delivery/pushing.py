@@ -15,7 +15,7 @@ from django.utils import timezone
 from meshsite import secretbox
 from meshsite.secretbox import SecretUnreadable
 
-from ...models import Message, WebhookSubscription
+from ...models import Message, SignatureScheme, WebhookSubscription
 from .. import netguard, signing
 from ..auth import TokenFetchFailed, authorization_for
 
@@ -53,7 +53,10 @@ def _headers(subscription: WebhookSubscription, message: Message) -> dict[str, s
         "x-qos": str(subscription.qos),
         "x-message-id": str(message.uuid),
     }
-    if subscription.signing_secrets:
+    if subscription.signing_secrets and subscription.signature_scheme == SignatureScheme.ELEMENTS:
+        key = secretbox.unseal(subscription.signing_secrets[0])
+        headers[signing.ELEMENTS_HEADER] = signing.elements_signature(key, bytes(message.payload))
+    elif subscription.signing_secrets:
         # webhook-id is the message's own id, so it stays the same on every retry.
         headers.update(signing.signature_headers(
             message_id=str(message.uuid), timestamp=int(time.time()), body=bytes(message.payload),
