@@ -74,7 +74,7 @@ def log_entries(instance: ConnectorInstance, notifications: Sequence[ConnectorNo
     return entries
 
 
-def _state(notification: ConnectorNotification, message: dict[str, Any] | None, queues: dict[str, int]) -> str:
+def _state(notification: ConnectorNotification, message: Any, queues: dict[str, int]) -> str:
     if notification.message_uuid is None:
         return NOT_DELIVERED
     if message is None:
