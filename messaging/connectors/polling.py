@@ -381,8 +381,8 @@ def _report(instance: ConnectorInstance, spec: Spec, fetched: Fetched, *, since:
 def _poll_object_type(instance: ConnectorInstance, name: str, config: dict[str, Any],
                       session: netguard.Session, started: datetime) -> int:
     clock = time.monotonic()
-    state, _ = PollState.objects.get_or_create(connector_instance=instance, object_type=name)
     try:
+        state, _ = PollState.objects.get_or_create(connector_instance=instance, object_type=name)
         spec = spec_of(name, config)
         since = _window_start(state, spec, instance, started)
         url = macros.expand(_absolute(instance, spec.url), at=since, timezone=spec.timezone)
