@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from meshsite.taskqueue import send, task_named
 
-__all__ = ["connector_vendor_event", "send", "task_named", "webhook_deliver", "webhook_handshake"]
+__all__ = ["connector_poll", "connector_vendor_event", "send", "task_named", "webhook_deliver", "webhook_handshake"]
 
 WEBHOOK_DELIVER = "messaging.tasks.webhook_deliver"
 WEBHOOK_HANDSHAKE = "messaging.tasks.webhook_handshake"
 CONNECTOR_VENDOR_EVENT = "messaging.tasks.connector_vendor_event"
+CONNECTOR_POLL = "messaging.tasks.connector_poll"
 
 
 def webhook_deliver(subscription_id: int, idle_runs: int = 0, *, countdown: float | None = None) -> str:
@@ -24,3 +25,8 @@ def webhook_handshake(subscription_id: int) -> str:
 def connector_vendor_event(vendor_event_id: int) -> str:
     """Normalize a provider's stored webhook body into notifications."""
     return send(CONNECTOR_VENDOR_EVENT, vendor_event_id)
+
+
+def connector_poll(instance_id: int) -> str:
+    """Poll this connector instance once (it holds the poll lease)."""
+    return send(CONNECTOR_POLL, instance_id)

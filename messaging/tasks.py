@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from . import dispatch
 from .connectors.intake import vendor_event_process, vendor_events_stale_start
+from .connectors.polling import connector_poll_run
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
@@ -61,3 +62,9 @@ def connector_vendor_event(vendor_event_id: int) -> int:
 def connectors_tick() -> dict[str, int]:
     """The connectors' scheduler (every MESH_CONNECTOR_TICK s): bodies whose wake-up was lost."""
     return {"vendor_events": vendor_events_stale_start()}
+
+
+@shared_task
+def connector_poll(instance_id: int) -> int:
+    """One poll of a connector instance; failures end up on its PollRuns, never raised here."""
+    return connector_poll_run(instance_id=instance_id)

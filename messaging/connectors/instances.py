@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from meshsite import secretbox
 from meshsite.errors import Conflict, Invalid
@@ -191,6 +192,10 @@ def shown_configuration(instance: ConnectorInstance) -> dict[str, Any]:
 
 def _save(instance: ConnectorInstance) -> ConnectorInstance:
     _seal_signature_key(instance)
+    # Every save puts a polling instance's next poll at now, so a new refresh interval (or
+    # poller configuration) takes effect at the scheduler's next tick, without a restart.
+    polls = instance.events_enabled() and instance.vendor_type() == "polling"
+    instance.next_poll_at = timezone.now() if polls else None
     try:
         with transaction.atomic():
             with transaction.atomic():
