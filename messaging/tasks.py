@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from . import dispatch
 from .connectors.intake import vendor_event_process, vendor_events_stale_start
-from .connectors.polling import connector_poll_run
+from .connectors.polling import connector_poll_run, polls_due_start
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
@@ -60,8 +60,9 @@ def connector_vendor_event(vendor_event_id: int) -> int:
 
 @shared_task
 def connectors_tick() -> dict[str, int]:
-    """The connectors' scheduler (every MESH_CONNECTOR_TICK s): bodies whose wake-up was lost."""
-    return {"vendor_events": vendor_events_stale_start()}
+    """The connectors' scheduler (every MESH_CONNECTOR_TICK s): polls that are due, and
+    bodies whose wake-up was lost."""
+    return {"polls": polls_due_start(), "vendor_events": vendor_events_stale_start()}
 
 
 @shared_task
