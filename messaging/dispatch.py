@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from meshsite.taskqueue import send, task_named
 
-__all__ = ["send", "task_named", "webhook_deliver", "webhook_handshake"]
+__all__ = ["formula_execute", "send", "task_named", "webhook_deliver", "webhook_handshake"]
 
 WEBHOOK_DELIVER = "messaging.tasks.webhook_deliver"
 WEBHOOK_HANDSHAKE = "messaging.tasks.webhook_handshake"
@@ -18,3 +18,11 @@ def webhook_deliver(subscription_id: int, idle_runs: int = 0, *, countdown: floa
 def webhook_handshake(subscription_id: int) -> str:
     """Run the abuse-protection handshake of this webhook subscription."""
     return send(WEBHOOK_HANDSHAKE, subscription_id)
+
+
+FORMULA_EXECUTE = "messaging.tasks.formula_execute"
+
+
+def formula_execute(execution_id: int) -> str:
+    """Run one attempt of a formula execution (if it is still due and free)."""
+    return send(FORMULA_EXECUTE, execution_id)

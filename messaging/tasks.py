@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import dispatch
+from .connectors.formulas import formula_execution_run
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
@@ -49,3 +50,8 @@ def sweep_webhooks() -> int:
         dispatch.webhook_deliver(subscription_id)
     attempts_prune()
     return len(due)
+
+
+@shared_task
+def formula_execute(execution_id: int) -> str:
+    return formula_execution_run(execution_id=execution_id)
