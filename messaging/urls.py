@@ -1,6 +1,6 @@
 from django.urls import path, register_converter
 
-from .api import asyncapi, connectors, management, rest, tickets, webhooks
+from .api import asyncapi, connectors, formulas, management, rest, tickets, webhooks
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
@@ -34,4 +34,10 @@ urlpatterns = [
     path(f"{CONNECTORS}instances/<int:pk>", connectors.InstanceView.as_view()),
     path(f"{CONNECTORS}instances/<int:pk>/configuration", connectors.ConfigurationListView.as_view()),
     path(f"{CONNECTORS}instances/<int:pk>/configuration/<segment:key>", connectors.ConfigurationView.as_view()),
+    path(f"{CONNECTORS}formulas", formulas.FormulaListView.as_view()),
+    path(f"{CONNECTORS}formulas/<int:pk>", formulas.FormulaView.as_view()),
+    path(f"{CONNECTORS}formulas/<int:pk>/instances", formulas.FormulaInstanceListView.as_view()),
+    path(f"{CONNECTORS}formulas/<int:pk>/instances/<int:instance_id>", formulas.FormulaInstanceView.as_view()),
+    path(f"{CONNECTORS}formulas/instances/<int:instance_id>/executions", formulas.ExecutionListView.as_view()),
+    path(f"{CONNECTORS}formulas/instances/executions/<int:execution_id>", formulas.ExecutionView.as_view()),
 ]
