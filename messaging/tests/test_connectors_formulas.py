@@ -305,3 +305,16 @@ def test_another_connectors_instance_sees_404_and_an_event_mesh_key_403_on_every
         assert answer.status_code == 404 and answer.json()["code"] == "not_found", (method, path, answer.content)
     assert other("GET", API).json() == []
     assert Formula.objects.count() == 1 and FormulaInstance.objects.count() == 1
+
+
+def test_a_reference_to_nothing_fails_the_step_naming_it_without_a_request(oc, receiver):
+    _bind(oc, _connector(oc), [_request(receiver.url(), body={"id": "${trigger.event.missing}"})])
+    [execution] = _notify(_connector_get(), 1)
+    assert _run(execution) == "retrying"
+    assert "${trigger.event.missing}" in FormulaStep.objects.get().error and receiver.pushes == []
+
+
+def test_an_inactive_formula_instance_starts_no_executions(oc):
+    instance = _bind(oc, _connector(oc), [_request("https://example.com/x")])
+    FormulaInstance.objects.filter(pk=instance.pk).update(active=False)
+    assert _notify(_connector_get(), 5) == []
