@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from meshsite.taskqueue import send, task_named
 
-__all__ = ["connector_poll", "connector_vendor_event", "send", "task_named", "webhook_deliver", "webhook_handshake"]
+__all__ = ["connector_poll", "connector_vendor_event", "formula_execute", "send", "task_named", "webhook_deliver",
+           "webhook_handshake"]
 
 WEBHOOK_DELIVER = "messaging.tasks.webhook_deliver"
 WEBHOOK_HANDSHAKE = "messaging.tasks.webhook_handshake"
 CONNECTOR_VENDOR_EVENT = "messaging.tasks.connector_vendor_event"
 CONNECTOR_POLL = "messaging.tasks.connector_poll"
+FORMULA_EXECUTE = "messaging.tasks.formula_execute"
 
 
 def webhook_deliver(subscription_id: int, idle_runs: int = 0, *, countdown: float | None = None) -> str:
@@ -30,3 +32,8 @@ def connector_vendor_event(vendor_event_id: int) -> str:
 def connector_poll(instance_id: int) -> str:
     """Poll this connector instance once (it holds the poll lease)."""
     return send(CONNECTOR_POLL, instance_id)
+
+
+def formula_execute(execution_id: int) -> str:
+    """Run one attempt of a formula execution (if it is still due and free)."""
+    return send(FORMULA_EXECUTE, execution_id)

@@ -4,6 +4,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import dispatch
+from .connectors.formulas import executions_due_start, formula_execution_run
 from .connectors.intake import vendor_event_process, vendor_events_stale_start
 from .connectors.polling import connector_poll_run, polls_due_start
 from .services import queues_sweep
@@ -61,11 +62,17 @@ def connector_vendor_event(vendor_event_id: int) -> int:
 @shared_task
 def connectors_tick() -> dict[str, int]:
     """The connectors' scheduler (every MESH_CONNECTOR_TICK s): polls that are due, and
-    bodies whose wake-up was lost."""
-    return {"polls": polls_due_start(), "vendor_events": vendor_events_stale_start()}
+    bodies and formula executions whose wake-up was lost."""
+    return {"polls": polls_due_start(), "vendor_events": vendor_events_stale_start(),
+            "formula_executions": executions_due_start(timezone.now())}
 
 
 @shared_task
 def connector_poll(instance_id: int) -> int:
     """One poll of a connector instance; failures end up on its PollRuns, never raised here."""
     return connector_poll_run(instance_id=instance_id)
+
+
+@shared_task
+def formula_execute(execution_id: int) -> str:
+    return formula_execution_run(execution_id=execution_id)

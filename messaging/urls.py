@@ -1,6 +1,16 @@
 from django.urls import path, re_path, register_converter
 
-from .api import asyncapi, connector_events, connector_log, connectors, management, rest, tickets, webhooks
+from .api import (
+    asyncapi,
+    connector_events,
+    connector_log,
+    connectors,
+    formulas,
+    management,
+    rest,
+    tickets,
+    webhooks,
+)
 from .api.base import SegmentConverter
 
 register_converter(SegmentConverter, "segment")
@@ -44,4 +54,10 @@ urlpatterns = [
     re_path(rf"^{CONNECTORS}events/(?P<element_key>[A-Za-z0-9_.-]{{1,100}})/?$", connector_events.vendor_events),
     re_path(rf"^{CONNECTORS}events/(?P<element_key>[A-Za-z0-9_.-]{{1,100}})/(?P<token>[A-Za-z0-9_-]{{1,64}})/?$",
             connector_events.vendor_events),
+    path(f"{CONNECTORS}formulas", formulas.FormulaListView.as_view()),
+    path(f"{CONNECTORS}formulas/<int:pk>", formulas.FormulaView.as_view()),
+    path(f"{CONNECTORS}formulas/<int:pk>/instances", formulas.FormulaInstanceListView.as_view()),
+    path(f"{CONNECTORS}formulas/<int:pk>/instances/<int:instance_id>", formulas.FormulaInstanceView.as_view()),
+    path(f"{CONNECTORS}formulas/instances/<int:instance_id>/executions", formulas.ExecutionListView.as_view()),
+    path(f"{CONNECTORS}formulas/instances/executions/<int:execution_id>", formulas.ExecutionView.as_view()),
 ]
