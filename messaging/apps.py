@@ -22,5 +22,6 @@ class MessagingConfig(AppConfig):
         register_parameters(Service.EVENT_MESH, "default", normalize_descriptor)
         register_parameter_template(Service.EVENT_MESH, "default", descriptor_template)
         register_subscription_app(Service.EVENT_MESH, "standard", "mesh:app")
+        register_subscription_app(Service.OPEN_CONNECTORS, "standard", "mesh:oc-app")
         register_credentials(Service.OPEN_CONNECTORS, connector_keys.credentials)
         topology.connect()
