@@ -53,8 +53,6 @@ def hubspot(count: int) -> list[dict[str, int | str]]:
              "occurredAt": 1767261600000 + n} for n in range(count)]
 
 
-@pytest.mark.xfail(strict=True, reason="the live worker delivers no notification within 90 s of the provider's "
-                   "POST (the body is answered 200); not yet found why")
 def test_connector_events_end_to_end_in_chromium(cockpit):
     server, receiver, password = cockpit
     expect.set_options(timeout=WAIT_MS)

@@ -55,11 +55,12 @@ def _pages(source: str) -> int:
 def _check_size(raw: Any, pages: int) -> None:
     # Every notification repeats the whole raw body (the contract), so one body makes
     # pages x its size; refuse what would flood the store rather than write it.
+    # (Not MESH_MAX_MESSAGE_SIZE: that bounds what publishers send; a notification is ours,
+    # and a provider body is bounded by MESH_CONNECTOR_MAX_BODY already.)
     size = len(_encode({"raw": raw}))
-    if size > settings.MESH_MAX_MESSAGE_SIZE or size * pages > settings.MESH_CONNECTOR_MAX_FANOUT_BYTES:
+    if size * pages > settings.MESH_CONNECTOR_MAX_FANOUT_BYTES:
         raise TooManyNotifications(
-            f"{pages} notifications of {size} bytes each exceed the limits (MESH_MAX_MESSAGE_SIZE per"
-            f" notification, MESH_CONNECTOR_MAX_FANOUT_BYTES in all)")
+            f"{pages} notifications of {size} bytes each exceed MESH_CONNECTOR_MAX_FANOUT_BYTES in all")
 
 
 def notifications_emit(
