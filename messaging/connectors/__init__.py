@@ -1,9 +1,10 @@
-"""Connector events (the Open Connectors events framework), being built.
+"""Connector events (the Open Connectors events framework).
 
-So far: the open-connectors service key (keys.py) and the pure foundation — element
-(provider) definitions as data, the normalization of a provider's webhook body into event
-objects, the pagination of event objects into notification bodies with their signature, and
-the expansion of poller URL date macros. Callers supply clocks, ids and keys. Connector
-instances and their API, polling, delivery with retries and the event log, and
-event-triggered formulas are to come and build on these modules.
+Pure foundation: element (provider) definitions as data (elements.py), normalization of a
+provider's body (normalize.py), notification pages and their signature (notifications.py),
+poller date macros (macros.py). On it: connector instances and their configuration
+(instances.py), providers' webhooks stored then normalized (intake.py), polling (polling.py),
+the one notification path (emit.py) into delivery through the Event Mesh webhook engine
+(delivery.py, queued.py) and onto mesh topics, the event log's reads (selectors.py), and
+event-triggered formulas (formulas/). docs/connectors.md describes it for users.
 """
