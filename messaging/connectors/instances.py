@@ -8,7 +8,6 @@ time, where the guard checks again), so only IP literals and malformed URLs are 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Any
 
@@ -49,12 +48,7 @@ def _callback_url(value: Any) -> str:
     if not isinstance(value, str):
         raise Invalid(f"{CALLBACK_URL} must be a string")
     try:
-        target = netguard.parse_url(value)
-        try:
-            ip = ipaddress.ip_address(target.host)
-        except ValueError:
-            return value
-        netguard.check_address(ip, target.host)
+        netguard.check_url_when_saved(value)
     except ValueError as error:  # InvalidURL, BlockedAddress
         raise Invalid(f"{CALLBACK_URL}: {error}") from None
     return value

@@ -244,6 +244,18 @@ def parse_url(url: str) -> Target:
     return Target(scheme, _host(parts.hostname, parts.netloc), port or _DEFAULT_PORTS[scheme], target)
 
 
+def check_url_when_saved(url: str) -> None:
+    """The check of an outbound URL when it is saved: well-formed, and an IP literal must be
+    allowed. A host name is not resolved here (it may resolve differently when a request
+    connects, where the guard checks again). Raises ValueError (InvalidURL, BlockedAddress)."""
+    target = parse_url(url)
+    try:
+        ip = ipaddress.ip_address(target.host)
+    except ValueError:
+        return
+    check_address(ip, target.host)
+
+
 def _host(hostname: str, netloc: str) -> str:
     if netloc.startswith("["):
         try:

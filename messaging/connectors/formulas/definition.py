@@ -8,7 +8,6 @@ here. A reference (`${...}`) is judged as a neutral word, since its value is not
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from meshsite.errors import Invalid
@@ -33,12 +32,7 @@ def url_check(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value:
         raise Invalid(f"{field} must be a non-empty string")
     try:
-        target = netguard.parse_url(placeholder(value))
-        try:
-            ip = ipaddress.ip_address(target.host)
-        except ValueError:
-            return value
-        netguard.check_address(ip, target.host)
+        netguard.check_url_when_saved(placeholder(value))
     except ValueError as error:  # InvalidURL, BlockedAddress
         raise Invalid(f"{field}: {error}") from None
     return value
