@@ -19,6 +19,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from meshsite import secretbox
+
 from ..models import (
     ConnectorInstance,
     HandshakeStatus,
@@ -50,7 +52,8 @@ def _queues(instance: ConnectorInstance) -> Queue:
 
 
 def _signing(instance: ConnectorInstance) -> list[str]:
-    return [instance.signature_key] if instance.signature_key else []  # sealed already
+    key = instance.secret("event.notification.signature.key")
+    return [secretbox.seal(key)] if key else []
 
 
 def delivery_sync(*, instance: ConnectorInstance) -> None:

@@ -8,6 +8,7 @@ time, where the guard checks again), so only IP literals and malformed URLs are 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -33,6 +34,8 @@ SIGNATURE_KEY = "event.notification.signature.key"
 REFRESH_INTERVAL = "event.poller.refresh_interval"
 POLLER = "event.poller.configuration"
 KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER)
+# Kept sealed, out of `configuration`, and masked in every answer and page.
+SECRET_KEYS = frozenset({SIGNATURE_KEY})
 
 VENDOR_TYPES = {"polling": "polling", "webhook": "webhook", "webhooks": "webhook"}
 DATE_FIELDS = ("updatedDateField", "updatedDateFormat", "createdDateField", "createdDateFormat", "timezone")
@@ -159,33 +162,36 @@ def _event_mesh(owner: ServiceInstance, event_mesh: ServiceInstance | None) -> S
     return event_mesh
 
 
-# What answers show for a signature key; sent back unchanged (read, modify, write) it keeps the key.
+# What answers show for a secret key; sent back unchanged (read, modify, write) it keeps the value.
 MASK = "********"
 
 
-def _seal_signature_key(instance: ConnectorInstance) -> None:
-    """Move a new signature key out of the configuration into the sealed column ("" removes it)."""
-    if SIGNATURE_KEY not in instance.configuration:
+def _seal_secrets(instance: ConnectorInstance) -> None:
+    """Move new values of secret keys out of the configuration into the sealed column: the
+    mask keeps a value, "" removes it."""
+    given = {key: instance.configuration.pop(key) for key in SECRET_KEYS if key in instance.configuration}
+    if not given:
         return
-    key = instance.configuration.pop(SIGNATURE_KEY)
-    if key != MASK:
-        instance.signature_key = secretbox.seal(key) if key else ""
-
-
-def signature_key(instance: ConnectorInstance) -> str:
-    return secretbox.unseal(instance.signature_key) if instance.signature_key else ""
+    kept = instance.secret_values()
+    for key, value in given.items():
+        if value == MASK:
+            continue
+        if value:
+            kept[key] = value
+        else:
+            kept.pop(key, None)
+    instance.secrets = secretbox.seal(json.dumps(kept)) if kept else ""
 
 
 def shown_configuration(instance: ConnectorInstance) -> dict[str, Any]:
-    """The configuration as answers and pages show it: the signature key masked."""
+    """The configuration as answers and pages show it: each secret key that is set, masked."""
     shown = dict(instance.configuration)
-    if instance.signature_key:
-        shown[SIGNATURE_KEY] = MASK
+    shown.update(dict.fromkeys(instance.secret_values(), MASK))
     return shown
 
 
 def _save(instance: ConnectorInstance) -> ConnectorInstance:
-    _seal_signature_key(instance)
+    _seal_secrets(instance)
     # Every save puts a polling instance's next poll at now, so a new refresh interval (or
     # poller configuration) takes effect at the scheduler's next tick, without a restart.
     polls = instance.events_enabled() and instance.vendor_type() == "polling"

@@ -10,11 +10,13 @@ message queue until it is redelivered.
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from django.db import models
 from django.db.models import Q
 
+from meshsite import secretbox
 from meshsite.platform.models import ServiceInstance
 from messaging.models import Queue, WebhookSubscription, not_negative, one_of
 
@@ -40,9 +42,10 @@ class ConnectorInstance(models.Model):
     event_mesh = models.ForeignKey(ServiceInstance, on_delete=models.SET_NULL, null=True, blank=True,
                                    related_name="+")
     topic_prefix = models.CharField(max_length=150, blank=True)
-    # `event.notification.signature.key`, sealed (meshsite.secretbox): kept out of
-    # `configuration` so that no answer or page shows it.
-    signature_key = models.CharField(max_length=1024, blank=True)
+    # The secret configuration keys (the signature key, provider credentials) as one JSON
+    # object sealed by meshsite.secretbox: kept out of `configuration` so that no answer or
+    # page shows them.
+    secrets = models.TextField(blank=True)
     # The unguessable part of the instance's own vendor-webhook URL (events/<element>/<token>/).
     webhook_token = models.CharField(max_length=64, unique=True, default=webhook_token)
     # The provider account a webhook body names (Dropbox account, HubSpot portal, Salesforce
@@ -79,6 +82,13 @@ class ConnectorInstance(models.Model):
 
     def callback_url(self) -> str:
         return str(self.configuration.get("event.notification.callback.url") or "")
+
+    def secret_values(self) -> dict[str, str]:
+        """The secret configuration keys that are set, unsealed."""
+        return json.loads(secretbox.unseal(self.secrets)) if self.secrets else {}
+
+    def secret(self, key: str) -> str:
+        return self.secret_values().get(key, "")
 
 
 class VendorEventStatus(models.TextChoices):

@@ -66,7 +66,7 @@ def test_every_connector_model_lists_and_shows_read_only(admin_client, stored, m
 
 def test_the_connector_instance_page_shows_the_configuration_masked_not_the_sealed_key(admin_client, stored):
     shown = html.unescape(admin_client.get(f"{ADMIN}/connectorinstance/{stored.pk}/change/").content.decode())
-    assert "********" in shown and stored.signature_key not in shown and "event.vendor.type" in shown
+    assert "********" in shown and stored.secrets not in shown and "event.vendor.type" in shown
 
 
 def test_the_redeliver_action_puts_queued_notifications_back_through_the_service(

@@ -175,7 +175,7 @@ def test_the_settings_page_shows_the_events_url_and_never_the_signature_key(admi
 
 def test_the_edit_form_updates_through_the_service_and_keeps_the_masked_key(admin, oc, receiver):
     connector = crm(oc, **{"event.notification.signature.key": "s3cret-key"})
-    sealed = connector.signature_key
+    sealed = connector.secret_values()
     config = {"event.notification.callback.url": receiver.url("/callback"),
               "event.notification.signature.key": "********"}
     answer = admin.post(on(connector), new_form(name="crm2", provider_account="9",
@@ -184,7 +184,7 @@ def test_the_edit_form_updates_through_the_service_and_keeps_the_masked_key(admi
     connector.refresh_from_db()
     assert (connector.name, connector.provider_account, connector.callback_url()) == ("crm2", "9",
                                                                                      receiver.url("/callback"))
-    assert connector.signature_key == sealed
+    assert connector.secret_values() == sealed
     refused = admin.post(on(connector), new_form(name="crm2", configuration='{"event.vendor.type": "x"}'))
     assert refused.status_code == 400 and "event.vendor.type must be" in beside(refused, "configuration")
     connector.refresh_from_db()

@@ -197,3 +197,45 @@ def test_a_refused_update_leaves_the_callers_object_unchanged(api):
         connector_instance_update(instance=instance, name="renamed",
                                   configuration={"event.poller.refresh_interval": 0})
     assert instance.name == "box" and instance.configuration == {}
+
+
+def test_secret_keys_are_sealed_masked_kept_by_the_mask_and_removed_by_empty(api):
+    created = _create(api, configuration={"event.notification.signature.key": "k1"})
+    instance = ConnectorInstance.objects.get(pk=created["id"])
+    assert created["configuration"]["event.notification.signature.key"] == "********"
+    assert "k1" not in instance.secrets and "k1" not in json.dumps(instance.configuration)
+    assert instance.secret("event.notification.signature.key") == "k1"
+    connector_instance_update(instance=instance, configuration={"event.notification.signature.key": "********"})
+    assert ConnectorInstance.objects.get(pk=instance.pk).secret("event.notification.signature.key") == "k1"
+    connector_instance_update(instance=instance, configuration={"event.notification.signature.key": ""})
+    instance.refresh_from_db()
+    shown = api("GET", f"{API}/{instance.pk}").json()["configuration"]
+    assert instance.secrets == "" and "event.notification.signature.key" not in shown
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_secrets_migration_moves_stored_signature_keys_into_the_sealed_secrets():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from meshsite import secretbox
+
+    before, after = [("messaging", "0015_connector_events")], [("messaging", "0016_connector_secrets")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    try:
+        old = executor.loader.project_state(before).apps
+        subaccount = old.get_model("platform", "Subaccount").objects.create(name="s")
+        owner = old.get_model("platform", "ServiceInstance").objects.create(
+            subaccount=subaccount, service="open-connectors", plan="standard", name="oc", namespace="")
+        old.get_model("messaging", "ConnectorInstance").objects.create(
+            service_instance=owner, name="signed", element_key="generic", signature_key=secretbox.seal("k1"))
+        old.get_model("messaging", "ConnectorInstance").objects.create(
+            service_instance=owner, name="plain", element_key="generic", webhook_token="t2")
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    signed, plain = ConnectorInstance.objects.get(name="signed"), ConnectorInstance.objects.get(name="plain")
+    assert signed.secret("event.notification.signature.key") == "k1" and plain.secrets == ""
