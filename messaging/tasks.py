@@ -7,6 +7,7 @@ from . import dispatch
 from .connectors.formulas import executions_due_start, formula_execution_run
 from .connectors.intake import vendor_event_process, vendor_events_stale_start
 from .connectors.polling import connector_poll_run, polls_due_start
+from .connectors.retention import connector_logs_prune
 from .services import queues_sweep
 from .webhooks.delivery import attempts_prune, webhook_deliver_batch, webhooks_due
 from .webhooks.subscriptions import webhook_handshake_run
@@ -61,10 +62,11 @@ def connector_vendor_event(vendor_event_id: int) -> int:
 
 @shared_task
 def connectors_tick() -> dict[str, int]:
-    """The connectors' scheduler (every MESH_CONNECTOR_TICK s): polls that are due, and
-    bodies and formula executions whose wake-up was lost."""
-    return {"polls": polls_due_start(), "vendor_events": vendor_events_stale_start(),
-            "formula_executions": executions_due_start(timezone.now())}
+    """The connectors' scheduler (every MESH_CONNECTOR_TICK s): polls that are due, bodies
+    and formula executions whose wake-up was lost, and the event log's retention."""
+    started = {"polls": polls_due_start(), "vendor_events": vendor_events_stale_start(),
+               "formula_executions": executions_due_start(timezone.now())}
+    return {**started, **{f"pruned_{kind}": count for kind, count in connector_logs_prune().items()}}
 
 
 @shared_task

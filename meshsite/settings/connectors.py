@@ -28,3 +28,8 @@ MESH_CONNECTOR_FORMULA_RETRY_SCHEDULE = env_float_list("MESH_CONNECTOR_FORMULA_R
 # The event log: queued notifications one answer lists, and the part of a provider's body shown.
 MESH_CONNECTOR_MAX_LISTED = env_int("MESH_CONNECTOR_MAX_LISTED", 1000, minimum=1)
 MESH_CONNECTOR_MAX_SHOWN_BODY = env_int("MESH_CONNECTOR_MAX_SHOWN_BODY", 64 * 1024, minimum=1024)
+
+# The event log's retention in days (0 keeps everything): older provider bodies, polls,
+# finished formula executions and delivered notifications are deleted by the connectors'
+# tick. A notification its delivery queues still hold stays, however old.
+MESH_CONNECTOR_LOG_RETENTION_DAYS = env_int("MESH_CONNECTOR_LOG_RETENTION_DAYS", 7, minimum=0)

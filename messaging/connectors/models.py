@@ -119,6 +119,7 @@ class VendorEvent(models.Model):
         indexes = [
             models.Index(fields=["received_at"], name="vendor_event_pending", condition=Q(status="received")),
             models.Index(fields=["connector_instance", "-received_at"], name="vendor_event_log"),
+            models.Index(fields=["received_at"], name="vendor_event_age"),  # retention
         ]
 
     def __str__(self) -> str:
@@ -155,6 +156,7 @@ class ConnectorNotification(models.Model):
         indexes = [
             models.Index(fields=["connector_instance", "-created_at"], name="notification_log"),
             models.Index(fields=["message_uuid"], name="notification_message"),
+            models.Index(fields=["created_at"], name="notification_age"),  # retention
         ]
 
     def __str__(self) -> str:
@@ -194,7 +196,10 @@ class PollRun(models.Model):
 
     class Meta:
         constraints = [*not_negative("duration_ms", "records", "events_count", prefix="poll_run")]
-        indexes = [models.Index(fields=["connector_instance", "-started_at"], name="poll_run_log")]
+        indexes = [
+            models.Index(fields=["connector_instance", "-started_at"], name="poll_run_log"),
+            models.Index(fields=["started_at"], name="poll_run_age"),  # retention
+        ]
 
     def __str__(self) -> str:
         return f"poll {self.connector_instance_id}/{self.object_type} at {self.started_at}"
@@ -270,6 +275,7 @@ class FormulaExecution(models.Model):
             models.Index(fields=["next_attempt_at"], name="execution_due",
                          condition=Q(status__in=["pending", "retrying"])),
             models.Index(fields=["formula_instance", "-created_at"], name="execution_log"),
+            models.Index(fields=["created_at"], name="execution_age", condition=Q(status__in=["succeeded", "failed"])),
         ]
 
     def __str__(self) -> str:
