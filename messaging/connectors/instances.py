@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from meshsite import secretbox
-from meshsite.errors import Conflict, Invalid
+from meshsite.errors import Conflict, Invalid, NotFound
 from meshsite.platform.models import Service, ServiceInstance
 
 from ..models import ConnectorInstance
@@ -190,16 +191,44 @@ def shown_configuration(instance: ConnectorInstance) -> dict[str, Any]:
     return shown
 
 
-def _save(instance: ConnectorInstance) -> ConnectorInstance:
+# Never written by a save of an instance: its lease is the poller's.
+_NOT_WRITTEN = frozenset({"id", "poll_lease_until", "created_at"})
+
+
+def _schedule(instance: ConnectorInstance, scheduled: datetime | None, *, reschedule: bool) -> datetime | None:
+    """When the instance polls next: a new or changed configuration makes a polling
+    instance's poll due now, so a new refresh interval (or poller configuration, or
+    credentials) takes effect at the scheduler's next tick, without a restart; a rename
+    leaves the schedule as it is."""
+    if not (instance.events_enabled() and instance.vendor_type() == "polling"):
+        return None
+    return timezone.now() if reschedule or scheduled is None else scheduled
+
+
+def _write(instance: ConnectorInstance, *, reschedule: bool) -> None:
+    if instance.pk is None:
+        _seal_secrets(instance)
+        instance.next_poll_at = _schedule(instance, None, reschedule=True)
+        instance.save()
+        return
+    # Locked and read again: the poller may have rotated the provider's tokens (secrets) or
+    # moved the schedule since `instance` was read; those stay unless this save changes them.
+    stored = ConnectorInstance.objects.select_for_update().only("secrets", "next_poll_at").filter(
+        pk=instance.pk).first()
+    if stored is None:
+        raise NotFound("No such connector instance")
+    instance.secrets = stored.secrets
     _seal_secrets(instance)
-    # Every save puts a polling instance's next poll at now, so a new refresh interval (or
-    # poller configuration) takes effect at the scheduler's next tick, without a restart.
-    polls = instance.events_enabled() and instance.vendor_type() == "polling"
-    instance.next_poll_at = timezone.now() if polls else None
+    instance.next_poll_at = _schedule(instance, stored.next_poll_at, reschedule=reschedule)
+    fields = [f.name for f in ConnectorInstance._meta.concrete_fields if f.name not in _NOT_WRITTEN]
+    instance.save(update_fields=fields)
+
+
+def _save(instance: ConnectorInstance, *, reschedule: bool = True) -> ConnectorInstance:
     try:
         with transaction.atomic():
             with transaction.atomic():
-                instance.save()
+                _write(instance, reschedule=reschedule)
             delivery_sync(instance=instance)
     except IntegrityError:  # the unique name, taken concurrently or already
         raise Conflict(f"A connector instance named {instance.name!r} already exists") from None
@@ -249,7 +278,7 @@ def connector_instance_update(
     changes["configuration"] = configuration_check(merged, event_mesh=bound)
     for field, value in changes.items():
         setattr(instance, field, value)
-    return _save(instance)
+    return _save(instance, reschedule=configuration is not _UNSET)
 
 
 def connector_configuration_set(*, instance: ConnectorInstance, key: str, value: Any) -> ConnectorInstance:

@@ -239,3 +239,36 @@ def test_the_secrets_migration_moves_stored_signature_keys_into_the_sealed_secre
         executor.migrate(executor.loader.graph.leaf_nodes())
     signed, plain = ConnectorInstance.objects.get(name="signed"), ConnectorInstance.objects.get(name="plain")
     assert signed.secret("event.notification.signature.key") == "k1" and plain.secrets == ""
+
+
+def _polling(api: Api) -> ConnectorInstance:
+    created = _create(api, configuration={
+        "event.notification.enabled": True, "event.vendor.type": "polling", "event.poller.refresh_interval": 60,
+        "event.poller.configuration": POLLER, "event.notification.callback.url": "https://example.com/cb"})
+    return ConnectorInstance.objects.get(pk=created["id"])
+
+
+def test_a_rename_leaves_the_poll_schedule_and_a_configuration_change_makes_the_poll_due(api):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    instance = _polling(api)
+    later = timezone.now() + timedelta(minutes=42)
+    ConnectorInstance.objects.filter(pk=instance.pk).update(next_poll_at=later, poll_lease_until=later)
+    assert api("PATCH", f"{API}/{instance.pk}", {"name": "renamed"}).status_code == 200
+    stored = ConnectorInstance.objects.get(pk=instance.pk)
+    assert (stored.name, stored.next_poll_at, stored.poll_lease_until) == ("renamed", later, later)
+    answer = api("PATCH", f"{API}/{instance.pk}/configuration/event.poller.refresh_interval", {"propertyValue": 5})
+    assert answer.status_code == 200
+    stored = ConnectorInstance.objects.get(pk=instance.pk)
+    assert stored.next_poll_at <= timezone.now() and stored.poll_lease_until == later
+
+
+def test_a_save_of_a_stale_object_keeps_the_secrets_written_since_it_was_read(api):
+    instance = _polling(api)
+    stale = ConnectorInstance.objects.get(pk=instance.pk)
+    connector_instance_update(instance=instance, configuration={"event.notification.signature.key": "newer"})
+    connector_instance_update(instance=stale, name="renamed")
+    stored = ConnectorInstance.objects.get(pk=instance.pk)
+    assert stored.name == "renamed" and stored.secret("event.notification.signature.key") == "newer"
