@@ -262,7 +262,8 @@ def test_a_rename_leaves_the_poll_schedule_and_a_configuration_change_makes_the_
     answer = api("PATCH", f"{API}/{instance.pk}/configuration/event.poller.refresh_interval", {"propertyValue": 5})
     assert answer.status_code == 200
     stored = ConnectorInstance.objects.get(pk=instance.pk)
-    assert stored.next_poll_at <= timezone.now() and stored.poll_lease_until == later
+    assert stored.next_poll_at is not None and stored.next_poll_at <= timezone.now()
+    assert stored.poll_lease_until == later
 
 
 def test_a_save_of_a_stale_object_keeps_the_secrets_written_since_it_was_read(api):
