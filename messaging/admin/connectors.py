@@ -93,7 +93,7 @@ class ConnectorNotificationAdmin(ReadOnlyAdmin):
     search_fields = ["notification_id", "connector_instance__name"]
     list_select_related = ["connector_instance"]
     fields = readonly_fields = ("notification_id", "connector_instance", "source", "vendor_event", "created_at",
-                                "events_count", "message_uuid", "topic_deliveries", "body_excerpt")
+                                "events_count", "message_uuid", "topic_deliveries", "topic_error", "body_excerpt")
 
     @admin.display(description="body")
     def body_excerpt(self, obj: ConnectorNotification) -> str:

@@ -43,7 +43,7 @@ def _entry(entry: LogEntry, *, full: bool) -> dict[str, Any]:
         "source": notification.source, "eventsCount": notification.events_count, "events": entry.events,
         "state": entry.state, "attempts": len(entry.attempts),
         "nextAttemptDate": entry.next_attempt_at.isoformat() if entry.next_attempt_at else None,
-        "topicDeliveries": notification.topic_deliveries,
+        "topicDeliveries": notification.topic_deliveries, "topicError": notification.topic_error,
         "lastAttempt": _attempt(entry.attempts[-1]) if entry.attempts else None,
     }
     if full:

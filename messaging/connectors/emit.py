@@ -80,7 +80,7 @@ def notifications_emit(
         rows = [_row(instance, body, source, vendor_event, now) for body in bodies]
         _enqueue(instance, rows, now)
         for row, body in zip(rows, bodies, strict=True):
-            row.topic_deliveries = _publish(instance, body)
+            row.topic_deliveries, row.topic_error = _publish(instance, body)
         ConnectorNotification.objects.bulk_create(rows)
         for row, body in zip(rows, bodies, strict=True):
             formulas.executions_start(notification=row, events=body["message"]["events"], now=now)
@@ -123,15 +123,16 @@ def topic_for(instance: ConnectorInstance, event: Event) -> str:
     return "/".join(part for part in parts if part)
 
 
-def _publish(instance: ConnectorInstance, body: dict[str, Any]) -> int:
+def _publish(instance: ConnectorInstance, body: dict[str, Any]) -> tuple[int, str]:
     """The notification's events onto the bound Event Mesh instance: one message per topic,
-    shaped as a notification carrying that topic's events. Returns the queues reached."""
+    shaped as a notification carrying that topic's events. Returns the queues reached and
+    why publishes were refused ("" when none was)."""
     if instance.event_mesh is None:
-        return 0
+        return 0, ""
     by_topic: dict[str, list[Event]] = {}
     for event in body["message"]["events"]:
         by_topic.setdefault(topic_for(instance, event), []).append(event)
-    reached = 0
+    reached, refused = 0, []
     for topic, events in by_topic.items():
         part = {**body, "message": {**body["message"], "events": events}}
         try:
@@ -140,4 +141,5 @@ def _publish(instance: ConnectorInstance, body: dict[str, Any]) -> int:
                                                                              qos=1))
         except MeshError as error:  # the descriptor's topic rules, a full queue: the callback still gets it
             log.warning("connector %s: publish to %s refused: %s", instance.pk, topic, error.message)
-    return reached
+            refused.append(f"{topic}: {error.message}")
+    return reached, "; ".join(refused)[:500]

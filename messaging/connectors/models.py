@@ -147,6 +147,9 @@ class ConnectorNotification(models.Model):
     message_uuid = models.UUIDField(null=True, blank=True)
     # Queues the Event Mesh topic publishes reached (one publish per event object).
     topic_deliveries = models.IntegerField(default=0)
+    # Why a publish onto the bound instance's topics was refused (its topic rules, a full
+    # queue); the callback URL still got the notification.
+    topic_error = models.CharField(max_length=500, blank=True)
 
     class Meta:
         constraints = [

@@ -239,6 +239,17 @@ def test_45_objects_show_as_notifications_of_20_20_and_5_with_their_events_attem
     assert admin.get(on(connector, "events/00000000-0000-0000-0000-000000000000")).status_code == 404
     row = text(admin.get(app(oc))).split('data-connector="crm"', 1)[1].split("</tr>", 1)[0]
     assert '<td class="num" data-notifications>3</td>' in row
+    assert "data-topic-error" not in shown
+
+
+def test_a_refused_topic_publish_shows_on_the_notification_page(admin, oc, django_capture_on_commit_callbacks):
+    connector = crm(oc)
+    ConnectorNotification.objects.create(
+        connector_instance=connector, notification_id="11111111-1111-1111-1111-111111111111", source="webhook",
+        created_at=connector.created_at, body=b'{"message": {"events": []}}', events_count=0,
+        topic_error="a/b/c/x: <not allowed>")
+    shown = text(admin.get(on(connector, "events/11111111-1111-1111-1111-111111111111")))
+    assert '<dd class="error" data-topic-error>a/b/c/x: <not allowed></dd>' in shown  # text() unescapes
 
 
 def test_the_event_log_pages_newest_first(admin, oc, monkeypatch):

@@ -144,6 +144,22 @@ def test_events_arrive_on_the_bound_topics_and_in_a_subscribed_queue(api, receiv
     assert ConnectorNotification.objects.get().topic_deliveries == 2
 
 
+def test_a_publish_the_topic_rules_refuse_is_shown_on_the_notification_and_the_callback_still_gets_it(
+        api, receiver):
+    mesh_instance = make_instance("em", "a/b/c", rules={"topicRules": {"publishFilter": ["${namespace}/allowed/*"],
+                                                                       "subscribeFilter": ["${namespace}/*"]}})
+    created = _instance(api, receiver)
+    api("PATCH", f"{API}/{created['id']}", {"eventMeshInstanceId": str(mesh_instance.pk), "topicPrefix": "oc"})
+    _post(api, _events_path(created), json.dumps(_hubspot(1)).encode())
+    notification = ConnectorNotification.objects.get()
+    assert notification.topic_deliveries == 0
+    assert notification.topic_error.startswith("a/b/c/oc/hubspot/contacts/CREATED: ")
+    entry = api("GET", f"{API}/{created['id']}/events").json()[0]
+    assert entry["topicError"] == notification.topic_error
+    _deliver_all()
+    assert len(receiver.pushes) == 1
+
+
 def test_a_body_that_is_not_json_is_stored_and_marked_failed_with_the_reason(api, receiver):
     created = _instance(api, receiver)
     answer = _post(api, _events_path(created), b"<xml/>", "application/xml")
