@@ -28,3 +28,7 @@ MESH_CONNECTOR_FORMULA_RETRY_SCHEDULE = env_float_list("MESH_CONNECTOR_FORMULA_R
 # The event log: queued notifications one answer lists, and the part of a provider's body shown.
 MESH_CONNECTOR_MAX_LISTED = env_int("MESH_CONNECTOR_MAX_LISTED", 1000, minimum=1)
 MESH_CONNECTOR_MAX_SHOWN_BODY = env_int("MESH_CONNECTOR_MAX_SHOWN_BODY", 64 * 1024, minimum=1024)
+
+# A provider's signed timestamp (HubSpot's X-HubSpot-Request-Timestamp) further than this many
+# seconds from when the body was received is refused: HubSpot's rule is 5 minutes.
+MESH_CONNECTOR_SIGNATURE_MAX_AGE = env_int("MESH_CONNECTOR_SIGNATURE_MAX_AGE", 300, minimum=1)
