@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -128,7 +129,7 @@ def test_a_generic_body_signed_github_style_becomes_a_notification(api, receiver
     assert [(e["objectId"], e["eventType"]) for e in events] == [("o1", "CREATED")]
 
 
-CASES = {
+CASES: dict[str, tuple[Callable[[], bytes], Callable[[str, bytes], dict[str, str]], str]] = {
     "dropbox": (_dropbox_body, lambda uri, body: _dropbox_headers(body, "wrong"), "X-Dropbox-Signature"),
     "hubspot": (_hubspot_body, lambda uri, body: _hubspot_headers(uri, body, "wrong"), "X-HubSpot-Signature-v3"),
     "generic": (_generic_body, lambda uri, body: _generic_headers(body, "wrong"), "X-Signature-256"),
@@ -210,7 +211,7 @@ def test_a_hubspot_body_at_the_account_url_is_judged_by_when_it_arrived_not_when
     assert _notified(created) == 1
     # Signed ten minutes before it arrived: refused, whenever it is processed.
     _post(api, f"{EVENTS}/hubspot/", body, _hubspot_headers(uri, body, age_s=10 * 60))
-    late = VendorEvent.objects.order_by("-pk").first()
+    late = VendorEvent.objects.latest("pk")
     assert late.status == "failed" and "X-HubSpot-Request-Timestamp" in late.reason
 
 
@@ -258,11 +259,11 @@ def test_another_connectors_instance_can_neither_read_nor_change_the_secret(api,
     created = _instance(api, receiver, "generic", **{KEY: SECRET})
     other = Api(_connectors("oc2"))
     base = f"{API}/{created['id']}"
-    for method, path, body in [("GET", "", None), ("GET", "/configuration", None),
-                               ("PATCH", "", {"configuration": {KEY: "taken-over"}}),
-                               ("PATCH", f"/configuration/{KEY}", {"propertyValue": "taken-over"}),
-                               ("PATCH", f"/configuration/{KEY}", {"propertyValue": ""})]:
-        answer = other(method, base + path, body)
+    for method, path, payload in [("GET", "", None), ("GET", "/configuration", None),
+                                  ("PATCH", "", {"configuration": {KEY: "taken-over"}}),
+                                  ("PATCH", f"/configuration/{KEY}", {"propertyValue": "taken-over"}),
+                                  ("PATCH", f"/configuration/{KEY}", {"propertyValue": ""})]:
+        answer = other(method, base + path, payload)
         assert answer.status_code == 404, (method, path, answer.content)
         assert SECRET not in answer.content.decode()
     assert ConnectorInstance.objects.get().secret(KEY) == SECRET
