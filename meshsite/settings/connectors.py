@@ -33,3 +33,7 @@ MESH_CONNECTOR_MAX_SHOWN_BODY = env_int("MESH_CONNECTOR_MAX_SHOWN_BODY", 64 * 10
 # finished formula executions and delivered notifications are deleted by the connectors'
 # tick. A notification its delivery queues still hold stays, however old.
 MESH_CONNECTOR_LOG_RETENTION_DAYS = env_int("MESH_CONNECTOR_LOG_RETENTION_DAYS", 7, minimum=0)
+
+# A provider's signed timestamp (HubSpot's X-HubSpot-Request-Timestamp) further than this many
+# seconds from when the body was received is refused: HubSpot's rule is 5 minutes.
+MESH_CONNECTOR_SIGNATURE_MAX_AGE = env_int("MESH_CONNECTOR_SIGNATURE_MAX_AGE", 300, minimum=1)

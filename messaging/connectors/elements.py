@@ -2,8 +2,10 @@
 
 An element says, for one provider's webhook body, where the list of changed objects is, how
 each object maps to `objectType` / `objectId` / `eventType` / `date`, and where the instance
-ref (the provider account the body belongs to) is. Definitions are frozen data so that a new
-provider, or a configured generic JSON element, needs no code: `normalize.py` interprets them.
+ref (the provider account the body belongs to) is, and how the provider signs its webhooks
+(`Signature`, checked by `verify.py` with the instance's `event.vendor.secret`). Definitions
+are frozen data so that a new provider, or a configured generic JSON element, needs no code:
+`normalize.py` and `verify.py` interpret them.
 The shipped definitions follow the providers' public webhook formats.
 """
 
@@ -49,6 +51,30 @@ class Path:
 
 
 Source = Const | Path
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How a provider signs a webhook: HMAC-SHA256 keyed with the instance's vendor secret.
+
+    `signed` says what goes into the HMAC: the raw body, or (HubSpot v3) the method, the full
+    request URI, the raw body and the timestamp header's value, concatenated. `prefix` is text
+    before the digest in the header (`sha256=`); `timestamp_header` carries epoch
+    milliseconds, too old (or too far ahead) a value is refused.
+    """
+
+    header: str
+    signed: Literal["body", "method+uri+body+timestamp"] = "body"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    timestamp_header: str = ""
+
+    def headers(self) -> tuple[str, ...]:
+        """The request headers the check reads (what a body keeps for a later check)."""
+        return (self.header, self.timestamp_header) if self.timestamp_header else (self.header,)
+
+    def needs_uri(self) -> bool:
+        return "uri" in self.signed
 
 # Vendor words, lowercased, for a change. Lookups lowercase the vendor's word, so
 # Salesforce's CREATE and a generic "Created" land on the same entry.
@@ -96,6 +122,8 @@ class Element:
     event_types: MappingProxyType[str, EventType] = field(default_factory=lambda: DEFAULT_EVENT_TYPES)
     # A path in the whole body to the provider account; "" = the body names none.
     instance_ref: str = ""
+    # None: the provider does not sign its webhooks (the token URL is the only authentication).
+    signature: Signature | None = None
 
 
 GENERIC = Element(
@@ -109,6 +137,8 @@ GENERIC = Element(
     event_type=Path("eventType"),
     date=Path("date"),
     instance_ref="",
+    # meshsite's own choice, GitHub's format: any sender can make it with one HMAC call.
+    signature=Signature(header="X-Signature-256", prefix="sha256="),
 )
 
 # https://www.dropbox.com/developers/reference/webhooks: the notification names only the
@@ -124,6 +154,8 @@ DROPBOX = Element(
     event_type=Const(EventType.UPDATED),
     date=None,
     instance_ref="list_folder.accounts.0",
+    # Hex HMAC-SHA256 of the raw body, keyed with the app secret.
+    signature=Signature(header="X-Dropbox-Signature"),
 )
 
 # https://developers.hubspot.com/docs/api/webhooks: an array of events, each
@@ -139,6 +171,10 @@ HUBSPOT = Element(
     event_type=Path("subscriptionType", segment=-1),
     date=Path("occurredAt"),
     instance_ref="0.portalId",
+    # https://developers.hubspot.com/docs/api/webhooks/validating-requests, v3: base64
+    # HMAC-SHA256 keyed with the app's client secret; older than 5 minutes is refused.
+    signature=Signature(header="X-HubSpot-Signature-v3", signed="method+uri+body+timestamp", encoding="base64",
+                        timestamp_header="X-HubSpot-Request-Timestamp"),
 )
 
 # Change Data Capture event JSON: {"payload": {"ChangeEventHeader": {"entityName",

@@ -24,6 +24,7 @@ from ..models import ConnectorInstance
 from ..webhooks import netguard
 from .delivery import delivery_remove, delivery_sync
 from .elements import ELEMENTS
+from .verify import VENDOR_SECRET
 
 # The providers meshsite has definitions for.
 ELEMENT_KEYS = frozenset(ELEMENTS)
@@ -34,9 +35,9 @@ CALLBACK_URL = "event.notification.callback.url"
 SIGNATURE_KEY = "event.notification.signature.key"
 REFRESH_INTERVAL = "event.poller.refresh_interval"
 POLLER = "event.poller.configuration"
-KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER)
+KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER, VENDOR_SECRET)
 # Kept sealed, out of `configuration`, and masked in every answer and page.
-SECRET_KEYS = frozenset({SIGNATURE_KEY})
+SECRET_KEYS = frozenset({SIGNATURE_KEY, VENDOR_SECRET})
 
 VENDOR_TYPES = {"polling": "polling", "webhook": "webhook", "webhooks": "webhook"}
 DATE_FIELDS = ("updatedDateField", "updatedDateFormat", "createdDateField", "createdDateFormat", "timezone")
@@ -100,9 +101,9 @@ def configuration_value(key: str, value: Any) -> Any:
         return VENDOR_TYPES[value]
     if key == CALLBACK_URL:
         return _callback_url(value)
-    if key == SIGNATURE_KEY:
+    if key in (SIGNATURE_KEY, VENDOR_SECRET):
         if not isinstance(value, str) or len(value) > 256:
-            raise Invalid(f"{SIGNATURE_KEY} must be a string of at most 256 characters")
+            raise Invalid(f"{key} must be a string of at most 256 characters", extra={"key": key})
         return value
     if key == REFRESH_INTERVAL:
         if not _is_int(value) or value < 1:

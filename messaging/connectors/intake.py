@@ -10,11 +10,17 @@ the reason, so the event log shows what the provider sent and why nothing came o
 An instance's own URL (`events/<element>/<webhook token>/`) names it with a secret; a body
 posted to `events/<element>/` finds its instances through the provider account it names
 (the element definition says where), matched against their `providerAccount`.
+
+An instance with `event.vendor.secret` takes only bodies its provider signed (verify.py): on
+its token URL a refused signature is a 401 and nothing is stored; at the account URL the
+body keeps its signature headers, and an instance that refuses it when it is processed is
+skipped, named in the body's reason.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
@@ -28,6 +34,7 @@ from ..models import ConnectorInstance, NotificationSource, VendorEvent, VendorE
 from .elements import element
 from .emit import TooManyNotifications, notifications_emit
 from .normalize import NotNormalizable, instance_ref, normalize
+from .verify import Signed, instances_split, kept_headers, request_check
 
 log = logging.getLogger(__name__)
 
@@ -35,20 +42,31 @@ log = logging.getLogger(__name__)
 STALE_AFTER = timedelta(seconds=30)
 
 
-def vendor_event_receive(*, element_key: str, token: str | None, body: bytes, content_type: str) -> VendorEvent:
+def vendor_event_receive(*, element_key: str, token: str | None, body: bytes, content_type: str,
+                         headers: Mapping[str, str] | None = None, uri: str = "") -> VendorEvent:
     """Store a provider's body for `element_key` (and the instance whose token is `token`).
-    NotFound for an unknown element or token: nothing is stored for those."""
-    if element(element_key) is None:
+    NotFound for an unknown element or token, SignatureRefused when that instance has a vendor
+    secret the body is not signed with: nothing is stored for those."""
+    definition = element(element_key)
+    if definition is None:
         raise NotFound(f"Unknown element {element_key!r}")
-    instance_id = None
+    headers, now = headers or {}, timezone.now()
+    instance_id, kept, kept_uri = None, {}, ""
     if token is not None:
-        instance_id = ConnectorInstance.objects.filter(element_key=element_key, webhook_token=token).values_list(
-            "pk", flat=True).first()
-        if instance_id is None:
+        # The sealed secrets come in the same indexed lookup: no second query on the hot path.
+        instance = ConnectorInstance.objects.only("pk", "secrets").filter(
+            element_key=element_key, webhook_token=token).first()
+        if instance is None:
             raise NotFound("No connector instance of this element has this events URL")
+        request_check(definition, instance, Signed(body=body, headers=headers, uri=uri, received_at=now),
+                      max_age=settings.MESH_CONNECTOR_SIGNATURE_MAX_AGE)
+        instance_id = instance.pk
+    else:  # the instances are known once the body is parsed: keep what their check needs
+        kept = kept_headers(definition.signature, headers)
+        kept_uri = uri if definition.signature is not None and definition.signature.needs_uri() else ""
     row = VendorEvent.objects.create(
         element_key=element_key, connector_instance_id=instance_id, body=body, content_type=content_type[:255],
-        received_at=timezone.now(),
+        received_at=now, signature_headers=kept, request_uri=kept_uri,
     )
     transaction.on_commit(lambda: _wake(row.pk))
     return row
@@ -96,17 +114,28 @@ def _process(row: VendorEvent) -> int:
         raise NotNormalizable(f"element {row.element_key!r} is no longer defined")
     normalized = normalize(definition, bytes(row.body), now=row.received_at,
                            max_objects=settings.MESH_CONNECTOR_MAX_OBJECTS)
+    checked = row.connector_instance_id is not None  # the token URL checked its signature
     targets = _targets(row, normalized.raw)
-    row.connector_instance = targets[0]
-    enabled = [instance for instance in targets if instance.events_enabled()]
+    accepted, refusals = (targets, []) if checked else instances_split(
+        definition, targets, _signed(row), max_age=settings.MESH_CONNECTOR_SIGNATURE_MAX_AGE)
+    row.connector_instance = (accepted or targets)[0]
+    if not accepted:
+        raise NotNormalizable("; ".join(refusals))
+    enabled = [instance for instance in accepted if instance.events_enabled()]
     if not enabled:
-        raise NotNormalizable(f"events are not enabled on connector instance {targets[0].pk}")
+        raise NotNormalizable("; ".join([f"events are not enabled on connector instance {accepted[0].pk}",
+                                         *refusals]))
     for instance in enabled:
         with transaction.atomic():  # a refused instance (too large) leaves nothing behind
             notifications_emit(instance=instance, events=normalized.events, raw=normalized.raw,
                                source=NotificationSource.WEBHOOK, vendor_event=row)
-    _finish(row, VendorEventStatus.PROCESSED, events=len(normalized.events))
+    _finish(row, VendorEventStatus.PROCESSED, events=len(normalized.events), reason="; ".join(refusals))
     return len(normalized.events)
+
+
+def _signed(row: VendorEvent) -> Signed:
+    return Signed(body=bytes(row.body), headers=row.signature_headers, uri=row.request_uri,
+                  received_at=row.received_at)
 
 
 def _finish(row: VendorEvent, status: str, *, reason: str = "", events: int = 0) -> None:

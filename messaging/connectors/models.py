@@ -110,6 +110,12 @@ class VendorEvent(models.Model):
     reason = models.CharField(max_length=500, blank=True)
     events_count = models.IntegerField(default=0)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # A body posted to the account URL keeps the signature headers its element names (only
+    # those), and the request URI when the signature covers it, for the instances that check
+    # it when it is processed (messaging.connectors.verify). Empty for the token URL, which
+    # checks in the request.
+    signature_headers = models.JSONField(default=dict, blank=True)
+    request_uri = models.TextField(blank=True)
 
     class Meta:
         constraints = [

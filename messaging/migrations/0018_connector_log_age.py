@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('messaging', '0016_connector_secrets'),
+        ('messaging', '0017_vendor_event_signature'),
     ]
 
     operations = [
