@@ -10,6 +10,7 @@ moves a value to the current key.
 from __future__ import annotations
 
 import base64
+import functools
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -23,7 +24,10 @@ class SecretUnreadable(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=16)
 def _fernet(secret_key: str) -> Fernet:
+    # Cached: the derivation is most of an unseal's cost, and the provider webhook intake
+    # unseals an instance's secrets on every request.
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"meshsite secretbox v1").derive(
         secret_key.encode()
     )
