@@ -20,6 +20,7 @@ EXAMPLE = {
     "event.vendor.type": "webhook",
     "event.notification.callback.url": "https://example.com/callback",
     "event.notification.signature.key": "",
+    "event.vendor.secret": "",
 }
 
 
