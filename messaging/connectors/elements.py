@@ -15,7 +15,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
-AuthStyle = Literal["oauth2", "apikey", "basic", "none"]
+# How polls authenticate to the provider (messaging.connectors.credentials); "any": the
+# configuration says, with the keys of one style (the generic element).
+AuthStyle = Literal["oauth2", "apikey", "basic", "none", "any"]
 
 
 class EventType(StrEnum):
@@ -96,13 +98,18 @@ class Element:
     event_types: MappingProxyType[str, EventType] = field(default_factory=lambda: DEFAULT_EVENT_TYPES)
     # A path in the whole body to the provider account; "" = the body names none.
     instance_ref: str = ""
+    # apikey: the header the `api.key` goes in, after the prefix.
+    api_key_header: str = "Authorization"
+    api_key_prefix: str = "Bearer "
+    # oauth2: where a refresh token is exchanged for a new access token.
+    token_url: str = ""
 
 
 GENERIC = Element(
     key="generic",
     name="Generic JSON",
     base_url="",
-    auth="none",
+    auth="any",
     objects_path="",
     object_type=Path("objectType"),
     object_id=Path("objectId"),
@@ -124,6 +131,7 @@ DROPBOX = Element(
     event_type=Const(EventType.UPDATED),
     date=None,
     instance_ref="list_folder.accounts.0",
+    token_url="https://api.dropboxapi.com/oauth2/token",
 )
 
 # https://developers.hubspot.com/docs/api/webhooks: an array of events, each
@@ -139,6 +147,7 @@ HUBSPOT = Element(
     event_type=Path("subscriptionType", segment=-1),
     date=Path("occurredAt"),
     instance_ref="0.portalId",
+    token_url="https://api.hubapi.com/oauth/v1/token",
 )
 
 # Change Data Capture event JSON: {"payload": {"ChangeEventHeader": {"entityName",
@@ -155,6 +164,7 @@ SALESFORCE = Element(
     date=Path("commitTimestamp"),
     fan_out="recordIds",
     instance_ref="",
+    token_url="https://login.salesforce.com/services/oauth2/token",
 )
 
 # Outbound Messages as JSON: {"OrganizationId", "notifications": [{"Id", "sObject": {"type",
@@ -171,6 +181,7 @@ SALESFORCE_OUTBOUND = Element(
     event_type=Const(EventType.UNKNOWN),
     date=None,
     instance_ref="OrganizationId",
+    token_url=SALESFORCE.token_url,
 )
 
 ELEMENTS: dict[str, Element] = {e.key: e for e in (GENERIC, DROPBOX, HUBSPOT, SALESFORCE, SALESFORCE_OUTBOUND)}

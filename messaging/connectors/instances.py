@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -21,6 +22,7 @@ from meshsite.platform.models import Service, ServiceInstance
 
 from ..models import ConnectorInstance
 from ..webhooks import netguard
+from . import credentials
 from .delivery import delivery_remove, delivery_sync
 from .elements import ELEMENTS
 
@@ -33,9 +35,9 @@ CALLBACK_URL = "event.notification.callback.url"
 SIGNATURE_KEY = "event.notification.signature.key"
 REFRESH_INTERVAL = "event.poller.refresh_interval"
 POLLER = "event.poller.configuration"
-KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER)
+KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER, *credentials.KEYS)
 # Kept sealed, out of `configuration`, and masked in every answer and page.
-SECRET_KEYS = frozenset({SIGNATURE_KEY})
+SECRET_KEYS = frozenset({SIGNATURE_KEY, *credentials.SECRET_KEYS})
 
 VENDOR_TYPES = {"polling": "polling", "webhook": "webhook", "webhooks": "webhook"}
 DATE_FIELDS = ("updatedDateField", "updatedDateFormat", "createdDateField", "createdDateFormat", "timezone")
@@ -111,14 +113,26 @@ def configuration_value(key: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise Invalid(f"{POLLER} must be an object of object types")
         return {str(name): _object_type(str(name), spec) for name, spec in value.items()}
+    if key in credentials.KEYS:
+        return credentials.value_check(key, value)
     raise Invalid(f"{key} is not a configuration key", extra={"key": key})
 
 
-def configuration_check(configuration: Any, *, event_mesh: ServiceInstance | None) -> dict[str, Any]:
-    """The whole configuration normalized, with the rules between keys."""
+def _set_after(checked: dict[str, Any], stored: Collection[str]) -> set[str]:
+    """The keys with a value once `checked` is saved over the `stored` secret keys: the mask
+    keeps a secret, "" removes one (and leaves a plain key without a value)."""
+    given = {key for key, value in checked.items() if value != "" and not (value == MASK and key in SECRET_KEYS)}
+    return given | {key for key in stored if checked.get(key) != ""}
+
+
+def configuration_check(configuration: Any, *, event_mesh: ServiceInstance | None, element_key: str,
+                        stored: Collection[str] = ()) -> dict[str, Any]:
+    """The whole configuration normalized, with the rules between keys; `stored` names the
+    secret keys the instance holds already."""
     if not isinstance(configuration, dict):
         raise Invalid("configuration must be an object")
     checked = {key: configuration_value(key, value) for key, value in configuration.items()}
+    credentials.keys_check(element_key, _set_after(checked, stored))
     if checked.get(ENABLED) is True and not checked.get(CALLBACK_URL) and event_mesh is None:
         raise Invalid(f"{ENABLED} requires {CALLBACK_URL} or a bound Event Mesh instance")
     if checked.get(VENDOR_TYPE) == "polling":
@@ -168,7 +182,13 @@ MASK = "********"
 
 def _seal_secrets(instance: ConnectorInstance) -> None:
     """Move new values of secret keys out of the configuration into the sealed column: the
-    mask keeps a value, "" removes it."""
+    mask keeps a value, "" removes it. Inside the save's transaction: the stored secrets are
+    read under the row's lock, so a token a poll refreshed since this instance was read is
+    kept, not overwritten with the older copy (credentials.py takes the same lock)."""
+    if instance.pk is not None:
+        stored = ConnectorInstance.objects.select_for_update().filter(pk=instance.pk).values_list(
+            "secrets", flat=True).first()
+        instance.secrets = instance.secrets if stored is None else stored
     given = {key: instance.configuration.pop(key) for key in SECRET_KEYS if key in instance.configuration}
     if not given:
         return
@@ -191,13 +211,13 @@ def shown_configuration(instance: ConnectorInstance) -> dict[str, Any]:
 
 
 def _save(instance: ConnectorInstance) -> ConnectorInstance:
-    _seal_secrets(instance)
     # Every save puts a polling instance's next poll at now, so a new refresh interval (or
     # poller configuration) takes effect at the scheduler's next tick, without a restart.
     polls = instance.events_enabled() and instance.vendor_type() == "polling"
     instance.next_poll_at = timezone.now() if polls else None
     try:
         with transaction.atomic():
+            _seal_secrets(instance)
             with transaction.atomic():
                 instance.save()
             delivery_sync(instance=instance)
@@ -211,9 +231,11 @@ def connector_instance_create(
     event_mesh: ServiceInstance | None = None, topic_prefix: str = "", provider_account: str = "",
 ) -> ConnectorInstance:
     bound = _event_mesh(service_instance, event_mesh)
+    element_key = _element_key(element_key)
     instance = ConnectorInstance(
-        service_instance=service_instance, name=_name(name), element_key=_element_key(element_key),
-        configuration=configuration_check(configuration or {}, event_mesh=bound), event_mesh=bound,
+        service_instance=service_instance, name=_name(name), element_key=element_key,
+        configuration=configuration_check(configuration or {}, event_mesh=bound, element_key=element_key),
+        event_mesh=bound,
         topic_prefix=_topic_prefix(topic_prefix), provider_account=_provider_account(provider_account),
     )
     return _save(instance)
@@ -246,7 +268,9 @@ def connector_instance_update(
         if not isinstance(configuration, dict):
             raise Invalid("configuration must be an object")
         merged.update(configuration)
-    changes["configuration"] = configuration_check(merged, event_mesh=bound)
+    changes["configuration"] = configuration_check(
+        merged, event_mesh=bound, element_key=changes.get("element_key", instance.element_key),
+        stored=instance.secret_values().keys())
     for field, value in changes.items():
         setattr(instance, field, value)
     return _save(instance)
