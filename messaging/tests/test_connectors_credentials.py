@@ -40,8 +40,8 @@ class Provider(Vendor):
         self.header, self.expected = "Authorization", ""
         self.seen_headers: list[dict[str, str]] = []
         self.token_forms: list[dict[str, str]] = []
-        self.refresh_token, self.client = "r1", ("cid", "csecret")
-        self.issue: dict[str, Any] = {"access_token": "t2", "refresh_token": "r2", "expires_in": 3600}
+        self.refresh_token, self.client = "refresh-1", ("cid", "csecret")
+        self.issue: dict[str, Any] = {"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 3600}
 
 
 class ProviderHandler(VendorHandler):
@@ -98,7 +98,7 @@ def make(oc: ServiceInstance, provider: Provider, element_key: str, **keys: Any)
 
 
 def oauth(provider: Provider, **extra: Any) -> dict[str, Any]:
-    return {"oauth.user.token": "t1", "oauth.user.refresh_token": "r1", "oauth.api.key": "cid",
+    return {"oauth.user.token": "access-1", "oauth.user.refresh_token": "refresh-1", "oauth.api.key": "cid",
             "oauth.api.secret": "csecret", "oauth.token.url": provider.url("/token"), **extra}
 
 
@@ -142,14 +142,14 @@ def test_a_username_and_password_are_sent_as_http_basic(oc, provider):
 
 def test_an_access_token_is_sent_as_a_bearer_token(oc, provider):
     provider.add(1, created=T0)
-    provider.expected = "Bearer t1"
+    provider.expected = "Bearer access-1"
     instance = make(oc, provider, "hubspot", **oauth(provider))
     assert connector_poll_run(instance_id=instance.pk) == 1
     assert provider.token_forms == []
 
 
 def test_without_credentials_a_protected_provider_fails_the_poll_with_401(oc, provider):
-    provider.expected = "Bearer t1"
+    provider.expected = "Bearer access-1"
     instance = make(oc, provider, "generic")
     assert connector_poll_run(instance_id=instance.pk) == 0
     assert "HTTP 401" in last_run(instance).error and "authorization" not in provider.seen_headers[-1]
@@ -157,52 +157,52 @@ def test_without_credentials_a_protected_provider_fails_the_poll_with_401(oc, pr
 
 def test_a_refused_token_is_refreshed_stored_sealed_and_the_request_sent_again(oc, provider):
     provider.add(1, created=T0)
-    provider.expected = "Bearer t0"  # the provider no longer takes t1
+    provider.expected = "Bearer access-0"  # the provider no longer takes access-1
     instance = make(oc, provider, "hubspot", **oauth(provider))
     assert connector_poll_run(instance_id=instance.pk) == 1
     assert last_run(instance).succeeded
-    assert provider.token_forms == [{"grant_type": "refresh_token", "refresh_token": "r1", "client_id": "cid",
+    assert provider.token_forms == [{"grant_type": "refresh_token", "refresh_token": "refresh-1", "client_id": "cid",
                                      "client_secret": "csecret"}]
-    assert [h.get("authorization") for h in provider.seen_headers] == ["Bearer t1", "Bearer t2"]
+    assert [h.get("authorization") for h in provider.seen_headers] == ["Bearer access-1", "Bearer access-2"]
     stored = ConnectorInstance.objects.get(pk=instance.pk)
-    assert stored.secret("oauth.user.token") == "t2" and stored.secret("oauth.user.refresh_token") == "r2"
-    assert "t2" not in stored.secrets and "r2" not in stored.secrets
-    assert "t2" not in json.dumps(stored.configuration)
+    assert stored.secret("oauth.user.token") == "access-2" and stored.secret("oauth.user.refresh_token") == "refresh-2"
+    assert "access-2" not in stored.secrets and "refresh-2" not in stored.secrets
+    assert "access-2" not in json.dumps(stored.configuration)
     # The next poll uses the new token at once.
     provider.touch(1, T0.replace(hour=13))
     assert connector_poll_run(instance_id=instance.pk) == 1
-    assert provider.seen_headers[-1]["authorization"] == "Bearer t2" and len(provider.token_forms) == 1
+    assert provider.seen_headers[-1]["authorization"] == "Bearer access-2" and len(provider.token_forms) == 1
 
 
 def test_a_provider_that_keeps_its_refresh_token_keeps_the_stored_one(oc, provider):
-    provider.issue = {"access_token": "t2"}
-    provider.expected = "Bearer t0"
+    provider.issue = {"access_token": "access-2"}
+    provider.expected = "Bearer access-0"
     instance = make(oc, provider, "hubspot", **oauth(provider))
     connector_poll_run(instance_id=instance.pk)
     stored = ConnectorInstance.objects.get(pk=instance.pk)
-    assert stored.secret("oauth.user.token") == "t2" and stored.secret("oauth.user.refresh_token") == "r1"
+    assert stored.secret("oauth.user.token") == "access-2" and stored.secret("oauth.user.refresh_token") == "refresh-1"
 
 
 def test_a_failed_refresh_fails_the_poll_with_the_reason_and_the_next_poll_retries_the_window(oc, provider):
     provider.add(1, created=T0)
-    provider.expected = "Bearer t0"
+    provider.expected = "Bearer access-0"
     provider.refresh_token = "revoked"
     instance = make(oc, provider, "hubspot", **oauth(provider))
     assert connector_poll_run(instance_id=instance.pk) == 0
     run = last_run(instance)
     assert not run.succeeded
     assert "HTTP 401" in run.error and "invalid_grant: refresh token expired" in run.error
-    assert "r1" not in run.error and "csecret" not in run.error
+    assert "refresh-1" not in run.error and "csecret" not in run.error
     state = PollState.objects.get(connector_instance=instance)
     assert state.last_poll_at is None and state.seen == {}
-    assert ConnectorInstance.objects.get(pk=instance.pk).secret("oauth.user.token") == "t1"
-    provider.refresh_token = "r1"  # the tenant's app is fixed at the provider
+    assert ConnectorInstance.objects.get(pk=instance.pk).secret("oauth.user.token") == "access-1"
+    provider.refresh_token = "refresh-1"  # the tenant's app is fixed at the provider
     assert connector_poll_run(instance_id=instance.pk) == 1
     assert last_run(instance).succeeded
 
 
 def test_a_refused_token_without_a_refresh_token_fails_without_asking_for_one(oc, provider):
-    provider.expected = "Bearer t0"
+    provider.expected = "Bearer access-0"
     instance = make(oc, provider, "hubspot", **oauth(provider, **{"oauth.user.refresh_token": ""}))
     assert connector_poll_run(instance_id=instance.pk) == 0
     assert last_run(instance).error.endswith("HTTP 401") and provider.token_forms == []
@@ -211,21 +211,21 @@ def test_a_refused_token_without_a_refresh_token_fails_without_asking_for_one(oc
 def test_a_refresh_someone_else_finished_is_used_without_spending_the_refresh_token(oc, provider):
     instance = make(oc, provider, "hubspot", **oauth(provider))
     stale = ConnectorInstance.objects.get(pk=instance.pk)
-    connector_instance_update(instance=instance, configuration={"oauth.user.token": "t9"})
+    connector_instance_update(instance=instance, configuration={"oauth.user.token": "access-9"})
     fresh = credentials.access_token_refresh(instance=stale)
-    assert fresh.secret("oauth.user.token") == "t9" and provider.token_forms == []
+    assert fresh.secret("oauth.user.token") == "access-9" and provider.token_forms == []
 
 
 def test_a_save_of_a_copy_read_before_a_refresh_keeps_the_rotated_tokens(oc, provider):
     provider.add(1, created=T0)
-    provider.expected = "Bearer t0"
+    provider.expected = "Bearer access-0"
     instance = make(oc, provider, "hubspot", **oauth(provider))
     read_before = ConnectorInstance.objects.get(pk=instance.pk)
-    assert connector_poll_run(instance_id=instance.pk) == 1  # refreshes: t2, r2
+    assert connector_poll_run(instance_id=instance.pk) == 1  # refreshes: access-2, refresh-2
     connector_instance_update(instance=read_before, name="renamed", configuration={"oauth.api.key": "cid"})
     stored = ConnectorInstance.objects.get(pk=instance.pk)
     assert stored.name == "renamed"
-    assert stored.secret("oauth.user.token") == "t2" and stored.secret("oauth.user.refresh_token") == "r2"
+    assert stored.secret("oauth.user.token") == "access-2" and stored.secret("oauth.user.refresh_token") == "refresh-2"
 
 
 SECRETS = {"oauth.user.token": "tok-SECRET", "oauth.user.refresh_token": "ref-SECRET",
