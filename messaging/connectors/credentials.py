@@ -289,3 +289,34 @@ class ProviderAuth:
         self._refreshed = True
         self.instance = access_token_refresh(instance=self.instance)
         self._headers = auth_headers(self.instance)
+
+
+def code_exchange(*, element_key: str, configuration: dict[str, Any], code: Any) -> dict[str, str]:
+    """The token keys an OAuth2 authorization code buys at the token URL (Open Connectors'
+    `providerData.code` at creation), for a checked configuration; Invalid naming what is
+    missing, or with the provider's reason. No transaction may be open (a request)."""
+    if not isinstance(code, str) or not code or len(code) > 4096 or _CONTROL.search(code):
+        raise Invalid("providerData.code must be an authorization code (text of at most 4096 characters)",
+                      extra={"key": "providerData.code"})
+    definition = element(element_key)
+    if definition is None or definition.auth not in ("oauth2", "any"):
+        raise Invalid(f"providerData.code needs an oauth2 element; {element_key} is not one",
+                      extra={"key": "providerData.code"})
+    url = str(configuration.get(TOKEN_URL) or definition.token_url)
+    for key, value in ((CLIENT_ID, configuration.get(CLIENT_ID)), (REDIRECT_URL, configuration.get(REDIRECT_URL)),
+                       (TOKEN_URL, url)):
+        if not value:
+            raise Invalid(f"providerData.code needs {key}", extra={"key": key})
+    form = {"grant_type": "authorization_code", "code": code, "redirect_uri": str(configuration[REDIRECT_URL]),
+            "client_id": str(configuration[CLIENT_ID])}
+    if configuration.get(CLIENT_SECRET):
+        form["client_secret"] = str(configuration[CLIENT_SECRET])
+    try:
+        tokens = token_request(url, form)
+    except TokenRequestFailed as failure:
+        raise Invalid(f"providerData.code was not exchanged: {failure.reason}",
+                      extra={"key": "providerData.code"}) from None
+    exchanged = {ACCESS_TOKEN: tokens.access_token}
+    if tokens.refresh_token:
+        exchanged[REFRESH_TOKEN] = tokens.refresh_token
+    return exchanged

@@ -229,7 +229,10 @@ def _save(instance: ConnectorInstance) -> ConnectorInstance:
 def connector_instance_create(
     *, service_instance: ServiceInstance, name: str, element_key: str, configuration: dict[str, Any] | None = None,
     event_mesh: ServiceInstance | None = None, topic_prefix: str = "", provider_account: str = "",
+    provider_code: Any = None,
 ) -> ConnectorInstance:
+    """A new instance; with `provider_code` (an OAuth2 authorization code) the provider's
+    tokens are fetched once everything else is checked, and stored sealed."""
     bound = _event_mesh(service_instance, event_mesh)
     element_key = _element_key(element_key)
     instance = ConnectorInstance(
@@ -238,6 +241,13 @@ def connector_instance_create(
         event_mesh=bound,
         topic_prefix=_topic_prefix(topic_prefix), provider_account=_provider_account(provider_account),
     )
+    if provider_code is not None:
+        # A code is good once: a name that is taken must not spend it. (A name taken between
+        # here and the save still does: the 409 then asks for a new code.)
+        if ConnectorInstance.objects.filter(service_instance=service_instance, name=instance.name).exists():
+            raise Conflict(f"A connector instance named {instance.name!r} already exists")
+        instance.configuration.update(credentials.code_exchange(
+            element_key=element_key, configuration=instance.configuration, code=provider_code))
     return _save(instance)
 
 

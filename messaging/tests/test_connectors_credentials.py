@@ -28,7 +28,8 @@ API = "/elements/api-v2/instances"
 class Provider(Vendor):
     """The polling tests' vendor API behind credentials: a GET without `header: expected`
     answers 401. POST /token is its OAuth2 token endpoint: a refresh grant with the valid
-    refresh token and client gets `issue` (and the GETs then expect the new token)."""
+    refresh token and client, or a code grant with `code` and `redirect`, gets `issue` (and
+    the GETs then expect the new token)."""
 
     def __init__(self) -> None:
         ThreadingHTTPServer.__init__(self, ("127.0.0.1", 0), ProviderHandler)
@@ -41,6 +42,7 @@ class Provider(Vendor):
         self.seen_headers: list[dict[str, str]] = []
         self.token_forms: list[dict[str, str]] = []
         self.refresh_token, self.client = "refresh-1", ("cid", "csecret")
+        self.code, self.redirect = "c1", "https://app.example.com/oauth/callback"
         self.issue: dict[str, Any] = {"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 3600}
 
 
@@ -58,10 +60,13 @@ class ProviderHandler(VendorHandler):
         length = int(self.headers.get("Content-Length") or 0)
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
         self.server.token_forms.append(form)
-        good = (form.get("grant_type") == "refresh_token" and form.get("refresh_token") == self.server.refresh_token
-                and (form.get("client_id"), form.get("client_secret")) == self.server.client)
+        refresh = form.get("grant_type") == "refresh_token" and form.get("refresh_token") == self.server.refresh_token
+        code = (form.get("grant_type") == "authorization_code" and form.get("code") == self.server.code
+                and form.get("redirect_uri") == self.server.redirect)
+        good = (refresh or code) and (form.get("client_id"), form.get("client_secret")) == self.server.client
         if self.path != "/token" or not good:
-            self._answer(400, {"error": "invalid_grant", "error_description": "refresh token expired"})
+            what = "refresh token" if form.get("grant_type") == "refresh_token" else "code"
+            self._answer(400, {"error": "invalid_grant", "error_description": f"{what} expired"})
             return
         self.server.expected = "Bearer " + self.server.issue["access_token"]
         self.server.refresh_token = self.server.issue.get("refresh_token") or self.server.refresh_token
@@ -324,3 +329,54 @@ def test_another_connectors_instance_can_neither_read_nor_change_the_credentials
     assert other("GET", API).json() == []
     row = ConnectorInstance.objects.get(pk=pk)
     assert row.secret("oauth.user.token") == "tok-SECRET" and row.secret("oauth.api.secret") == "cs-SECRET"
+
+
+def code_instance(api: Api, provider: Provider, code: Any = "c1", **extra: Any) -> Any:
+    return api("POST", API, {"name": "crm", "element": {"key": "hubspot"}, "providerData": {"code": code},
+                             "configuration": {**configuration(provider.url()), "oauth.api.key": "cid",
+                                               "oauth.api.secret": "csecret", "oauth.callback.url": provider.redirect,
+                                               "oauth.token.url": provider.url("/token"), **extra}})
+
+
+def test_an_authorization_code_is_exchanged_at_creation_and_the_tokens_stored_sealed(oc, provider):
+    provider.add(1, created=T0)
+    created = code_instance(Api(oc), provider)
+    assert created.status_code == 201, created.content
+    assert provider.token_forms == [{"grant_type": "authorization_code", "code": "c1",
+                                     "redirect_uri": provider.redirect, "client_id": "cid", "client_secret": "csecret"}]
+    shown = created.json()["configuration"]
+    assert shown["oauth.user.token"] == shown["oauth.user.refresh_token"] == "********"
+    assert "access-2" not in created.content.decode() and "refresh-2" not in created.content.decode()
+    row = ConnectorInstance.objects.get(pk=created.json()["id"])
+    assert row.secret("oauth.user.token") == "access-2" and row.secret("oauth.user.refresh_token") == "refresh-2"
+    assert "access-2" not in json.dumps(row.configuration)
+    assert connector_poll_run(instance_id=row.pk) == 1
+    assert provider.seen_headers[-1]["authorization"] == "Bearer access-2"
+
+
+def test_a_refused_code_is_a_400_with_the_providers_reason_and_nothing_is_stored(oc, provider):
+    answer = code_instance(Api(oc), provider, code="c0")
+    assert answer.status_code == 400, answer.content
+    assert "providerData.code" in answer.json()["detail"] and "invalid_grant: code expired" in answer.json()["detail"]
+    assert "csecret" not in answer.content.decode()
+    assert not ConnectorInstance.objects.exists()
+
+
+@pytest.mark.parametrize(("code", "extra", "named"), [
+    ("c1", {"oauth.callback.url": ""}, "oauth.callback.url"),
+    ("c1", {"oauth.api.key": ""}, "oauth.api.key"),
+    ("", {}, "providerData.code"),
+    (7, {}, "providerData.code"),
+])
+def test_a_code_without_what_the_exchange_needs_is_refused_before_asking_the_provider(oc, provider, code, extra,
+                                                                                     named):
+    answer = code_instance(Api(oc), provider, code=code, **extra)
+    assert answer.status_code == 400 and named in answer.json()["detail"], answer.content
+    assert provider.token_forms == [] and not ConnectorInstance.objects.exists()
+
+
+def test_a_code_for_a_taken_name_is_not_spent(oc, provider):
+    api = Api(oc)
+    assert code_instance(api, provider).status_code == 201
+    assert code_instance(api, provider).status_code == 409
+    assert len(provider.token_forms) == 1
