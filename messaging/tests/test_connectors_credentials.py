@@ -43,6 +43,7 @@ class Provider(Vendor):
         self.token_forms: list[dict[str, str]] = []
         self.refresh_token, self.client = "refresh-1", ("cid", "csecret")
         self.code, self.redirect = "c1", "https://app.example.com/oauth/callback"
+        self.honour_issued = True  # False: the GETs keep refusing, even the token just issued
         self.issue: dict[str, Any] = {"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 3600}
 
 
@@ -68,7 +69,8 @@ class ProviderHandler(VendorHandler):
             what = "refresh token" if form.get("grant_type") == "refresh_token" else "code"
             self._answer(400, {"error": "invalid_grant", "error_description": f"{what} expired"})
             return
-        self.server.expected = "Bearer " + self.server.issue["access_token"]
+        if self.server.honour_issued:
+            self.server.expected = "Bearer " + self.server.issue["access_token"]
         self.server.refresh_token = self.server.issue.get("refresh_token") or self.server.refresh_token
         self._answer(200, self.server.issue)
 
@@ -204,6 +206,20 @@ def test_a_failed_refresh_fails_the_poll_with_the_reason_and_the_next_poll_retri
     provider.refresh_token = "refresh-1"  # the tenant's app is fixed at the provider
     assert connector_poll_run(instance_id=instance.pk) == 1
     assert last_run(instance).succeeded
+
+
+def test_a_poll_refreshes_at_most_once_even_when_the_new_token_is_refused_too(oc, provider):
+    provider.expected, provider.honour_issued = "Bearer access-0", False
+    keys = configuration(provider.url())
+    keys["event.poller.configuration"]["deals"] = keys["event.poller.configuration"]["contacts"]
+    instance = connector_instance_create(service_instance=oc, name="crm", element_key="hubspot",
+                                         configuration={**keys, **oauth(provider)})
+    assert connector_poll_run(instance_id=instance.pk) == 0
+    assert len(provider.token_forms) == 1
+    runs = PollRun.objects.filter(connector_instance=instance)
+    assert runs.count() == 2 and all(not run.succeeded and "HTTP 401" in run.error for run in runs)
+    assert [h["authorization"] for h in provider.seen_headers] == ["Bearer access-1", "Bearer access-2",
+                                                                   "Bearer access-2"]
 
 
 def test_a_refused_token_without_a_refresh_token_fails_without_asking_for_one(oc, provider):
