@@ -274,6 +274,7 @@ class ProviderAuth:
         self.instance = instance
         self._headers: dict[str, str] | None = None
         self._refreshed = False
+        self._failure = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -282,13 +283,21 @@ class ProviderAuth:
             self._headers = auth_headers(self.instance)
         return self._headers
 
-    def can_refresh(self) -> bool:
-        return not self._refreshed and refreshable(self.instance)
-
-    def refresh(self) -> None:
+    def refused(self) -> bool:
+        """After a 401: whether to send the request again, with a new token; TokenRequestFailed
+        when this poll's refresh failed (now, or for an earlier object type)."""
+        if self._failure:
+            raise TokenRequestFailed(self._failure)
+        if self._refreshed or not refreshable(self.instance):
+            return False
         self._refreshed = True
-        self.instance = access_token_refresh(instance=self.instance)
+        try:
+            self.instance = access_token_refresh(instance=self.instance)
+        except TokenRequestFailed as failure:
+            self._failure = failure.reason
+            raise
         self._headers = auth_headers(self.instance)
+        return True
 
 
 def code_exchange(*, element_key: str, configuration: dict[str, Any], code: Any) -> dict[str, str]:

@@ -206,12 +206,13 @@ def _send(session: netguard.Session, url: str, auth: credentials.ProviderAuth) -
 
 def _get(session: netguard.Session, url: str, auth: credentials.ProviderAuth) -> netguard.GuardedResponse:
     response = _send(session, url, auth)
-    if response.status_code == 401 and auth.can_refresh():
+    if response.status_code == 401:
         try:
-            auth.refresh()
+            again = auth.refused()
         except credentials.TokenRequestFailed as failure:
             raise PollFailed(f"GET {url}: HTTP 401, and the token refresh failed: {failure.reason}") from None
-        response = _send(session, url, auth)
+        if again:
+            response = _send(session, url, auth)
     if not 200 <= response.status_code < 300:
         raise PollFailed(f"GET {url}: HTTP {response.status_code}")
     return response

@@ -222,6 +222,18 @@ def test_a_poll_refreshes_at_most_once_even_when_the_new_token_is_refused_too(oc
                                                                    "Bearer access-2"]
 
 
+def test_every_object_type_of_a_poll_whose_refresh_failed_says_why(oc, provider):
+    provider.expected, provider.refresh_token = "Bearer access-0", "revoked"
+    keys = configuration(provider.url())
+    keys["event.poller.configuration"]["deals"] = keys["event.poller.configuration"]["contacts"]
+    instance = connector_instance_create(service_instance=oc, name="crm", element_key="hubspot",
+                                         configuration={**keys, **oauth(provider)})
+    assert connector_poll_run(instance_id=instance.pk) == 0
+    assert len(provider.token_forms) == 1
+    errors = list(PollRun.objects.filter(connector_instance=instance).values_list("error", flat=True))
+    assert len(errors) == 2 and all("invalid_grant: refresh token expired" in error for error in errors)
+
+
 def test_a_refused_token_without_a_refresh_token_fails_without_asking_for_one(oc, provider):
     provider.expected = "Bearer access-0"
     instance = make(oc, provider, "hubspot", **oauth(provider, **{"oauth.user.refresh_token": ""}))
