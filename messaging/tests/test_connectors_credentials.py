@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from django.db import connection
 
 from meshsite.platform.models import ServiceInstance
 from messaging.connectors import credentials, elements, instances
@@ -44,6 +46,10 @@ class Provider(Vendor):
         self.refresh_token, self.client = "refresh-1", ("cid", "csecret")
         self.code, self.redirect = "c1", "https://app.example.com/oauth/callback"
         self.honour_issued = True  # False: the GETs keep refusing, even the token just issued
+        # Set: token requests wait for each other there, are answered one at a time, and a
+        # refusal comes late (two refreshes at once, the loser's answer after the winner's).
+        self.together: threading.Barrier | None = None
+        self.one_at_a_time = threading.Lock()
         self.issue: dict[str, Any] = {"access_token": "access-2", "refresh_token": "refresh-2", "expires_in": 3600}
 
 
@@ -60,12 +66,20 @@ class ProviderHandler(VendorHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("Content-Length") or 0)
         form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        if self.server.together is not None:
+            self.server.together.wait(timeout=10)
+        with self.server.one_at_a_time:
+            self._token(form)
+
+    def _token(self, form: dict[str, str]) -> None:
         self.server.token_forms.append(form)
         refresh = form.get("grant_type") == "refresh_token" and form.get("refresh_token") == self.server.refresh_token
         code = (form.get("grant_type") == "authorization_code" and form.get("code") == self.server.code
                 and form.get("redirect_uri") == self.server.redirect)
         good = (refresh or code) and (form.get("client_id"), form.get("client_secret")) == self.server.client
         if self.path != "/token" or not good:
+            if self.server.together is not None:
+                time.sleep(0.5)
             what = "refresh token" if form.get("grant_type") == "refresh_token" else "code"
             self._answer(400, {"error": "invalid_grant", "error_description": f"{what} expired"})
             return
@@ -408,3 +422,32 @@ def test_a_code_for_a_taken_name_is_not_spent(oc, provider):
     assert code_instance(api, provider).status_code == 201
     assert code_instance(api, provider).status_code == 409
     assert len(provider.token_forms) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_two_refreshes_at_once_with_a_rotating_provider_both_end_with_the_rotated_tokens(oc, provider):
+    instance = make(oc, provider, "hubspot", **oauth(provider))
+    provider.together = threading.Barrier(2)  # the provider takes refresh-1 once, then wants refresh-2
+    got: list[str] = []
+    errors: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            stale = ConnectorInstance.objects.get(pk=instance.pk)
+            got.append(credentials.access_token_refresh(instance=stale).secret("oauth.user.token"))
+        except BaseException as error:  # noqa: BLE001 - reported to the test thread
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert len(provider.token_forms) == 2  # both spent refresh-1; the provider refused the second
+    assert got == ["access-2", "access-2"]
+    stored = ConnectorInstance.objects.get(pk=instance.pk)
+    assert stored.secret("oauth.user.token") == "access-2" and stored.secret("oauth.user.refresh_token") == "refresh-2"
