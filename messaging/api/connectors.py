@@ -108,6 +108,10 @@ class InstanceListView(ConnectorsView):
         fields = _fields(self.owner, body)
         fields.setdefault("name", body.get("name"))
         fields.setdefault("element_key", None)
+        if "providerData" in body:  # OAuth2: the authorization code the provider redirected with
+            if not isinstance(body["providerData"], dict):
+                raise Invalid("providerData must be an object")
+            fields["provider_code"] = body["providerData"].get("code", "")
         created = services.connector_instance_create(service_instance=self.owner, **fields)
         return Response(_json(request, created), status=status.HTTP_201_CREATED)
 

@@ -17,7 +17,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Literal
 
-AuthStyle = Literal["oauth2", "apikey", "basic", "none"]
+# How polls authenticate to the provider (messaging.connectors.credentials); "any": the
+# configuration says, with the keys of one style (the generic element).
+AuthStyle = Literal["oauth2", "apikey", "basic", "none", "any"]
 
 
 class EventType(StrEnum):
@@ -124,13 +126,18 @@ class Element:
     instance_ref: str = ""
     # None: the provider does not sign its webhooks (the token URL is the only authentication).
     signature: Signature | None = None
+    # apikey: the header the `api.key` goes in, after the prefix.
+    api_key_header: str = "Authorization"
+    api_key_prefix: str = "Bearer "
+    # oauth2: where a refresh token is exchanged for a new access token.
+    token_url: str = ""
 
 
 GENERIC = Element(
     key="generic",
     name="Generic JSON",
     base_url="",
-    auth="none",
+    auth="any",
     objects_path="",
     object_type=Path("objectType"),
     object_id=Path("objectId"),
@@ -156,6 +163,7 @@ DROPBOX = Element(
     instance_ref="list_folder.accounts.0",
     # Hex HMAC-SHA256 of the raw body, keyed with the app secret.
     signature=Signature(header="X-Dropbox-Signature"),
+    token_url="https://api.dropboxapi.com/oauth2/token",
 )
 
 # https://developers.hubspot.com/docs/api/webhooks: an array of events, each
@@ -175,6 +183,7 @@ HUBSPOT = Element(
     # HMAC-SHA256 keyed with the app's client secret; older than 5 minutes is refused.
     signature=Signature(header="X-HubSpot-Signature-v3", signed="method+uri+body+timestamp", encoding="base64",
                         timestamp_header="X-HubSpot-Request-Timestamp"),
+    token_url="https://api.hubapi.com/oauth/v1/token",
 )
 
 # Change Data Capture event JSON: {"payload": {"ChangeEventHeader": {"entityName",
@@ -191,6 +200,7 @@ SALESFORCE = Element(
     date=Path("commitTimestamp"),
     fan_out="recordIds",
     instance_ref="",
+    token_url="https://login.salesforce.com/services/oauth2/token",
 )
 
 # Outbound Messages as JSON: {"OrganizationId", "notifications": [{"Id", "sObject": {"type",
@@ -207,6 +217,7 @@ SALESFORCE_OUTBOUND = Element(
     event_type=Const(EventType.UNKNOWN),
     date=None,
     instance_ref="OrganizationId",
+    token_url=SALESFORCE.token_url,
 )
 
 ELEMENTS: dict[str, Element] = {e.key: e for e in (GENERIC, DROPBOX, HUBSPOT, SALESFORCE, SALESFORCE_OUTBOUND)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from meshsite.platform.models import Service, ServiceInstance
 
 from ..models import ConnectorInstance
 from ..webhooks import netguard
+from . import credentials
 from .delivery import delivery_remove, delivery_sync
 from .elements import ELEMENTS
 from .verify import VENDOR_SECRET
@@ -35,9 +37,9 @@ CALLBACK_URL = "event.notification.callback.url"
 SIGNATURE_KEY = "event.notification.signature.key"
 REFRESH_INTERVAL = "event.poller.refresh_interval"
 POLLER = "event.poller.configuration"
-KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER, VENDOR_SECRET)
+KEYS = (ENABLED, VENDOR_TYPE, CALLBACK_URL, SIGNATURE_KEY, REFRESH_INTERVAL, POLLER, VENDOR_SECRET, *credentials.KEYS)
 # Kept sealed, out of `configuration`, and masked in every answer and page.
-SECRET_KEYS = frozenset({SIGNATURE_KEY, VENDOR_SECRET})
+SECRET_KEYS = frozenset({SIGNATURE_KEY, VENDOR_SECRET, *credentials.SECRET_KEYS})
 
 VENDOR_TYPES = {"polling": "polling", "webhook": "webhook", "webhooks": "webhook"}
 DATE_FIELDS = ("updatedDateField", "updatedDateFormat", "createdDateField", "createdDateFormat", "timezone")
@@ -113,14 +115,26 @@ def configuration_value(key: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise Invalid(f"{POLLER} must be an object of object types")
         return {str(name): _object_type(str(name), spec) for name, spec in value.items()}
+    if key in credentials.KEYS:
+        return credentials.value_check(key, value)
     raise Invalid(f"{key} is not a configuration key", extra={"key": key})
 
 
-def configuration_check(configuration: Any, *, event_mesh: ServiceInstance | None) -> dict[str, Any]:
-    """The whole configuration normalized, with the rules between keys."""
+def _set_after(checked: dict[str, Any], stored: Collection[str]) -> set[str]:
+    """The keys with a value once `checked` is saved over the `stored` secret keys: the mask
+    keeps a secret, "" removes one (and leaves a plain key without a value)."""
+    given = {key for key, value in checked.items() if value != "" and not (value == MASK and key in SECRET_KEYS)}
+    return given | {key for key in stored if checked.get(key) != ""}
+
+
+def configuration_check(configuration: Any, *, event_mesh: ServiceInstance | None, element_key: str,
+                        stored: Collection[str] = ()) -> dict[str, Any]:
+    """The whole configuration normalized, with the rules between keys; `stored` names the
+    secret keys the instance holds already."""
     if not isinstance(configuration, dict):
         raise Invalid("configuration must be an object")
     checked = {key: configuration_value(key, value) for key, value in configuration.items()}
+    credentials.keys_check(element_key, _set_after(checked, stored))
     if checked.get(ENABLED) is True and not checked.get(CALLBACK_URL) and event_mesh is None:
         raise Invalid(f"{ENABLED} requires {CALLBACK_URL} or a bound Event Mesh instance")
     if checked.get(VENDOR_TYPE) == "polling":
@@ -170,7 +184,8 @@ MASK = "********"
 
 def _seal_secrets(instance: ConnectorInstance) -> None:
     """Move new values of secret keys out of the configuration into the sealed column: the
-    mask keeps a value, "" removes it."""
+    mask keeps a value, "" removes it. `_write` calls it with the stored secrets read under
+    the row's lock (credentials.py takes the same lock to store refreshed tokens)."""
     given = {key: instance.configuration.pop(key) for key in SECRET_KEYS if key in instance.configuration}
     if not given:
         return
@@ -239,13 +254,25 @@ def _save(instance: ConnectorInstance, *, reschedule: bool = True) -> ConnectorI
 def connector_instance_create(
     *, service_instance: ServiceInstance, name: str, element_key: str, configuration: dict[str, Any] | None = None,
     event_mesh: ServiceInstance | None = None, topic_prefix: str = "", provider_account: str = "",
+    provider_code: Any = None,
 ) -> ConnectorInstance:
+    """A new instance; with `provider_code` (an OAuth2 authorization code) the provider's
+    tokens are fetched once everything else is checked, and stored sealed."""
     bound = _event_mesh(service_instance, event_mesh)
+    element_key = _element_key(element_key)
     instance = ConnectorInstance(
-        service_instance=service_instance, name=_name(name), element_key=_element_key(element_key),
-        configuration=configuration_check(configuration or {}, event_mesh=bound), event_mesh=bound,
+        service_instance=service_instance, name=_name(name), element_key=element_key,
+        configuration=configuration_check(configuration or {}, event_mesh=bound, element_key=element_key),
+        event_mesh=bound,
         topic_prefix=_topic_prefix(topic_prefix), provider_account=_provider_account(provider_account),
     )
+    if provider_code is not None:
+        # A code is good once: a name that is taken must not spend it. (A name taken between
+        # here and the save still does: the 409 then asks for a new code.)
+        if ConnectorInstance.objects.filter(service_instance=service_instance, name=instance.name).exists():
+            raise Conflict(f"A connector instance named {instance.name!r} already exists")
+        instance.configuration.update(credentials.code_exchange(
+            element_key=element_key, configuration=instance.configuration, code=provider_code))
     return _save(instance)
 
 
@@ -276,7 +303,9 @@ def connector_instance_update(
         if not isinstance(configuration, dict):
             raise Invalid("configuration must be an object")
         merged.update(configuration)
-    changes["configuration"] = configuration_check(merged, event_mesh=bound)
+    changes["configuration"] = configuration_check(
+        merged, event_mesh=bound, element_key=changes.get("element_key", instance.element_key),
+        stored=instance.secret_values().keys())
     for field, value in changes.items():
         setattr(instance, field, value)
     return _save(instance, reschedule=configuration is not _UNSET)

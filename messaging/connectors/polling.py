@@ -10,7 +10,8 @@ instance's `event.poller.configuration`, one after the other:
 - The URL's date macros expand to the window start: the last poll's start (first poll: now
   minus the refresh interval) minus `pollDelay`, in the configured timezone. A relative URL
   is joined to the element's base URL. Requests go through the SSRF guard, never inside a
-  transaction.
+  transaction, with the instance's provider credentials (credentials.py); an OAuth2 access
+  token the provider refuses (401) is refreshed once per poll and the request sent again.
 - Records: a JSON array body, or the first array under `<objectType>`, `data`, `results`,
   `records` or `items` of an object body, in that order.
 - Paging: a next-page token (the `Elements-Next-Page-Token` header, or a string `nextPage`
@@ -56,7 +57,7 @@ from django.utils import timezone
 from .. import dispatch
 from ..models import ConnectorInstance, NotificationSource, PollRun, PollState
 from ..webhooks import netguard
-from . import macros
+from . import credentials, macros
 from .elements import EventType, element
 from .emit import notifications_emit
 from .instances import POLLER, REFRESH_INTERVAL
@@ -95,7 +96,8 @@ def next_poll(instance: ConnectorInstance, now: datetime) -> datetime | None:
 
 def _lease(instance: ConnectorInstance) -> timedelta:
     # The longest a poll can take: every request of every object type runs to its timeout.
-    requests = settings.MESH_CONNECTOR_POLL_MAX_PAGES * max(len(instance.configuration.get(POLLER) or {}), 1)
+    # (+2: one token refresh per poll, and the request it repeats.)
+    requests = settings.MESH_CONNECTOR_POLL_MAX_PAGES * max(len(instance.configuration.get(POLLER) or {}), 1) + 2
     return timedelta(seconds=settings.MESH_CONNECTOR_POLL_TIMEOUT * requests)
 
 
@@ -192,14 +194,25 @@ def _with_params(url: str, params: dict[str, str]) -> str:
     return urlunsplit(parts._replace(query=f"{parts.query}&{added}" if parts.query else added))
 
 
-def _get(session: netguard.Session, url: str) -> netguard.GuardedResponse:
+def _send(session: netguard.Session, url: str, auth: credentials.ProviderAuth) -> netguard.GuardedResponse:
     try:
-        response = session.request("GET", url, headers={"Accept": "application/json"},
-                                   timeout=settings.MESH_CONNECTOR_POLL_TIMEOUT)
+        return session.request("GET", url, headers={"Accept": "application/json", **auth.headers},
+                               timeout=settings.MESH_CONNECTOR_POLL_TIMEOUT)
     except netguard.DeliveryError as error:
         raise PollFailed(f"GET {url}: {error}") from None
     except ValueError as error:  # InvalidURL, BlockedAddress
         raise PollFailed(f"GET {url}: {error}") from None
+
+
+def _get(session: netguard.Session, url: str, auth: credentials.ProviderAuth) -> netguard.GuardedResponse:
+    response = _send(session, url, auth)
+    if response.status_code == 401:
+        try:
+            again = auth.refused()
+        except credentials.TokenRequestFailed as failure:
+            raise PollFailed(f"GET {url}: HTTP 401, and the token refresh failed: {failure.reason}") from None
+        if again:
+            response = _send(session, url, auth)
     if not 200 <= response.status_code < 300:
         raise PollFailed(f"GET {url}: HTTP {response.status_code}")
     return response
@@ -229,13 +242,14 @@ class Fetched:
     note: str  # why paging stopped early, or ""
 
 
-def _pages(session: netguard.Session, spec: Spec, url: str) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+def _pages(session: netguard.Session, spec: Spec, url: str,
+           auth: credentials.ProviderAuth) -> Iterator[tuple[list[dict[str, Any]], bool]]:
     """Each page's records, and whether the paging rule asks for another page."""
     sized = {"pageSize": str(spec.page_size)} if spec.page_size else {}
     params = {"page": "1", **sized} if sized else {}
     page, by_token = 1, False
     while True:
-        response = _get(session, _with_params(url, params))
+        response = _get(session, _with_params(url, params), auth)
         try:
             body = json.loads(response.body)
         except (ValueError, RecursionError):
@@ -251,10 +265,10 @@ def _pages(session: netguard.Session, spec: Spec, url: str) -> Iterator[tuple[li
         params = {"nextPage": token, **sized} if by_token else {"page": str(page), **sized}
 
 
-def fetch(session: netguard.Session, spec: Spec, url: str) -> Fetched:
+def fetch(session: netguard.Session, spec: Spec, url: str, auth: credentials.ProviderAuth) -> Fetched:
     records: list[dict[str, Any]] = []
     limit = settings.MESH_CONNECTOR_POLL_MAX_PAGES
-    for number, (page, more) in enumerate(_pages(session, spec, url), start=1):
+    for number, (page, more) in enumerate(_pages(session, spec, url, auth), start=1):
         records.extend(page)
         if not more:
             return Fetched(records, "")
@@ -379,14 +393,14 @@ def _report(instance: ConnectorInstance, spec: Spec, fetched: Fetched, *, since:
 
 
 def _poll_object_type(instance: ConnectorInstance, name: str, config: dict[str, Any],
-                      session: netguard.Session, started: datetime) -> int:
+                      session: netguard.Session, auth: credentials.ProviderAuth, started: datetime) -> int:
     clock = time.monotonic()
     try:
         state, _ = PollState.objects.get_or_create(connector_instance=instance, object_type=name)
         spec = spec_of(name, config)
         since = _window_start(state, spec, instance, started)
         url = macros.expand(_absolute(instance, spec.url), at=since, timezone=spec.timezone)
-        fetched = fetch(session, spec, url)
+        fetched = fetch(session, spec, url, auth)
         # A bad record raises PollFailed inside _report's transaction: nothing of it stays.
         return _report(instance, spec, fetched, since=since, started=started, clock=clock)
     except PollFailed as failure:
@@ -410,9 +424,10 @@ def connector_poll_run(*, instance_id: int) -> int:
     reported = 0
     try:
         if is_polling(instance):
+            auth = credentials.ProviderAuth(instance)
             with netguard.Session() as session:
                 for name, config in (instance.configuration.get(POLLER) or {}).items():
-                    reported += _poll_object_type(instance, name, config, session, started)
+                    reported += _poll_object_type(instance, name, config, session, auth, started)
     finally:
         _reschedule(instance_id)
     return reported
