@@ -141,7 +141,8 @@ SPECTACULAR_SETTINGS = {
         "topic patterns and webhook subscription names are documented as their decoded values and "
         "travel as ONE percent-encoded path segment (a/b/c/orders as a%2Fb%2Fc%2Forders). Errors "
         "of these endpoints are SAP's {\"message\": \"...\"}; /oauth/token answers RFC 6749's "
-        "{\"error\": \"...\"}."
+        "{\"error\": \"...\"}. The Open Connectors APIs (/elements/api-v2/) answer meshsite's own "
+        "{\"detail\", \"code\", \"extra\"}."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -162,7 +163,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "meshsite.platform.schema.add_token_endpoint",
-        "messaging.api.connectors_schema.add_connector_events_endpoints",
+        "messaging.api.connector_events_schema.add_connector_events_endpoints",
     ],
     # Swagger UI and ReDoc from our own static files, so the docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",

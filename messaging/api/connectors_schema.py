@@ -9,8 +9,8 @@ nothing else of the document.
 Errors are meshsite's own `{"detail", "code", "extra"}` (meshsite/errors.py), except a body
 past MESH_MAX_REQUEST_BODY: under ASGI the body-limit middleware refuses it before any view,
 in SAP's `{"message"}`. The bearer token is an open-connectors service key's; its scheme is
-declared by the post-processing hook at the end, which also documents the providers'
-webhook endpoint (connector_events.py, a plain Django view drf-spectacular cannot see).
+declared by the post-processing hook in connector_events_schema.py, which also documents the
+providers' webhook endpoint (connector_events.py, a plain Django view drf-spectacular cannot see).
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from rest_framework import serializers
 
 from meshsite.platform.schema import MeshErrorSerializer
 
+from ..connectors.elements import EventType
 from ..connectors.formulas.definition import MAX_STEPS, PROPERTIES
 from ..connectors.instances import ELEMENT_KEYS, KEYS
+from ..connectors.selectors import DELIVERED, NOT_DELIVERED, PENDING, QUEUED, RETRYING
 from ..models import ExecutionStatus, NotificationSource, VendorEventStatus
 from .openapi import SapErrorSerializer
 
@@ -41,8 +43,8 @@ SECURITY_SCHEME = "openConnectorsToken"
 # but drf-spectacular puts it in the document as it is given.
 AUTH: Any = [{SECURITY_SCHEME: []}]
 NEXT_PAGE_HEADER = "Elements-Next-Page-Token"
-EVENT_TYPES = ["CREATED", "UPDATED", "DELETED", "UNKNOWN"]
-DELIVERY_STATES = ["pending", "retrying", "queued", "delivered", "no callback"]
+EVENT_TYPES = [kind.value for kind in EventType]
+DELIVERY_STATES = [PENDING, RETRYING, QUEUED, DELIVERED, NOT_DELIVERED]
 STEP_TYPES = sorted(PROPERTIES)
 STEP_STATUSES = ["success", "failed"]
 VENDOR_EVENT_STATUSES = list(VendorEventStatus.values)
@@ -440,99 +442,3 @@ EXECUTION = extend_schema_view(
                   parameters=[EXECUTION_ID], responses=responses({200: ExecutionDetailSerializer}, NOT_FOUND)),
 )
 
-
-# --- the providers' webhook endpoint (a plain Django view) and the security scheme ------------
-
-EVENTS_PATH = "/elements/api-v2/events/{element_key}/"
-INSTANCE_EVENTS_PATH = "/elements/api-v2/events/{element_key}/{token}/"
-PROVIDER_WEBHOOKS = "Open Connectors: provider webhooks"
-_ELEMENT_KEY = {
-    "in": "path", "name": "element_key", "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]{1,100}$", "example": "hubspot"},
-    "description": f"The element ({', '.join(sorted(ELEMENT_KEYS))}); another is not found",
-}
-_TOKEN = {
-    "in": "path", "name": "token", "required": True, "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
-    "description": "The connector instance's webhook token (the end of its `eventsUrl`)",
-}
-_CHALLENGE = {"in": "query", "name": "challenge", "schema": {"type": "string"},
-              "description": "Echoed back (its first 512 characters): Dropbox's verification of a webhook URL"}
-_RECEIVED = {
-    "type": "object", "required": ["id", "status"],
-    "properties": {"id": {"type": "integer", "description": "The stored body's id (the event log's vendor-events)"},
-                   "status": {"type": "string", "enum": ["received"]}},
-}
-
-
-def _ref(name: str) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _answer(description: str, schema: str = "MeshError", **headers: dict[str, Any]) -> dict[str, Any]:
-    answer: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
-    if headers:
-        answer["headers"] = {name.replace("_", "-"): spec for name, spec in headers.items()}
-    return answer
-
-
-_NO_ROUTE = _answer("A path parameter breaks its pattern (no such route)")
-
-
-def _webhook_post(operation_id: str, summary: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "operationId": operation_id, "summary": summary, "tags": [PROVIDER_WEBHOOKS], "parameters": parameters,
-        "security": [],  # providers have no token; the URL's token names the instance
-        "requestBody": {"required": False, "content": {
-            "application/json": {"schema": {}},
-            "*/*": {"schema": {"type": "string", "format": "binary"}},
-        }, "description": "Whatever the provider sends: stored as it is, normalized afterwards (a body that "
-                          "makes nothing is kept, marked failed with the reason)"},
-        "responses": {
-            "200": {"description": "Stored (nothing else happens before the answer)",
-                    "content": {"application/json": {"schema": _RECEIVED}}},
-            "401": _answer("The provider's signature does not verify (elements whose signature is checked)"),
-            "404": _answer("Unknown element, or no connector instance of this element has this token; nothing "
-                           "is stored"),
-            "405": _answer("A method other than GET or POST", Allow={"schema": {"type": "string"}, "required": True}),
-            "413": _answer("Over MESH_CONNECTOR_MAX_BODY bytes; nothing is stored", "ConnectorTooLarge"),
-            "503": _answer("The store is unavailable; nothing is stored (retry after `Retry-After` seconds)",
-                           Retry_After={"schema": {"type": "integer"}, "required": True}),
-        },
-    }
-
-
-def _webhook_get(operation_id: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "operationId": operation_id, "summary": "Verify the webhook URL (echo `challenge`)",
-        "tags": [PROVIDER_WEBHOOKS], "parameters": [*parameters, _CHALLENGE], "security": [],
-        "responses": {"200": {"description": "`challenge` as it came", "content": {"text/plain": {
-            "schema": {"type": "string"}}}}, "404": _NO_ROUTE},
-    }
-
-
-def connector_events_paths() -> dict[str, Any]:
-    account = "Receive a provider's webhook for the instances whose `providerAccount` its body names"
-    return {
-        EVENTS_PATH: {"get": _webhook_get("connector_provider_events_verify", [_ELEMENT_KEY]),
-                      "post": _webhook_post("connector_provider_events_receive", account, [_ELEMENT_KEY])},
-        INSTANCE_EVENTS_PATH: {
-            "get": _webhook_get("connector_instance_events_verify", [_ELEMENT_KEY, _TOKEN]),
-            "post": _webhook_post("connector_instance_events_receive",
-                                  "Receive a provider's webhook for one instance (its `eventsUrl`)",
-                                  [_ELEMENT_KEY, _TOKEN]),
-        },
-    }
-
-
-def add_connector_events_endpoints(result: dict[str, Any], generator: Any, request: Any,
-                                   public: bool) -> dict[str, Any]:
-    """drf-spectacular post-processing hook: the providers' webhook endpoint, which is a plain
-    Django view, and the open-connectors token the other connectors operations name."""
-    result.setdefault("paths", {}).update(connector_events_paths())
-    schemes = result.setdefault("components", {}).setdefault("securitySchemes", {})
-    schemes[SECURITY_SCHEME] = {
-        "type": "oauth2",
-        "description": "Client credentials of an open-connectors service key; token from /oauth/token",
-        "flows": {"clientCredentials": {"tokenUrl": "/oauth/token", "scopes": {}}},
-    }
-    return result

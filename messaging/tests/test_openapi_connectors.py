@@ -57,7 +57,7 @@ PREFIX = "/elements/api-v2/"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
 # Plain Django views drf-spectacular cannot see, with the methods they answer; their
-# documentation comes from a post-processing hook (messaging/api/connectors_schema.py).
+# documentation comes from a post-processing hook (messaging/api/connector_events_schema.py).
 PLAIN_VIEWS: dict[Callable[..., Any], set[str]] = {connector_events.vendor_events: {"get", "post"}}
 WEBHOOK_STATUSES = {"200", "401", "404", "405", "413", "503"}
 MESH_ERROR = {"$ref": "#/components/schemas/MeshError"}
