@@ -285,6 +285,33 @@ def wsgi(seeded: Seeded) -> Iterator[Seeded]:
         request_finished.connect(close_old_connections)
 
 
+def _resolve(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = schema.raw_schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def undocumented_fields(value: Any, node: dict[str, Any], where: str = "") -> list[str]:
+    """Fields of an answer its schema does not name (JSON Schema allows them; a client would
+    never hear of them): an answer's new field must be documented with it."""
+    node = _resolve(node)
+    if isinstance(value, list) and "items" in node:
+        return [f for i, item in enumerate(value) for f in undocumented_fields(item, node["items"], f"{where}[{i}]")]
+    if not isinstance(value, dict) or "properties" not in node:
+        return []  # free-form (a DictField, the notification as sent) or a scalar
+    properties = node["properties"]
+    return [f"{where}.{key}" for key in value if key not in properties] + [
+        f for key, item in value.items() if key in properties
+        for f in undocumented_fields(item, properties[key], f"{where}.{key}")]
+
+
+def test_undocumented_fields_are_found() -> None:
+    instance = {"$ref": "#/components/schemas/ConnectorInstance"}
+    assert undocumented_fields([{"id": 1, "element": {"key": "generic", "secret": 1}, "new": 2}],
+                               {"type": "array", "items": instance}) == ["[0].new", "[0].element.secret"]
+    assert undocumented_fields({"configuration": {"any.key": 1}}, instance) == []
+
+
 def _call(method: str, path: str, token: str | None, *, status: int, path_parameters: dict | None = None,
           query: dict | None = None, body: Any = None, header: str | None = None) -> Any:
     """One real call, checked against the document (and for `header`); returns its JSON body if any."""
@@ -297,8 +324,12 @@ def _call(method: str, path: str, token: str | None, *, status: int, path_parame
     assert response.status_code == status, (method, path, response.status_code, response.text)
     headers = {name.lower(): value for name, value in response.headers.items()}
     assert header is None or header.lower() in headers, (method, path, headers)
-    content_type = headers.get("content-type", [""])
-    return response.json() if content_type[0].startswith("application/json") else None
+    if not headers.get("content-type", [""])[0].startswith("application/json"):
+        return None
+    answer = response.json()
+    documented = operation.definition.raw["responses"][str(status)]["content"]["application/json"]["schema"]
+    assert undocumented_fields(answer, documented) == [], (method, path)
+    return answer
 
 
 INSTANCES = f"{PREFIX}instances"
