@@ -141,15 +141,29 @@ SPECTACULAR_SETTINGS = {
         "topic patterns and webhook subscription names are documented as their decoded values and "
         "travel as ONE percent-encoded path segment (a/b/c/orders as a%2Fb%2Fc%2Forders). Errors "
         "of these endpoints are SAP's {\"message\": \"...\"}; /oauth/token answers RFC 6749's "
-        "{\"error\": \"...\"}."
+        "{\"error\": \"...\"}. The Open Connectors APIs (/elements/api-v2/) answer meshsite's own "
+        "{\"detail\", \"code\", \"extra\"}."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    # /oauth/token is a plain Django view; the hook documents it (both forms).
+    # The connectors' answers reuse field names (status, type, state) for other choice sets: each
+    # set gets its own name, and the sets named before the connectors keep theirs.
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": ["ready"],
+        "StateEnum": ["draft", "active", "active-with-draft"],
+        "TypeEnum": ["webhook"],
+        "ConnectorDeliveryStateEnum": "messaging.api.connectors_schema.DELIVERY_STATES",
+        "ConnectorVendorEventStatusEnum": "messaging.api.connectors_schema.VENDOR_EVENT_STATUSES",
+        "FormulaExecutionStatusEnum": "messaging.api.connectors_schema.EXECUTION_STATUSES",
+        "FormulaStepTypeEnum": "messaging.api.connectors_schema.STEP_TYPES",
+        "FormulaStepStatusEnum": "messaging.api.connectors_schema.STEP_STATUSES",
+    },
+    # /oauth/token and the providers' webhook endpoint are plain Django views; hooks document them.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "meshsite.platform.schema.add_token_endpoint",
+        "messaging.api.connector_events_schema.add_connector_events_endpoints",
     ],
     # Swagger UI and ReDoc from our own static files, so the docs work offline.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -15,6 +15,7 @@ from meshsite.errors import Invalid, NotFound
 from ..connectors import queued, selectors
 from ..connectors.selectors import LogEntry
 from ..models import DeliveryAttempt, PollRun, VendorEventStatus
+from . import connectors_schema as doc
 from .connectors import ConnectorsView
 
 MAX_PAGE = 200
@@ -52,6 +53,7 @@ def _entry(entry: LogEntry, *, full: bool) -> dict[str, Any]:
     return answer
 
 
+@doc.EVENT_LIST
 class EventListView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         instance = self.connector(pk)
@@ -63,6 +65,7 @@ class EventListView(ConnectorsView):
         return response
 
 
+@doc.EVENT
 class EventView(ConnectorsView):
     def get(self, request: Request, pk: int, notification_id: str) -> Response:
         instance = self.connector(pk)
@@ -72,6 +75,7 @@ class EventView(ConnectorsView):
         return Response(_entry(selectors.log_entries(instance, [found])[0], full=True))
 
 
+@doc.QUEUED_LIST
 class QueuedListView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         instance = self.connector(pk)
@@ -79,6 +83,7 @@ class QueuedListView(ConnectorsView):
         return Response([_entry(e, full=False) for e in selectors.log_entries(instance, found)])
 
 
+@doc.REDELIVER
 class RedeliverView(ConnectorsView):
     def post(self, request: Request, pk: int) -> Response:
         instance = self.connector(pk)
@@ -89,6 +94,7 @@ class RedeliverView(ConnectorsView):
         return Response({"redelivered": queued.notifications_redeliver(instance=instance, notification_ids=ids)})
 
 
+@doc.VENDOR_EVENT_LIST
 class VendorEventListView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         status = request.query_params.get("status")
@@ -108,6 +114,7 @@ def _poll(run: PollRun) -> dict[str, Any]:
             "error": run.error}
 
 
+@doc.POLL_LIST
 class PollListView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         return Response([_poll(run) for run in selectors.poll_runs_of(self.connector(pk))[:MAX_PAGE]])

@@ -1,13 +1,12 @@
 """Open Connectors' instance API: `/elements/api-v2/instances[...]`, for the bearer token
 of an open-connectors service key. Answers in Open Connectors' shapes; errors in meshsite's
-own format. Left out of the OpenAPI document until it is documented there."""
+own format. The OpenAPI document's part for these APIs is connectors_schema.py."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
@@ -20,6 +19,7 @@ from meshsite.platform.models import Service, ServiceInstance
 
 from ..connectors import instances as services
 from ..models import ConnectorInstance
+from . import connectors_schema as doc
 
 
 class OpenConnectorsKey(BasePermission):
@@ -30,7 +30,6 @@ class OpenConnectorsKey(BasePermission):
         return isinstance(client, Client) and client.instance.service == Service.OPEN_CONNECTORS
 
 
-@extend_schema(exclude=True)
 class ConnectorsView(APIView):
     authentication_classes = [ServiceKeyAuthentication]
     permission_classes = [OpenConnectorsKey]
@@ -98,6 +97,7 @@ def _fields(owner: ServiceInstance, body: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
+@doc.INSTANCE_LIST
 class InstanceListView(ConnectorsView):
     def get(self, request: Request) -> Response:
         found = ConnectorInstance.objects.filter(service_instance=self.owner).order_by("pk")
@@ -116,6 +116,7 @@ class InstanceListView(ConnectorsView):
         return Response(_json(request, created), status=status.HTTP_201_CREATED)
 
 
+@doc.INSTANCE
 class InstanceView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         return Response(_json(request, self.connector(pk)))
@@ -135,11 +136,13 @@ def _configuration(instance: ConnectorInstance) -> list[dict[str, Any]]:
     return [{"id": key, "key": key, "propertyValue": value} for key, value in shown.items()]
 
 
+@doc.CONFIGURATION_LIST
 class ConfigurationListView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         return Response(_configuration(self.connector(pk)))
 
 
+@doc.CONFIGURATION
 class ConfigurationView(ConnectorsView):
     def patch(self, request: Request, pk: int, key: str) -> Response:
         body = _body(request)

@@ -15,6 +15,7 @@ from meshsite.errors import Invalid
 from ..connectors import formulas as services
 from ..connectors.formulas import selectors
 from ..models import Formula, FormulaExecution, FormulaInstance, FormulaStep
+from . import connectors_schema as doc
 from .connectors import ConnectorsView
 
 PAGE_SIZE = 50
@@ -70,6 +71,7 @@ def _positive(request: Request, name: str, default: int | None) -> int | None:
     return int(raw)
 
 
+@doc.FORMULA_LIST
 class FormulaListView(ConnectorsView):
     def get(self, request: Request) -> Response:
         return Response([_formula(f) for f in Formula.objects.filter(service_instance=self.owner).order_by("pk")])
@@ -82,6 +84,7 @@ class FormulaListView(ConnectorsView):
         return Response(_formula(created), status=status.HTTP_201_CREATED)
 
 
+@doc.FORMULA
 class FormulaView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         return Response(_formula(selectors.formula_get(owner=self.owner, pk=pk)))
@@ -103,6 +106,7 @@ def _element_id(body: dict[str, Any]) -> int:
     return ref
 
 
+@doc.FORMULA_INSTANCE_LIST
 class FormulaInstanceListView(ConnectorsView):
     def get(self, request: Request, pk: int) -> Response:
         formula = selectors.formula_get(owner=self.owner, pk=pk)
@@ -117,6 +121,7 @@ class FormulaInstanceListView(ConnectorsView):
         return Response(_instance(created), status=status.HTTP_201_CREATED)
 
 
+@doc.FORMULA_INSTANCE
 class FormulaInstanceView(ConnectorsView):
     def get(self, request: Request, pk: int, instance_id: int) -> Response:
         return Response(_instance(selectors.formula_instance_get(owner=self.owner, pk=instance_id, formula_id=pk)))
@@ -127,6 +132,7 @@ class FormulaInstanceView(ConnectorsView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@doc.EXECUTION_LIST
 class ExecutionListView(ConnectorsView):
     """Newest first; `pageSize`, and `nextPage` from the previous page's Elements-Next-Page-Token."""
 
@@ -140,6 +146,7 @@ class ExecutionListView(ConnectorsView):
         return response
 
 
+@doc.EXECUTION
 class ExecutionView(ConnectorsView):
     def get(self, request: Request, execution_id: int) -> Response:
         execution = selectors.execution_get(owner=self.owner, pk=execution_id)

@@ -66,7 +66,7 @@ def _step(step: Any, where: str) -> dict[str, Any]:
         raise Invalid(f"{where}.{unknown[0]} is not a step field")
     name_check(step.get("name"), f"{where}.name")
     kind = step.get("type")
-    if kind not in PROPERTIES:
+    if not isinstance(kind, str) or kind not in PROPERTIES:  # a list or object is unhashable
         raise Invalid(f"{where}.type must be request or publish")
     properties = step.get("properties", {})
     if not isinstance(properties, dict):
