@@ -12,7 +12,7 @@ When the provider refuses an access token (401), the refresh token buys a new on
 token URL: outside any transaction, through the SSRF guard. The new tokens are merged into
 the secrets as they are under the row's lock, never from a copy read before the request,
 so neither a concurrent save nor a concurrent refresh can write back a stale refresh token
-over a rotated one. The instance saves take the same lock (instances._seal_secrets).
+over a rotated one. The instance saves take the same lock (instances._write).
 """
 
 from __future__ import annotations
