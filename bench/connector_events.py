@@ -18,6 +18,7 @@ the receiver, made in a Django shell. Then:
 
     .venv/bin/python bench/connector_events.py
     .venv/bin/python bench/connector_events.py --duration 5 --servers 1 --fill 500
+    .venv/bin/python bench/connector_events.py --vendor-secret s3cret   # signed intake
 
 Goal (issue 17): intake >= 2,000 event objects/s on 2 cores. Not a test: nothing here
 asserts. Ctrl-C stops it; its processes are stopped and the scratch database dropped unless
@@ -28,6 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
 import json
 import os
@@ -54,7 +58,8 @@ entitlement_put(subaccount=subaccount, service="open-connectors", plan="standard
 owner = instance_create(subaccount=subaccount, service="open-connectors", plan="standard", name="oc-bench")
 connector = connector_instance_create(service_instance=owner, name="crm", element_key="hubspot", configuration={{
     "event.notification.enabled": True, "event.vendor.type": "webhook",
-    "event.notification.callback.url": "{callback}", "event.notification.signature.key": "bench-key"}})
+    "event.notification.callback.url": "{callback}", "event.notification.signature.key": "bench-key",
+    **({{"event.vendor.secret": "{vendor_secret}"}} if "{vendor_secret}" else {{}})}})
 print(json.dumps({{"token": connector.webhook_token}}))
 """
 
@@ -88,7 +93,7 @@ class ConnectorMesh(rt.Mesh):
                          "payload bytea NOT NULL, created_at timestamptz NOT NULL)")
 
     def setup_connector(self, callback: str) -> str:
-        out = self.django(SETUP.format(callback=callback))
+        out = self.django(SETUP.format(callback=callback, vendor_secret=self.args.vendor_secret))
         return str(json.loads(out.strip().splitlines()[-1])["token"])
 
     def sql(self, statement: str) -> Any:
@@ -104,14 +109,28 @@ class ConnectorMesh(rt.Mesh):
         Redis.from_url(self.args.redis_url).delete("celery")  # the wake-ups no worker took
 
 
-class Provider:
-    """http_phase's client: each call POSTs a prepared body to the instance's events URL."""
+def hubspot_v3(secret: str, path: str, body: bytes) -> dict[str, str]:
+    """HubSpot's v3 signature headers of a POST to `path` on the harness's host, signed now
+    (a timestamp stays good for MESH_CONNECTOR_SIGNATURE_MAX_AGE, 5 minutes)."""
+    timestamp = str(int(time.time() * 1000))
+    signed = b"POST" + f"http://{rt.HOST}{path}".encode() + body + timestamp.encode()
+    digest = base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
+    return {"X-HubSpot-Signature-v3": digest, "X-HubSpot-Request-Timestamp": timestamp}
 
-    def __init__(self, token: str, objects: int, pool: int = 64) -> None:
+
+class Provider:
+    """http_phase's client: each call POSTs a prepared body to the instance's events URL,
+    signed as HubSpot does when the instance has a vendor secret."""
+
+    def __init__(self, token: str, objects: int, pool: int = 64, secret: str = "") -> None:
         serial = itertools.count()
         path = f"/elements/api-v2/events/hubspot/{token}/"
         headers = {"Content-Type": "application/json", "X-HubSpot-Signature-Version": "v3"}
-        self.requests = [rt.build_request("POST", path, headers, hubspot(objects, serial)) for _ in range(pool)]
+        self.requests = []
+        for _ in range(pool):
+            body = hubspot(objects, serial)
+            signature = hubspot_v3(secret, path, body) if secret else {}
+            self.requests.append(rt.build_request("POST", path, {**headers, **signature}, body))
         self.next = itertools.cycle(self.requests)
 
     async def post(self, conn: rt.Connection) -> str | None:
@@ -137,7 +156,7 @@ def delivery(mesh: ConnectorMesh, receiver: rt.Receiver, side: rt.SideProcesses,
     mesh.reset()
     rt.start_celery_worker(side, mesh.env(), args.redis_url, args.worker_concurrency, beat=True)
     receiver.reset()
-    provider = Provider(token, args.fill_objects, pool=16)
+    provider = Provider(token, args.fill_objects, pool=16, secret=args.vendor_secret)
     expected = args.fill * -(-args.fill_objects // 20)
     before, started = rt.take_roles({"server": mesh.pids, **side.pids()}, mesh.dsn), time.monotonic()
     asyncio.run(fill(mesh, provider, args.fill))
@@ -182,6 +201,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--fill-objects", type=int, default=45, help="objects per delivery body (default 45)")
     parser.add_argument("--worker-concurrency", type=int, default=4, help="worker threads (default 4)")
     parser.add_argument("--timeout", type=float, default=600.0, help="delivery scenario limit, s (default 600)")
+    parser.add_argument("--vendor-secret", default="",
+                        help="give the instance this event.vendor.secret and sign every body as HubSpot does (v3)")
     parser.add_argument("--port", type=int, default=8790, help="first server port (default 8790)")
     parser.add_argument("--receiver-port", type=int, default=8789)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
@@ -218,7 +239,7 @@ def run(args: argparse.Namespace, mesh: ConnectorMesh, stop: threading.Event,
     try:
         for processes in args.servers:
             mesh.start(processes)
-            provider = Provider(token, args.objects)
+            provider = Provider(token, args.objects, secret=args.vendor_secret)
             for concurrency in args.concurrency:
                 mesh.reset()
                 result = asyncio.run(rt.http_phase("intake", "post", provider, mesh.ports, concurrency,  # type: ignore[arg-type]
