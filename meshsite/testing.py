@@ -5,15 +5,18 @@ them (the raw path)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.test import Client as DjangoClient
 
 from meshsite.platform.auth import forget_cached_tokens
@@ -156,3 +159,17 @@ def person(subaccount: Subaccount) -> Callable[..., DjangoClient]:
         return client
 
     return factory
+
+
+@contextlib.contextmanager
+def wsgi_keeps_test_connection() -> Iterator[None]:
+    """Requests through a bare WSGI handler (schemathesis' from_wsgi) without its per-request
+    connection clean-up, as Django's own test client does around each request: that clean-up
+    would close the test's connection, and with it the transaction the fixtures live in."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)

@@ -23,8 +23,6 @@ from typing import Any
 import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -34,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from meshsite.testing import REST, MeshClient
+from meshsite.testing import REST, MeshClient, wsgi_keeps_test_connection
 
 # Per operation; 27 operations. Raising it finds more, at ~0.1 s a case on the CI machine.
 MAX_EXAMPLES = 20
@@ -52,19 +50,10 @@ WEBHOOK = "orders-hook"
 
 @pytest.fixture
 def api(seeded: MeshClient) -> Iterator[MeshClient]:
-    """The seeded client, with the WSGI handler kept off the test's database connection.
-
-    As Django's own test client does around each of its requests (so this runs after the
-    seeding, which used it): the handler's per-request connection clean-up would close the
-    test's connection, and with it the transaction the fixtures live in.
-    """
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
+    """The seeded client, with the WSGI handler kept off the test's database connection (after
+    the seeding, which used Django's test client)."""
+    with wsgi_keeps_test_connection():
         yield seeded
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
 
 
 @pytest.fixture

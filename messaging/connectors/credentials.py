@@ -18,7 +18,6 @@ over a rotated one. The instance saves take the same lock (instances._write).
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from urllib.parse import urlencode, urlsplit
 from django.conf import settings
 from django.db import transaction
 
-from meshsite import jsonlimit, secretbox
+from meshsite import jsonlimit
 from meshsite.errors import Invalid
 
 from ..models import ConnectorInstance
@@ -229,7 +228,7 @@ def _tokens_store(instance_id: int, tokens: Tokens) -> ConnectorInstance:
         kept[ACCESS_TOKEN] = tokens.access_token
         if tokens.refresh_token:
             kept[REFRESH_TOKEN] = tokens.refresh_token
-        row.secrets = secretbox.seal(json.dumps(kept))
+        row.secrets_set(kept)
         ConnectorInstance.objects.filter(pk=instance_id).update(secrets=row.secrets)
     return row
 

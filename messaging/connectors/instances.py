@@ -8,7 +8,6 @@ time, where the guard checks again), so only IP literals and malformed URLs are 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection
 from datetime import datetime
@@ -17,7 +16,6 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from meshsite import secretbox
 from meshsite.errors import Conflict, Invalid, NotFound
 from meshsite.platform.models import Service, ServiceInstance
 
@@ -197,7 +195,7 @@ def _seal_secrets(instance: ConnectorInstance) -> None:
             kept[key] = value
         else:
             kept.pop(key, None)
-    instance.secrets = secretbox.seal(json.dumps(kept)) if kept else ""
+    instance.secrets_set(kept)
 
 
 def shown_configuration(instance: ConnectorInstance) -> dict[str, Any]:

@@ -90,6 +90,10 @@ class ConnectorInstance(models.Model):
     def secret(self, key: str) -> str:
         return self.secret_values().get(key, "")
 
+    def secrets_set(self, values: dict[str, str]) -> None:
+        """Seal these as the instance's secret keys (not saved here); none left: ""."""
+        self.secrets = secretbox.seal(json.dumps(values)) if values else ""
+
 
 class VendorEventStatus(models.TextChoices):
     RECEIVED = "received"

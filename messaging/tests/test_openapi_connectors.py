@@ -24,8 +24,6 @@ import jsonschema
 import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 from django.utils import timezone
@@ -39,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from meshsite import celery_app
-from meshsite.testing import make_instance, mesh_client_for
+from meshsite.testing import make_instance, mesh_client_for, wsgi_keeps_test_connection
 from messaging.api import connector_events
 from messaging.connectors import formulas
 from messaging.models import (
@@ -273,16 +271,9 @@ def seeded(db: None, settings: Any, monkeypatch: Any, fast_hashing: None, receiv
 
 @pytest.fixture
 def wsgi(seeded: Seeded) -> Iterator[Seeded]:
-    """The seeded world, with the WSGI handler kept off the test's database connection (as in
-    tests/test_openapi_conformance.py: its per-request clean-up would close the test's
-    transaction)."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
+    """The seeded world, with the WSGI handler kept off the test's database connection."""
+    with wsgi_keeps_test_connection():
         yield seeded
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
 
 
 def _resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -453,13 +444,8 @@ MAX_EXAMPLES = 10
 @pytest.fixture
 def oc_token(db: None, fast_hashing: None) -> Iterator[str]:
     api = Api(_connectors("oc1"))
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    try:
+    with wsgi_keeps_test_connection():
         yield api.token
-    finally:
-        request_started.connect(close_old_connections)
-        request_finished.connect(close_old_connections)
 
 
 generated = schemathesis.openapi.from_wsgi("/api/schema/", WSGIHandler()).include(path_regex=f"^{PREFIX}")
